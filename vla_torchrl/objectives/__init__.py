@@ -1,0 +1,1 @@
+"""objectives layer of vla_torchrl."""

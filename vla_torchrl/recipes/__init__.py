@@ -1,0 +1,1 @@
+"""recipes layer of vla_torchrl."""
