@@ -49,6 +49,8 @@ __all__ = [
     "CONTINUOUS_GRASP_KEY",
     "DONE_KEY",
     "EPISODE_ID_KEY",
+    "EVAL_ENTROPY_KEY",
+    "EVAL_TOKEN_LOG_PROBS_KEY",
     "FOREGROUND_MASK_KEY",
     "GRASPED_KEY",
     "HIDDEN_KEY",
@@ -57,6 +59,7 @@ __all__ = [
     "METRIC_KEYS",
     "NEXT",
     "OBSERVATION_KEY",
+    "REF_ACTION_LOG_PROB_KEY",
     "REWARD_KEY",
     "STATE_KEY",
     "SUCCESS_KEY",
@@ -80,6 +83,11 @@ TOKEN_LOG_PROBS_KEY: NestedKey = (VLA_ACTION_KEY, "token_log_probs")
 ACTION_LOG_PROB_KEY: NestedKey = "action_log_prob"
 HIDDEN_KEY: NestedKey = (VLA_ACTION_KEY, "hidden")
 VALUE_KEY: NestedKey = "state_value"
+
+# -- evaluation pass (teacher-forced, used by losses; kept apart from the rollout's values) ----
+EVAL_TOKEN_LOG_PROBS_KEY: NestedKey = ("eval", "token_log_probs")
+EVAL_ENTROPY_KEY: NestedKey = ("eval", "entropy")
+REF_ACTION_LOG_PROB_KEY: NestedKey = "ref_action_log_prob"
 
 # -- advantage estimation ---------------------------------------------------------------------
 ADVANTAGE_KEY: NestedKey = "advantage"
