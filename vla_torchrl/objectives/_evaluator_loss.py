@@ -39,6 +39,11 @@ class EvaluatorLossBase(LossModule):
             )
         self.evaluator = evaluator
 
+    def set_keys(self, **kwargs) -> EvaluatorLossBase:
+        """Rename input keys (fields of ``_AcceptedKeys``); returns ``self`` for chaining."""
+        super().set_keys(**kwargs)
+        return self
+
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         # advantages are computed outside the loss (see .advantages); nothing to forward
         pass
