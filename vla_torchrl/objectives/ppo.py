@@ -53,18 +53,23 @@ class VLAPPOLoss(EvaluatorLossBase):
         critic_coeff: weight of the value loss; ``None`` or 0 for no critic (GRPO).
         entropy_coeff: weight of the entropy bonus (``loss_entropy = -coeff * entropy``).
         normalize_advantage: standardise advantages before Eq. (1) (FACTS.md: over the batch).
-        advantage_stats_fn: ``(advantage, mask) -> (mean, std)``; default: this minibatch's
-            statistics (:func:`.functional.batch_advantage_stats`). A distributed run passes one
-            that all-reduces, or the recipe normalises the whole rollout once and sets
-            ``normalize_advantage=False``.
+        advantage_stats_fn: ``(advantage, mask) -> (mean, std)``; default: this call's
+            (minibatch) statistics, :func:`.functional.batch_advantage_stats`, as TorchRL's
+            ``normalize_advantage``. To normalise over the whole rollout (and across ranks), set
+            it once per rollout to ``functional.frozen_advantage_stats(rollout[ADVANTAGE_KEY],
+            stats_fn=functional.all_reduce_advantage_stats)``; the attribute can be reassigned.
         advantage_eps: lower bound on the std.
 
     PPO-ORZ is this loss with advantages from ``GAEAdvantage(gamma=1.0, lmbda=1.0)``.
 
-    Examples:
-        >>> loss_fn = VLAPPOLoss(evaluator, entropy_coeff=0.0)  # doctest: +SKIP
-        >>> losses = loss_fn(minibatch)  # doctest: +SKIP
-        >>> sum(v for k, v in losses.items() if k.startswith("loss_")).backward()  # doctest: +SKIP
+    Examples (needs an evaluator; run in ``tests/objectives/test_examples.py``)::
+
+        rollout = GAEAdvantage(gamma=0.99, lmbda=0.95)(rollout)
+        loss_fn = VLAPPOLoss(evaluator, entropy_coeff=0.0)
+        loss_fn.advantage_stats_fn = functional.frozen_advantage_stats(rollout[ADVANTAGE_KEY])
+        for minibatch in rollout.reshape(-1).split(8):
+            losses = loss_fn(minibatch)
+            sum(v for k, v in losses.items() if k.startswith("loss_")).backward()
     """
 
     @dataclass
