@@ -37,3 +37,27 @@ def test_ppo_plus_sft_example(evaluator, rollout):
     total.backward()
     assert evaluator.delta.weight.grad.abs().sum() > 0
     assert evaluator.value_head.weight.grad.abs().sum() > 0
+
+
+def test_documented_recipe_flow_rollout_wide_normalisation(evaluator, rollout):
+    """The loop of the package docstring: advantages once, then minibatches of 8."""
+    from vla_torchrl.keys import ADVANTAGE_KEY
+    from vla_torchrl.objectives import functional as F
+
+    critic = TensorDictModule(evaluator.value_head, in_keys=[STATE_KEY], out_keys=[VALUE_KEY])
+    rollout = GAEAdvantage(value_network=critic)(rollout)
+    loss_fn = VLAPPOLoss(evaluator)
+    loss_fn.advantage_stats_fn = F.frozen_advantage_stats(rollout[ADVANTAGE_KEY])
+    adv = rollout[ADVANTAGE_KEY]
+    seen = 0
+    for minibatch in rollout.reshape(-1).split(8):
+        losses = loss_fn(minibatch)
+        sum(v for k, v in losses.items() if k.startswith("loss_")).backward()
+        seen += minibatch.numel()
+    assert seen == 24
+    # the rollout-wide statistics were used, not the minibatch's
+    mb = rollout.reshape(-1)[:8]
+    manual = mb.clone()
+    manual.set(ADVANTAGE_KEY, (mb[ADVANTAGE_KEY] - adv.mean()) / adv.std())
+    expected = VLAPPOLoss(evaluator, normalize_advantage=False)(manual)["loss_objective"]
+    torch.testing.assert_close(loss_fn(mb)["loss_objective"], expected)

@@ -86,7 +86,8 @@ class GAEAdvantage(_KeyedModule):
     Reads ``("next", reward)``, ``("next", done)``, ``("next", terminated)``, the rollout values
     ``VALUE_KEY`` and the next values ``("next", VALUE_KEY)`` when present. Without stored next
     values it needs ``value_network`` (any module reading the observation keys and writing
-    ``VALUE_KEY``) and evaluates it, under ``no_grad``, only on the ``"next"`` observations of the
+    ``VALUE_KEY``, e.g. the actor with its critic attached: the value comes from ``h^0``, which
+    does not depend on the action tokens) and evaluates it, under ``no_grad``, only on the ``"next"`` observations of the
     last time step and of truncated steps; elsewhere ``V(s_{t+1})`` is the following step's value,
     and at terminated steps it is not used. Missing ``VALUE_KEY`` is computed (and written) too.
 
