@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import MockValue, make_rollout
+from objectives_mocks import MockValue, make_rollout
 from torchrl.objectives.value import GAE
 
 from vla_torchrl.keys import (

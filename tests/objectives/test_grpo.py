@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import FIRST_ACTION_ID
+from objectives_mocks import FIRST_ACTION_ID
 
 from vla_torchrl.keys import (
     ACTION_LOG_PROB_KEY,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.distributions as D
-from conftest import FEAT, FIRST_ACTION_ID, N_BINS, MockEvaluator
+from objectives_mocks import FEAT, FIRST_ACTION_ID, N_BINS, MockEvaluator
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
 from torch import nn

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import FIRST_ACTION_ID
+from objectives_mocks import FIRST_ACTION_ID
 
 from vla_torchrl.keys import (
     ACTION_TOKENS_KEY,
@@ -105,3 +105,14 @@ def test_sft_is_action_token_nll_and_trains(evaluator, rollout):
     masked = VLASFTLoss(evaluator, mask_key="valid")(demos)
     exp = -_step_log_probs(evaluator, demos[:3], reference=False).mean()
     torch.testing.assert_close(masked["loss_sft"].detach(), exp)
+
+
+def test_tpo_and_sft_set_keys(evaluator, rollout):
+    expected = VLATPOLoss(evaluator)(rollout.clone())["loss_tpo"]
+    renamed = rollout.clone().rename_key_(("next", "reward"), ("next", "sparse_reward"))
+    loss_fn = VLATPOLoss(evaluator).set_keys(reward="sparse_reward")
+    torch.testing.assert_close(loss_fn(renamed)["loss_tpo"], expected)
+    with pytest.raises(KeyError, match="set_keys"):
+        VLATPOLoss(evaluator)(renamed)
+    sft = VLASFTLoss(evaluator).set_keys(eval_token_log_probs=("eval", "token_log_probs"))
+    assert sft.tensor_keys.eval_token_log_probs == ("eval", "token_log_probs")
