@@ -36,6 +36,7 @@ Composing a custom objective (``examples/ppo_with_sft.py``): PPO + lambda * SFT:
 from __future__ import annotations
 
 from vla_torchrl.objectives import functional
+from vla_torchrl.objectives._evaluator_loss import EvaluatorLossBase
 from vla_torchrl.objectives.advantages import GAEAdvantage, GroupRelativeAdvantage
 from vla_torchrl.objectives.grpo import VLAGRPOLoss
 from vla_torchrl.objectives.ppo import VLAPPOLoss
@@ -43,6 +44,7 @@ from vla_torchrl.objectives.sft import VLASFTLoss
 from vla_torchrl.objectives.tpo import VLATPOLoss
 
 __all__ = [
+    "EvaluatorLossBase",
     "GAEAdvantage",
     "GroupRelativeAdvantage",
     "VLAGRPOLoss",

@@ -67,7 +67,7 @@ class EvaluatorLossBase(LossModule):
                 "evaluator that implements reference()."
             )
         with torch.no_grad(), self.evaluator.reference():
-            return self.evaluator(tensordict.copy()).get(key)
+            return self._require(self.evaluator(tensordict.copy()), key)
 
     def _require(self, tensordict: TensorDictBase, key) -> Tensor:
         """``tensordict[key]``, or a KeyError that says how to provide or rename it."""

@@ -16,6 +16,7 @@ Conventions:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.distributed as dist
@@ -455,7 +456,7 @@ def group_relative_advantage(
     group: Tensor | None = None,
     done: Tensor | None = None,
     mask: Tensor | None = None,
-    mode: str = "process",
+    mode: Literal["process", "whole"] = "process",
     eps: float = 1e-6,
 ) -> Tensor:
     """Group-relative advantages of GRPO, process-supervision (Eq. 3-4) or whole-reward (Eq. 5-6).
@@ -657,7 +658,7 @@ def action_token_cross_entropy(
     logits: Tensor,
     target_ids: Tensor,
     *,
-    vocabulary: str = "action",
+    vocabulary: Literal["action", "full"] = "action",
     first_action_id: int = 31744,
     num_bins: int = 256,
 ) -> Tensor:

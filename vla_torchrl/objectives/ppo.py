@@ -134,7 +134,7 @@ class VLAPPOLoss(EvaluatorLossBase):
     ) -> tuple[TensorDict, torch.Tensor]:
         """Eq. (1) and the entropy bonus; returns the terms and the current action log-probs."""
         k = self.tensor_keys
-        log_prob = F.action_log_prob(evaluated.get(k.eval_token_log_probs))  # Eq. (1): product
+        log_prob = F.action_log_prob(self._require(evaluated, k.eval_token_log_probs))  # Eq. (1)
         n = log_prob.shape[0]
         old = self._vector(self._require(td, k.action_log_prob), n, k.action_log_prob)
         adv = self._vector(self._require(td, k.advantage), n, k.advantage)
@@ -144,7 +144,7 @@ class VLAPPOLoss(EvaluatorLossBase):
             )
         loss, info = F.clipped_surrogate_loss(log_prob, old, adv, clip_epsilon=self.clip_epsilon)
         out = TensorDict({"loss_objective": loss, **info})
-        entropy = evaluated.get(k.eval_entropy).sum(-1).mean()
+        entropy = self._require(evaluated, k.eval_entropy).sum(-1).mean()
         out.set("entropy", entropy.detach())
         if self.entropy_coeff:
             out.set("loss_entropy", -self.entropy_coeff * entropy)

@@ -64,7 +64,7 @@ class VLASFTLoss(EvaluatorLossBase):
         k = self.tensor_keys
         td = self._flat(tensordict)
         evaluated = self._evaluate(td)
-        token_lp = evaluated.get(k.eval_token_log_probs)
+        token_lp = self._require(evaluated, k.eval_token_log_probs)
         mask = None
         if self.mask_key is not None:
             mask = self._vector(

@@ -121,7 +121,7 @@ class VLATPOLoss(EvaluatorLossBase):
             group = step_group[first]
 
         flat = tensordict.reshape(-1)
-        log_prob = F.action_log_prob(self._evaluate(flat).get(k.eval_token_log_probs))
+        log_prob = F.action_log_prob(self._require(self._evaluate(flat), k.eval_token_log_probs))
         ref = flat.get(k.ref_action_log_prob, None)
         if ref is None:
             ref = F.action_log_prob(self._reference_token_log_probs(flat, k.eval_token_log_probs))
