@@ -276,7 +276,9 @@ def all_reduce_advantage_stats(
         n, total, sq = buf.unbind()
         if n < 2:
             mean = total / n if n > 0 else torch.zeros_like(total)
-            return mean.to(advantage.dtype), torch.ones((), dtype=advantage.dtype)
+            return mean.to(advantage.dtype), torch.ones(
+                (), dtype=advantage.dtype, device=advantage.device
+            )
         mean = total / n
         var = ((sq - n * mean * mean) / (n - 1)).clamp_min(0.0)
         return mean.to(advantage.dtype), var.sqrt().to(advantage.dtype)

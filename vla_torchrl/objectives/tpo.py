@@ -138,5 +138,5 @@ class VLATPOLoss(EvaluatorLossBase):
             traj_log_prob, traj_ref, w_index, l_index, beta=self.beta
         )  # Eq. (7)
         out = TensorDict({"loss_tpo": loss, **info})
-        out.set("num_trajectories", torch.tensor(float(num)))
+        out.set("num_trajectories", torch.tensor(float(num), device=log_prob.device))
         return out
