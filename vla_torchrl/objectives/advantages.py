@@ -13,6 +13,11 @@ observation is the final one of an episode that the rollout never stored at the 
 :class:`GAEAdvantage` evaluates only those. When ``("next", VALUE_KEY)`` is present the two
 modules compute the same thing (checked in the tests); the recursion itself is TorchRL's
 functional GAE.
+
+Why not TorchRL's group utilities for GRPO: ``group_key`` on its value estimators standardises
+the *advantages* per group, and ``torchrl.objectives.llm.MCAdvantage`` gives one outcome reward
+per LLM completion; neither normalises per-step (non-zero) rewards over a group of
+trajectories and sums them over the future steps of each trajectory, as Eq. (3)-(6) do.
 """
 
 from __future__ import annotations

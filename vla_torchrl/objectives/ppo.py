@@ -117,7 +117,7 @@ class VLAPPOLoss(EvaluatorLossBase):
     @property
     def in_keys(self) -> list[NestedKey]:
         k = self.tensor_keys
-        keys = [k.advantage, k.action_log_prob, *self.evaluator.in_keys]
+        keys = [k.advantage, k.action_log_prob, *getattr(self.evaluator, "in_keys", [])]
         return keys + ([k.value, k.value_target] if self.critic_coeff else [])
 
     @property

@@ -54,7 +54,9 @@ class VLASFTLoss(EvaluatorLossBase):
 
     @property
     def in_keys(self) -> list[NestedKey]:
-        return [*self.evaluator.in_keys] + ([self.mask_key] if self.mask_key is not None else [])
+        return [*getattr(self.evaluator, "in_keys", [])] + (
+            [self.mask_key] if self.mask_key is not None else []
+        )
 
     @property
     def out_keys(self) -> list[NestedKey]:

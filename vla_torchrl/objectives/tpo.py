@@ -88,7 +88,7 @@ class VLATPOLoss(EvaluatorLossBase):
     @property
     def in_keys(self) -> list[NestedKey]:
         k = self.tensor_keys
-        keys = [next_key(k.reward), next_key(k.done), *self.evaluator.in_keys]
+        keys = [next_key(k.reward), next_key(k.done), *getattr(self.evaluator, "in_keys", [])]
         return keys + [x for x in (self.group_key, self.mask_key) if x is not None]
 
     @property
