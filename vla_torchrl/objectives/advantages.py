@@ -36,7 +36,6 @@ from vla_torchrl.keys import (
     DONE_KEY,
     REWARD_KEY,
     TERMINATED_KEY,
-    TRUNCATED_KEY,
     VALUE_KEY,
     VALUE_TARGET_KEY,
     next_key,
@@ -95,6 +94,8 @@ class GAEAdvantage(_KeyedModule):
     does not depend on the action tokens) and evaluates it, under ``no_grad``, only on the ``"next"`` observations of the
     last time step and of truncated steps; elsewhere ``V(s_{t+1})`` is the following step's value,
     and at terminated steps it is not used. Missing ``VALUE_KEY`` is computed (and written) too.
+    A step counts as truncated when it is ``done`` and not ``terminated`` (so
+    ``("next", truncated)`` need not be present).
 
     Writes ``ADVANTAGE_KEY`` and ``VALUE_TARGET_KEY`` (``[..., T, 1]``).
 
@@ -120,7 +121,6 @@ class GAEAdvantage(_KeyedModule):
         reward: NestedKey = REWARD_KEY
         done: NestedKey = DONE_KEY
         terminated: NestedKey = TERMINATED_KEY
-        truncated: NestedKey = TRUNCATED_KEY
         advantage: NestedKey = ADVANTAGE_KEY
         value_target: NestedKey = VALUE_TARGET_KEY
 

@@ -20,8 +20,6 @@ from vla_torchrl.keys import (
     EVAL_ENTROPY_KEY,
     EVAL_TOKEN_LOG_PROBS_KEY,
     REF_ACTION_LOG_PROB_KEY,
-    VALUE_KEY,
-    VALUE_TARGET_KEY,
 )
 from vla_torchrl.objectives import functional as F
 from vla_torchrl.objectives.ppo import VLAPPOLoss
@@ -60,8 +58,6 @@ class VLAGRPOLoss(VLAPPOLoss):
         """Keys read by :class:`VLAGRPOLoss`; rename with :meth:`set_keys`."""
 
         advantage: NestedKey = ADVANTAGE_KEY
-        value_target: NestedKey = VALUE_TARGET_KEY
-        value: NestedKey = VALUE_KEY
         action_log_prob: NestedKey = ACTION_LOG_PROB_KEY
         ref_action_log_prob: NestedKey = REF_ACTION_LOG_PROB_KEY
         eval_token_log_probs: NestedKey = EVAL_TOKEN_LOG_PROBS_KEY
