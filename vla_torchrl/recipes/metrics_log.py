@@ -267,9 +267,8 @@ def progress(
 
     Examples:
         >>> bar = progress(100, initial=20, disable=True)
-        >>> _ = bar.update(30)
-        >>> bar.n
-        50
+        >>> bar.total, bar.disable
+        (100, True)
         >>> bar.close()
     """
     from tqdm.auto import tqdm
