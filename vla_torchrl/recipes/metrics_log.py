@@ -11,7 +11,11 @@ fixed namespaces ``train/``, ``eval/``, ``losses/``, ``perf/``.
 Exact resume: ``MetricLogger(run_dir, resume_step=ckpt.step)`` drops every record with
 ``step > resume_step`` (and a half-written last line), so after resuming from a checkpoint the log
 holds each step once, with nothing lost up to the checkpoint and nothing duplicated after it.
-TensorBoard gets ``purge_step`` for the same effect. wandb runs offline by default (files in
+TensorBoard gets ``purge_step`` for the same effect.
+
+Standard names (``STANDARD_METRICS``; ``plot_curves`` plots the first two by default):
+``eval/success``, ``train/episode_return``, ``train/success``, ``eval/grasped``,
+``eval/continuous_grasp``, ``eval/episode_return``, ``perf/env_steps_per_s``. wandb runs offline by default (files in
 ``run_dir/wandb``, no network); only ``wandb="online"`` lets it connect.
 """
 
@@ -29,9 +33,18 @@ from typing import Any, Literal
 
 from vla_torchrl.recipes.errors import UserError
 
-__all__ = ["NAMESPACES", "MetricLogger", "progress", "read_metrics"]
+__all__ = ["NAMESPACES", "STANDARD_METRICS", "MetricLogger", "progress", "read_metrics"]
 
 NAMESPACES: tuple[str, ...] = ("train/", "eval/", "losses/", "perf/")
+STANDARD_METRICS: tuple[str, ...] = (
+    "eval/success",
+    "train/episode_return",
+    "train/success",
+    "eval/grasped",
+    "eval/continuous_grasp",
+    "eval/episode_return",
+    "perf/env_steps_per_s",
+)
 METRICS_FILE = "metrics.jsonl"
 WandbMode = Literal["off", "offline", "online"]
 _log = logging.getLogger("vla_torchrl.recipes")
