@@ -259,6 +259,11 @@ class AlgoConfig:
             isinstance(self.group_size, int) and self.group_size >= 1,
             f"algo.group_size={self.group_size!r} must be an integer >= 1",
         )
+        _check(
+            self.reference in ("none", "initial"),
+            f"algo.reference={self.reference!r} is unknown; use none or initial "
+            "(the initial policy: LoRA adapters disabled)",
+        )
         if self.name == "ppo-orz":
             _check(
                 self.gamma == 1.0 and self.lmbda == 1.0,
@@ -554,6 +559,18 @@ def _type_ok(value: Any, annotation: Any) -> tuple[bool, Any]:
     return True, value
 
 
+def _describe(annotation: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    if annotation in names:
+        return names[annotation]
+    if typing.get_origin(annotation) is list:
+        return "a list"
+    parts = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if len(parts) == 1:
+        return f"{_describe(parts[0])} or null"
+    return str(annotation)
+
+
 def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -572,12 +589,15 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
                 raise ConfigError(f"{prefix}{name} must be a group (mapping), got {value!r}")
             kwargs[name] = _build(annotation, value, f"{prefix}{name}.")
             continue
+        if typing.get_origin(annotation) is Literal and isinstance(value, str):
+            kwargs[name] = value  # __post_init__ names the allowed choices and what to do
+            continue
         ok, coerced = _type_ok(value, annotation)
         if not ok:
             allowed = (
                 typing.get_args(annotation) if typing.get_origin(annotation) is Literal else ""
             )
-            what = f"one of {', '.join(map(repr, allowed))}" if allowed else f"of type {annotation}"
+            what = f"one of {', '.join(map(repr, allowed))}" if allowed else _describe(annotation)
             raise ConfigError(f"{prefix}{name}={value!r} is invalid: expected {what}")
         kwargs[name] = coerced
     return cls(**kwargs)

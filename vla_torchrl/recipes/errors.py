@@ -80,6 +80,7 @@ def run_cli(
     config_name: str | None = None,
     config_path: str | None = None,
     argv: Sequence[str] | None = None,
+    hydra_overrides: Sequence[str] = (),
 ) -> int:
     """Run an entry point; user errors end in one line on stderr and exit status 2.
 
@@ -96,6 +97,8 @@ def run_cli(
         config_name: Hydra primary config name (e.g. ``"train"``), or None for plain mode.
         config_path: directory of the Hydra configs (absolute, or relative to this file).
         argv: arguments without the program name (default ``sys.argv[1:]``).
+        hydra_overrides: overrides placed before the user's (e.g. ``hydra.output_subdir=null``
+            for tools that should leave no Hydra output directory).
 
     Returns:
         The exit status (0 on success); callers do ``sys.exit(run_cli(main))``.
@@ -114,15 +117,37 @@ def run_cli(
         if config_name is None:
             status = main_fn(args)
             return int(status or 0)
-        return _run_hydra(main_fn, config_name=config_name, config_path=config_path, args=args)
+        return _run_hydra(
+            main_fn,
+            config_name=config_name,
+            config_path=config_path,
+            args=[*args, *_unless_given(hydra_overrides, args)],
+            catch=catch,
+        )
     except catch as err:  # type: ignore[misc]
         hint = "" if debug else f" (rerun with --debug or {DEBUG_ENV}=1 for the traceback)"
         print(format_user_error(err) + hint, file=sys.stderr, flush=True)
         return USER_ERROR_EXIT
 
 
+def _unless_given(defaults: Sequence[str], args: Sequence[str]) -> list[str]:
+    """The default overrides whose key the user did not set (appended after the user's
+    arguments: Hydra's parser wants flags before positional overrides)."""
+
+    def key(item: str) -> str:
+        return item.split("=", 1)[0].lstrip("+~")
+
+    given = {key(a) for a in args if "=" in a and not a.startswith("-")}
+    return [d for d in defaults if key(d) not in given]
+
+
 def _run_hydra(
-    main_fn: Callable[..., Any], *, config_name: str, config_path: str | None, args: list[str]
+    main_fn: Callable[..., Any],
+    *,
+    config_name: str,
+    config_path: str | None,
+    args: list[str],
+    catch: tuple[type[BaseException], ...],
 ) -> int:
     import hydra
 
@@ -131,7 +156,12 @@ def _run_hydra(
     result: dict[str, Any] = {}
 
     def task(cfg: Any) -> None:
-        result["status"] = main_fn(cfg)
+        # A user error raised by the task is carried out of Hydra, which would otherwise print
+        # "Error executing job with overrides: ..." before re-raising it.
+        try:
+            result["status"] = main_fn(cfg)
+        except catch as err:  # type: ignore[misc]
+            result["error"] = err
 
     wrapped = hydra.main(config_path=config_path, config_name=config_name, version_base="1.3")(task)
     saved_argv, saved_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
@@ -145,4 +175,6 @@ def _run_hydra(
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = saved_env
+    if "error" in result:
+        raise result["error"]
     return int(result.get("status") or 0)
