@@ -125,3 +125,16 @@ def test_progress_counts_and_eta():
     # "50.0/100 [00:01<00:01, ...]": elapsed < remaining (the ETA)
     assert "50.0/100" in text
     assert re.search(r"\[\d\d:\d\d<(\d\d:\d\d|\?)", text), text
+
+
+def test_real_wandb_offline_writes_files_without_network(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    # nothing listens on port 9: a network attempt would fail or hang
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    log = MetricLogger(tmp_path / "run=1", tensorboard=False, wandb="offline")
+    log.log({"train/return": 1.0}, step=1)
+    log.close()
+    runs = list((tmp_path / "run=1" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))

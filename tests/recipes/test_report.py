@@ -15,6 +15,7 @@ from vla_torchrl.recipes.report import (
     Stat,
     format_cell,
     load_results,
+    main,
     read_summary_csv,
     relative_drops,
     summarize,
@@ -195,3 +196,19 @@ def test_incremental_results_survive_interruption(tmp_path):
     assert sorted(got, key=lambda r: (r.seed, r.episode_id)) == expected
     assert load_results(store.path) == got
     assert summarize(got)[("RL", "ind")]["success"].mean == pytest.approx(11 / 12)
+
+
+def test_report_cli(tmp_path, capsys):
+    path = tmp_path / "episodes.jsonl"
+    path.write_text("\n".join(json.dumps(r.__dict__) for r in _records()))
+    assert main([str(path), "--out", str(tmp_path / "out"), "--policies", "RL,SFT"]) == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| Task | Acc. RL | Acc. SFT |" in md
+    axes = tmp_path / "axes.json"
+    axes.write_text(json.dumps({"ind": "ind", "table": "vision", "obj": "semantics"}))
+    assert main([str(path), "--out", str(tmp_path / "o2"), "--task-axes", str(axes)]) == 0
+    md2 = (tmp_path / "o2" / "report.md").read_text()
+    # tasks missing from the mapping are kept, under "Other"
+    assert "Table 1: Vision" in md2 and "Table 2: Semantics" in md2
+    other = md2.split("## Table 3: Other")[1].split("##")[0]
+    assert "| Noise-w |" in other and "| Robot Pose |" in other and "| Table |" not in other

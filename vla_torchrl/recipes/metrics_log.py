@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable, Mapping
@@ -180,14 +181,13 @@ class MetricLogger:
                 ) from err
             _log.warning("wandb is not installed; logging without it (logger.wandb=off)")
             return None
-        if mode == "offline":
-            os.environ["WANDB_MODE"] = "offline"  # belt and braces: no network in offline mode
         id_file = self.run_dir / "wandb_id.txt"
         if id_file.exists():
             run_id = id_file.read_text().strip()
         else:
-            run_id = f"{name}-{int(time.time())}"[-64:].replace("/", "-")
+            run_id = re.sub(r"[^A-Za-z0-9_-]", "-", f"{name}-{int(time.time())}")[-64:]
             id_file.write_text(run_id)
+        # mode="offline" keeps wandb off the network (files under run_dir/wandb, sync later)
         return wandb.init(
             project=project,
             name=name,

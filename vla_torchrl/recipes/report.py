@@ -7,6 +7,11 @@ the per-seed value is the mean over that seed's episodes and the reported value 
 standard deviation over seeds (``ddof=0`` by default; the paper's Tables 1-3 are consistent with
 the population std over its 3 seeds). The relative drop of Sec. 5.3 is ``(OOD - IND) / IND``.
 
+Command line::
+
+    python -m vla_torchrl.recipes.report runs/eval/episodes.jsonl --out runs/eval/report \
+        --policies SFT,RL [--task-axes axes.json]
+
 Outputs (:func:`write_report`): ``report.md`` with one table per axis in the layout of the
 paper's Tables 1-3 (rows = tasks with IND first, column groups Acc. / Cont. Acc. / Suc. with one
 sub-column per policy, "0.922 (.013)" cells, best per group in bold) and a per-axis summary like
@@ -17,10 +22,12 @@ Fig. 7a; ``summary.csv`` (long format, readable back with :func:`read_summary_cs
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
 import os
+import sys
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -44,6 +51,7 @@ __all__ = [
     "relative_drops",
     "summarize",
     "table_markdown",
+    "main",
     "write_report",
     "write_summary_csv",
 ]
@@ -52,7 +60,13 @@ Metric = Literal["grasped", "continuous_grasp", "success"]
 METRICS: tuple[str, ...] = ("grasped", "continuous_grasp", "success")
 METRIC_LABELS = {"grasped": "Acc.", "continuous_grasp": "Cont. Acc.", "success": "Suc."}
 AXES: tuple[str, ...] = ("vision", "semantics", "execution")
-AXIS_LABELS = {"ind": "IND", "vision": "Vision", "semantics": "Semantics", "execution": "Execution"}
+AXIS_LABELS = {
+    "ind": "IND",
+    "vision": "Vision",
+    "semantics": "Semantics",
+    "execution": "Execution",
+    "other": "Other",
+}
 
 # The paper's OOD suite (Sec. 5.1, Tables 1-3): task name -> axis. Pass your own mapping when
 # the env layer's SUITE differs; this is only the default.
@@ -684,3 +698,44 @@ class IncrementalResults:
             if done.get(key) == rec["attempt"]:
                 out.append(EpisodeResult.from_mapping(rec))
         return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: write the report of a results file (see the module docstring)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m vla_torchrl.recipes.report",
+        description="Evaluation report (tables like the paper's Tables 1-3, radar charts).",
+    )
+    parser.add_argument("results", help="per-episode results: .csv, .jsonl or an eval's file")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--policies", help="comma-separated column order, e.g. SFT,RL")
+    parser.add_argument("--task-axes", help="JSON file {task: axis} (default: the paper's)")
+    parser.add_argument("--ind-task", default="ind")
+    parser.add_argument(
+        "--ddof", type=int, default=0, help="std over seeds: 0 population, 1 sample"
+    )
+    args = parser.parse_args(argv)
+    task_axes = PAPER_TASK_AXES
+    if args.task_axes:
+        try:
+            task_axes = json.loads(Path(args.task_axes).read_text())
+        except (OSError, ValueError) as err:
+            raise UserError(
+                f"--task-axes {args.task_axes}: cannot read a JSON mapping ({err})"
+            ) from err
+    files = write_report(
+        args.results,
+        args.out,
+        task_axes=task_axes,
+        policies=args.policies.split(",") if args.policies else None,
+        ind_task=args.ind_task,
+        ddof=args.ddof,
+    )
+    print(files["report.md"])
+    return 0
+
+
+if __name__ == "__main__":
+    from vla_torchrl.recipes.errors import run_cli
+
+    sys.exit(run_cli(main))
