@@ -14,6 +14,7 @@ MODULES = [
     "vla_torchrl.recipes.metrics_log",
     "vla_torchrl.recipes.report",
     "vla_torchrl.recipes.plot_curves",
+    "vla_torchrl.recipes.run",
 ]
 
 
