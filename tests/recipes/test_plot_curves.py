@@ -68,7 +68,10 @@ def test_cli_writes_a_real_png(tmp_path, capsys):
     img = np.asarray(Image.open(out).convert("RGB"))
     assert img.shape[1] >= 900  # two panels (success and return)
     assert img.std() > 0 and len(np.unique(img.reshape(-1, 3), axis=0)) > 10
-    assert main([*args, "--out", str(out), "--x", "wall_clock", "--metric", "eval/success"]) == 0
+    extra = ["--x", "wall_clock", "--metric", "eval/success", "--hline", "SFT=0.3"]
+    assert main([*args, "--out", str(out), *extra]) == 0
+    with pytest.raises(UserError, match="LABEL=NUMBER"):
+        main([*args, "--out", str(out), "--hline", "SFT=high"])
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

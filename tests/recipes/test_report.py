@@ -154,7 +154,7 @@ def test_write_report(tmp_path):
     assert "| Obj. Pos. |" in md and "| Robot Pose |" in md
     # Vision axis: SFT success (.5 + .25) / 2, RL (.75 + .5) / 2; drops -50.0% and -7/22
     assert "| Vision | 0.375 | 0.625 | -50.0% | -31.8% |" in md
-    for name in ("radar_success.png", "radar_ood_ind_ratio.png"):
+    for name in ("radar_success.png", "radar_ood_ind_ratio.png", "bars_success.png"):
         _assert_not_blank(files[name])
     with open(files["table_vision.csv"], newline="") as fh:
         table = list(csv.DictReader(fh))

@@ -7,7 +7,8 @@ common x grid (each run linearly interpolated, over the x range all runs of the 
 Usage::
 
     python -m vla_torchrl.recipes.plot_curves runs/ppo-seed0 runs/ppo-seed1 \\
-        "GRPO=runs/grpo-seed0,runs/grpo-seed1" --metric eval/success --x env_steps --out fig.png
+        "GRPO=runs/grpo-seed0,runs/grpo-seed1" --metric eval/success --x env_steps \\
+        --hline SFT-16k=0.78 --out fig.png
 
 A plain RUN_DIR joins the group named after it with a trailing ``seed<N>`` removed;
 ``LABEL=DIR,DIR`` names a group explicitly.
@@ -110,8 +111,16 @@ def plot_curves(
     out: str | Path,
     metrics: Sequence[str] = DEFAULT_METRICS,
     x: XAxis = "env_steps",
+    hlines: Mapping[str, float] | None = None,
 ) -> Path:
     """Plot one panel per metric, one mean +- std band per group; write a PNG.
+
+    Args:
+        groups: ``{label: [run dirs]}`` (see :func:`group_runs`).
+        out: the PNG to write.
+        metrics: one panel each; metrics no run logged are skipped.
+        x: ``env_steps`` or ``wall_clock`` (hours).
+        hlines: reference levels drawn in every panel, e.g. ``{"SFT-16k": 0.78}`` (Fig. 6c/d).
 
     Raises:
         UserError: when a run dir has no log, or none of ``metrics`` was logged by any run.
@@ -148,6 +157,9 @@ def plot_curves(
                 grid, mean, marker="o" if len(grid) == 1 else None, label=f"{label} (n={n})"
             )
             ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        for name, level in (hlines or {}).items():
+            ax.axhline(level, linestyle="--", linewidth=1, color="gray")
+            ax.annotate(name, (0.01, level), xycoords=("axes fraction", "data"), fontsize=7)
         ax.set_xlabel(_X_LABEL[x])
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
@@ -170,9 +182,23 @@ def main(argv: list[str] | None = None) -> int:
         "--metric", action="append", help=f"metric to plot (repeatable; default {DEFAULT_METRICS})"
     )
     parser.add_argument("--x", choices=sorted(_X_FIELD), default="env_steps")
+    parser.add_argument(
+        "--hline", action="append", default=[], help="reference level LABEL=VALUE (repeatable)"
+    )
     args = parser.parse_args(argv)
+    hlines = {}
+    for item in args.hline:
+        label, _, value = item.rpartition("=")
+        try:
+            hlines[label or value] = float(value)
+        except ValueError as err:
+            raise UserError(f"--hline {item!r}: expected LABEL=NUMBER, e.g. SFT-16k=0.78") from err
     path = plot_curves(
-        group_runs(args.runs), out=args.out, metrics=args.metric or DEFAULT_METRICS, x=args.x
+        group_runs(args.runs),
+        out=args.out,
+        metrics=args.metric or DEFAULT_METRICS,
+        x=args.x,
+        hlines=hlines,
     )
     print(path)
     return 0

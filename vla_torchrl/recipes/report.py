@@ -17,7 +17,8 @@ paper's Tables 1-3 (rows = tasks with IND first, column groups Acc. / Cont. Acc.
 sub-column per policy, "0.922 (.013)" cells, best per group in bold) and a per-axis summary like
 Fig. 7a; ``summary.csv`` (long format, readable back with :func:`read_summary_csv`),
 ``table_<axis>.csv``, ``drops.csv``; and radar charts like Fig. 7b/7c
-(``radar_success.png``, ``radar_ood_ind_ratio.png``).
+(``radar_success.png``, ``radar_ood_ind_ratio.png``) and grouped success bars annotated
+with the relative drop like Fig. 7a (``bars_success.png``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ __all__ = [
     "PAPER_TASK_AXES",
     "EpisodeResult",
     "IncrementalResults",
+    "bar_chart",
     "Stat",
     "format_cell",
     "load_results",
@@ -450,6 +452,45 @@ def radar_chart(
     return path
 
 
+def bar_chart(
+    summary: Mapping[tuple[str, str], Mapping[str, Stat]],
+    *,
+    tasks: Sequence[str],
+    policies: Sequence[str],
+    path: str | os.PathLike,
+    ind_task: str = "ind",
+) -> Path:
+    """Grouped bars of success (mean +- std over seeds) per task and policy, each OOD bar
+    annotated with its relative drop, like Fig. 7a; written as PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    drops = relative_drops(summary, ind_task=ind_task)
+    width = 0.8 / max(1, len(policies))
+    fig = Figure(figsize=(max(6.0, 0.7 * len(tasks) * max(1, len(policies))), 4.0), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for i, policy in enumerate(policies):
+        xs = [j + (i - (len(policies) - 1) / 2) * width for j in range(len(tasks))]
+        stats = [summary.get((policy, t), {}).get("success") for t in tasks]
+        means = [s.mean if s else 0.0 for s in stats]
+        stds = [s.std if s else 0.0 for s in stats]
+        ax.bar(xs, means, width, yerr=stds, capsize=2, label=policy)
+        for x, mean, task in zip(xs, means, tasks):
+            drop = drops.get((policy, task))
+            if drop is not None and math.isfinite(drop):
+                ax.annotate(f"{100 * drop:+.0f}%", (x, mean), ha="center", va="bottom", fontsize=6)
+    ax.set_xticks(range(len(tasks)))
+    ax.set_xticklabels([_label(t) for t in tasks], rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("success rate")
+    ax.set_ylim(0, 1.1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    return path
+
+
 # ---------------------------------------------------------------------------------------- report
 
 
@@ -562,6 +603,14 @@ def write_report(
     all_tasks = [
         t for a in ("ind", *AXES, "other") for t in task_axes if task_axes[t] == a and t in present
     ]
+    files["bars_success.png"] = bar_chart(
+        summary,
+        tasks=all_tasks,
+        policies=policies,
+        path=out / "bars_success.png",
+        ind_task=ind_task,
+    )
+    md += ["", "![success per task](bars_success.png)"]
     if len(all_tasks) >= 3:
         success = {
             p: {t: summary[(p, t)]["success"].mean for t in all_tasks if (p, t) in summary}
@@ -646,6 +695,23 @@ class IncrementalResults:
     def is_complete(self, policy: str, task: str, seed: int) -> bool:
         """Whether the group is already complete (skip it when resuming)."""
         return (policy, task, int(seed)) in self.completed()
+
+    def pending(
+        self, policies: Iterable[str], tasks: Iterable[str], seeds: Iterable[int]
+    ) -> list[tuple[str, str, int]]:
+        """The (policy, task, seed) groups still to evaluate, in loop order.
+
+        Examples:
+            >>> import tempfile
+            >>> store = IncrementalResults(Path(tempfile.mkdtemp()) / "e.jsonl")
+            >>> store.append_group("RL", "ind", 0, [dict(episode_id=0, grasped=0,
+            ...                    continuous_grasp=0, success=0)])
+            >>> store.pending(["RL"], ["ind", "table"], [0, 1])
+            [('RL', 'ind', 1), ('RL', 'table', 0), ('RL', 'table', 1)]
+        """
+        done = self.completed()
+        tasks, seeds = list(tasks), [int(s) for s in seeds]
+        return [(p, t, s) for p in policies for t in tasks for s in seeds if (p, t, s) not in done]
 
     def append_group(
         self, policy: str, task: str, seed: int, episodes: Iterable[Mapping[str, Any]]
