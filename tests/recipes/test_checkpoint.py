@@ -216,3 +216,15 @@ def test_cuda_rng_and_map_location(tmp_path):
     assert ckpt.tensors["w"].device.type == "cuda"
     restore_rng_states(ckpt.rng_states)
     assert torch.equal(torch.rand(4, device="cuda"), expected)
+
+
+def test_shared_memory_and_empty(tmp_path):
+    manager = CheckpointManager(tmp_path)
+    base = torch.arange(6.0)
+    tied = {"a": base, "b": base, "view": base[2:4], "t": base.view(2, 3).t()}
+    ckpt = manager.load(manager.save(1, tensors=tied))
+    for name, value in tied.items():
+        assert torch.equal(ckpt.tensors[name], value), name
+    assert manager.load(manager.save(2)).tensors == {}
+    with pytest.raises(CheckpointError, match="not a torch.Tensor"):
+        manager.save(3, tensors={"x": [1.0]})

@@ -161,6 +161,25 @@ def _write_bytes(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
+def _unshared_cpu(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU, contiguous copies where needed: safetensors refuses tensors that share memory
+    (tied weights, views of one buffer), so every tensor after the first on a storage is cloned."""
+    out, seen = {}, set()
+    for name, tensor in tensors.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise CheckpointError(
+                f"tensors[{name!r}] is a {type(tensor).__name__}, not a torch.Tensor; put "
+                "non-tensor state in counters (JSON) or optimizer_states"
+            )
+        t = tensor.detach().to("cpu").contiguous()
+        key = t.untyped_storage().data_ptr()
+        if key in seen and t.numel() > 0:
+            t = t.clone()
+        seen.add(key)
+        out[name] = t
+    return out
+
+
 def _check_name(name: str) -> None:
     parts = Path(name).parts
     if not name or Path(name).is_absolute() or ".." in parts:
@@ -230,8 +249,7 @@ class CheckpointManager:
         tmp.mkdir()
         try:
             written: list[str] = []
-            cpu = {k: v.detach().to("cpu").contiguous() for k, v in (tensors or {}).items()}
-            save_file(cpu, str(tmp / TENSORS))
+            save_file(_unshared_cpu(tensors or {}), str(tmp / TENSORS))
             written.append(TENSORS)
             torch.save(dict(optimizer_states or {}), tmp / OPTIMIZER)
             written.append(OPTIMIZER)
