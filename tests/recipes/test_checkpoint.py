@@ -179,8 +179,9 @@ def test_sigkill_during_save_never_breaks_latest(tmp_path):
             env=env,
             stdout=subprocess.PIPE,
         )
-        # let a few saves through, then kill -9 a few ms into the next one (a save takes ~60 ms)
-        for _ in range(rng.randint(1, 5)):
+        # let a few saves through (reading "saving k+1" means save k returned), then kill -9 a
+        # few ms into the next one (a save takes ~60 ms here)
+        for _ in range(rng.randint(2, 6)):
             announced = int(proc.stdout.readline().split()[1])
         time.sleep(rng.uniform(0.0, 0.05))
         proc.send_signal(signal.SIGKILL)
