@@ -81,6 +81,7 @@ def test_hydra_entry_point_one_line(tmp_path, args, phrase):
     assert proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith("error: ") and phrase in proc.stderr
     assert "Traceback" not in proc.stderr and "Error executing job" not in proc.stderr
+    assert "search path" not in proc.stderr
     assert os.environ.get("HYDRA_FULL_ERROR") is None
 
 

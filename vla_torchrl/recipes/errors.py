@@ -66,7 +66,11 @@ def format_user_error(err: BaseException) -> str:
     # Hydra wraps OmegaConf errors; the cause often holds the useful part.
     if cause is not None and not isinstance(cause, UserError):
         parts += [line.strip() for line in str(cause).splitlines() if line.strip()]
-    text = " | ".join(dict.fromkeys(parts)) or type(err).__name__
+    # Hydra appends its config search path to "could not find" errors: noise for the user
+    parts = list(dict.fromkeys(parts))
+    if "Config search path:" in parts:
+        parts = parts[: parts.index("Config search path:")]
+    text = " | ".join(parts) or type(err).__name__
     return f"error: {text}"
 
 
