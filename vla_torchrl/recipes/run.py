@@ -1,0 +1,184 @@
+"""Start or resume a run: validated config, seeding, checkpoint restore and the metric log.
+
+The glue every training recipe needs before its loop and at each checkpoint, so that a run
+killed at any moment continues exactly where its last checkpoint left off (same weights, same
+RNG streams, the metric log cut back to that step)::
+
+    ctx = start_run(cfg, tasks=SUITE.keys())     # validates, seeds
+    ...                                            # build env, policy, optimizer (uses RNG)
+    if ctx.resumed is not None:
+        policy.load_state_dict(ctx.resumed.tensors, strict=False)
+        optimizer.load_state_dict(ctx.resumed.optimizer_states["policy"])
+    ctx.restore_rng()                              # last thing before the loop
+    step = ctx.counters.get("env_steps", 0)
+    while step < cfg.collector.total_env_steps:
+        ...                                        # collect, update
+        step += frames_per_batch
+        ctx.logger.log({"train/episode_return": ret}, step=step)
+        if due(step):                              # log everything of step S, then save S
+            ctx.save(step, tensors=..., optimizer_states=..., counters={"env_steps": step})
+    ctx.close()
+
+The run directory holds ``config.json`` (the resolved config), ``metrics.jsonl``, ``tb/``,
+``wandb/`` and ``checkpoints/``. One process writes a run directory (rank 0 in a distributed run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vla_torchrl.recipes.checkpoint import Checkpoint, CheckpointManager, restore_rng_states
+from vla_torchrl.recipes.config import TrainConfig, validate
+from vla_torchrl.recipes.errors import UserError
+from vla_torchrl.recipes.metrics_log import METRICS_FILE, MetricLogger
+from vla_torchrl.utils.seeding import seed_everything
+
+__all__ = ["RunContext", "start_run"]
+
+CONFIG_FILE = "config.json"
+_log = logging.getLogger("vla_torchrl.recipes")
+
+
+@dataclass
+class RunContext:
+    """What :func:`start_run` hands to a training loop."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    checkpoints: CheckpointManager
+    logger: MetricLogger
+    resumed: Checkpoint | None = None
+    counters: dict[str, Any] = field(default_factory=dict)
+
+    def save(
+        self,
+        step: int,
+        *,
+        tensors: Mapping[str, torch.Tensor],
+        optimizer_states: Mapping[str, Any] | None = None,
+        counters: Mapping[str, Any] | None = None,
+    ) -> Path:
+        """Flush the metric log, then checkpoint (with the RNG states and the config)."""
+        self.logger.flush()
+        config = json.dumps(dataclasses.asdict(self.cfg), indent=1).encode()
+        return self.checkpoints.save(
+            step,
+            tensors=tensors,
+            optimizer_states=optimizer_states,
+            counters={"env_steps": step, **dict(counters or {})},
+            extra_files={CONFIG_FILE: config},
+        )
+
+    def restore_rng(self) -> None:
+        """Put the RNGs back to the checkpoint's states (no-op on a fresh run).
+
+        Call it after building everything that draws random numbers (models, envs), right
+        before the training loop, so that the loop continues the interrupted random streams.
+        """
+        if self.resumed is not None and self.resumed.rng_states is not None:
+            restore_rng_states(self.resumed.rng_states)
+
+    def close(self) -> None:
+        """Close the metric log."""
+        self.logger.close()
+
+
+def _config_differences(
+    old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = ""
+) -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += _config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+def start_run(
+    cfg: TrainConfig,
+    *,
+    tasks: Collection[str] | None = None,
+    cuda_available: bool | None = None,
+    tensorboard: bool | None = None,
+    wandb: str | None = None,
+) -> RunContext:
+    """Validate ``cfg``, seed, resume from the newest complete checkpoint, open the metric log.
+
+    Args:
+        cfg: the training config.
+        tasks: known task names for :func:`~vla_torchrl.recipes.config.validate`.
+        cuda_available: override CUDA detection (tests).
+        tensorboard, wandb: override ``cfg.logger`` (tests).
+
+    Returns:
+        A :class:`RunContext`; ``resumed`` is the loaded checkpoint or None for a fresh start
+        (call :meth:`RunContext.restore_rng` just before the loop).
+
+    Raises:
+        UserError: a bad config, or ``resume=false`` on a directory that already has a run.
+
+    Examples:
+        >>> import tempfile
+        >>> from vla_torchrl.recipes.config import LoggerConfig
+        >>> cfg = TrainConfig(run_dir=tempfile.mkdtemp(), device="cpu",
+        ...                   logger=LoggerConfig(tensorboard=False, wandb="off"))
+        >>> ctx = start_run(cfg)
+        >>> ctx.resumed is None
+        True
+        >>> ctx.logger.log({"train/episode_return": 0.1}, step=5120)
+        >>> _ = ctx.save(5120, tensors={"w": torch.zeros(2)})
+        >>> ctx.close()
+        >>> again = start_run(cfg)
+        >>> again.resumed.step, again.counters["env_steps"]
+        (5120, 5120)
+        >>> again.close()
+    """
+    validate(cfg, tasks=tasks, cuda_available=cuda_available)
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manager = CheckpointManager(run_dir, keep_last=cfg.keep_last)
+    seed_everything(cfg.seed)
+    resumed = None
+    has_log = (run_dir / METRICS_FILE).exists() and (run_dir / METRICS_FILE).stat().st_size > 0
+    if cfg.resume:
+        latest = manager.latest()
+        if latest is not None:
+            resumed = manager.load(latest)
+            saved = resumed.extra_files.get(CONFIG_FILE)
+            if saved is not None:
+                diff = _config_differences(json.loads(saved), dataclasses.asdict(cfg))
+                if diff:
+                    _log.warning("resuming with a changed config: %s", "; ".join(diff))
+            _log.info("resuming %s from step %d", run_dir, resumed.step)
+    elif manager.checkpoints() or has_log:
+        raise UserError(
+            f"run_dir={str(run_dir)!r} already holds a run (checkpoints or metrics) and "
+            "resume=false; set resume=true to continue it or choose a new run_dir"
+        )
+    if resumed is not None:
+        resume_step: int | None = resumed.step
+    else:
+        resume_step = -1 if has_log else None  # a crash before the first checkpoint: restart
+    log_cfg = cfg.logger
+    logger = MetricLogger(
+        run_dir,
+        resume_step=resume_step,
+        tensorboard=log_cfg.tensorboard if tensorboard is None else tensorboard,
+        wandb=log_cfg.wandb if wandb is None else wandb,  # type: ignore[arg-type]
+        project=log_cfg.project,
+        config=dataclasses.asdict(cfg),
+        run_name=run_dir.name,
+    )
+    (run_dir / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    counters = dict(resumed.counters) if resumed is not None else {}
+    return RunContext(cfg, run_dir, manager, logger, resumed, counters)
