@@ -1,7 +1,7 @@
 # Two commands are all a user needs (README): `make demo` and `make test`.
 PY := .venv/bin/python
 
-.PHONY: setup demo test test-all lint format
+.PHONY: setup demo test lint format
 
 setup:
 	@bash scripts/setup.sh
@@ -11,10 +11,6 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest $(ARGS)
-
-# Everything, including the GPU / real-checkpoint tests (they need those resources).
-test-all: setup
-	$(PY) -m pytest -m "" $(ARGS)
 
 lint: setup
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .
