@@ -16,10 +16,15 @@ The folder layout is the one of ``shared/assets`` (see its README)::
     <root>/llama2-tokenizer/tokenizer.model             the Llama-2 SentencePiece model
 
 Examples:
+    >>> import tempfile
+    >>> from pathlib import Path
     >>> from vla_torchrl.assets import AssetPaths
-    >>> paths = AssetPaths.resolve("/nonexistent")
-    >>> paths.root is None and paths.widowx_urdf is None
-    True
+    >>> root = Path(tempfile.mkdtemp())
+    >>> (root / "llama2-tokenizer").mkdir()
+    >>> _ = (root / "llama2-tokenizer" / "tokenizer.model").write_bytes(b"")
+    >>> paths = AssetPaths.resolve(root)  # an explicit path wins over the other sources
+    >>> paths.tokenizer_model.name, paths.widowx_urdf  # only what exists is reported
+    ('tokenizer.model', None)
 """
 
 from __future__ import annotations
