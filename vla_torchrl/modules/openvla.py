@@ -149,7 +149,7 @@ class OpenVLA(nn.Module):
         attention_mask: torch.Tensor,
         position_ids: torch.Tensor,
         *,
-        past_key_values: Any = None,
+        cache: Any = None,
         use_cache: bool = False,
     ) -> Any:
         """Run the Llama decoder (no head); returns transformers' ``BaseModelOutputWithPast``."""
@@ -157,7 +157,7 @@ class OpenVLA(nn.Module):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             use_cache=use_cache,
         )
 
