@@ -181,11 +181,11 @@ class OpenVLA(nn.Module):
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Switch activation checkpointing in the LLM and both ViTs (non-reentrant)."""
         if enabled:
-            self.language_model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
+            self.language_model.activation_checkpointing_enable(
+                activation_checkpointing_kwargs={"use_reentrant": False}
             )
         else:
-            self.language_model.gradient_checkpointing_disable()
+            self.language_model.activation_checkpointing_disable()
         self.vision_backbone.featurizer.set_grad_checkpointing(enabled)
         self.vision_backbone.fused_featurizer.set_grad_checkpointing(enabled)
 
