@@ -6,11 +6,13 @@ decode ``centers[clip(32000 - id - 1, 0, 254)]``. Un-normalise where ``mask``:
 ``a = 0.5 * (a_n + 1) * (q99 - q01) + q01``; normalise: ``2 * (a - q01) / (q99 - q01 + 1e-8) - 1``,
 clipped to [-1, 1].
 
-The token <-> [-1, 1] part reuses :class:`torchrl.data.vla.VocabTailActionTokenizer` (with
-``full_vocab_size=32000`` and no statistics), which computes exactly these formulas on the
-input's device (tested against a NumPy ``digitize`` reference). Its statistics path differs from
-OpenVLA's, so un-normalisation is ours: torchrl adds ``1e-8`` to ``(q99 - q01)`` when
-un-normalising and decodes through NumPy float64 on the host (one device round-trip per call).
+Why not :class:`torchrl.data.vla.VocabTailActionTokenizer` (``full_vocab_size=32000``): its
+bin edges are a float32 ``linspace``, while OpenVLA digitizes against NumPy's float64 edges, so
+values on (or within float32 rounding of) an edge can land one bin off (32 of the 256 edges
+do; ``torch.linspace`` in float64 still differs from NumPy's on some edges); with statistics it adds ``1e-8`` to ``(q99 - q01)`` when un-normalising and decodes via
+NumPy on the host (a device round-trip per call). This class computes the formulas above with
+float64 edges and centers on the input's device; decoding agrees with torchrl's to float32
+rounding and encoding agrees everywhere except at those edges (both tested).
 
 Examples:
     >>> import torch
@@ -31,8 +33,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
-from torchrl.data.vla import VocabTailActionTokenizer
 
 __all__ = ["ActionTokenizer"]
 
@@ -59,7 +61,10 @@ class ActionTokenizer:
         self.n_bins = n_bins
         self.base_vocab_size = base_vocab_size
         self.first_id = base_vocab_size - n_bins
-        self._codec = VocabTailActionTokenizer(n_bins, full_vocab_size=base_vocab_size)
+        # NumPy's linspace, not torch's: the two float64 grids differ in the last bit on some
+        # edges (torch fills from both ends), which moves values on those edges by one bin
+        self.bins = torch.from_numpy(np.linspace(-1.0, 1.0, n_bins))
+        self.centers = (self.bins[:-1] + self.bins[1:]) / 2.0
         self.q01 = None if q01 is None else torch.as_tensor(q01, dtype=torch.float32)
         self.q99 = None if q99 is None else torch.as_tensor(q99, dtype=torch.float32)
         if self.q01 is not None:
@@ -97,14 +102,18 @@ class ActionTokenizer:
         action = norm_stats[unnorm_key]["action"]
         return cls(q01=action["q01"], q99=action["q99"], mask=action.get("mask"), **kwargs)
 
-    # -- tokens <-> normalised actions (torchrl's codec; exact OpenVLA formulas) -------------
+    # -- tokens <-> normalised actions (float64 edges, as NumPy's digitize) ----------------
     def encode(self, normalized: torch.Tensor) -> torch.Tensor:
-        """``[..., D]`` actions in [-1, 1] -> ids ``32000 - digitize(clip(a), bins)``."""
-        return self._codec.encode(normalized)
+        """``[..., D]`` actions in [-1, 1] -> ids ``32000 - digitize(clip(a), bins)`` (int64)."""
+        values = normalized.detach().to(torch.float64).clamp(-1.0, 1.0)
+        # np.digitize(x, bins) = index of the first edge > x = bucketize(..., right=True)
+        digitized = torch.bucketize(values, self.bins.to(values.device), right=True)
+        return self.base_vocab_size - digitized
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         """ids -> bin centers ``centers[clip(32000 - id - 1, 0, 254)]`` (float32)."""
-        return self._codec.decode(tokens.long())
+        index = (self.base_vocab_size - tokens.long() - 1).clamp(0, self.n_bins - 2)
+        return self.centers.to(tokens.device)[index].to(torch.float32)
 
     # -- statistics -------------------------------------------------------------------------
     def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
