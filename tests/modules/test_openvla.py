@@ -189,3 +189,10 @@ def test_no_weights_raises(tmp_path):
         OpenVLA.from_pretrained(tmp_path)
     with pytest.raises(FileNotFoundError):
         OpenVLA.from_pretrained(tmp_path / "absent")
+
+
+def test_norm_stats_from_dataset_statistics_file(tmp_path):
+    data = OpenVLAConfig.tiny().to_hf_dict()
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    (tmp_path / "dataset_statistics.json").write_text(json.dumps(NORM_STATS))
+    assert OpenVLAConfig.from_json(tmp_path).norm_stats == NORM_STATS

@@ -302,7 +302,10 @@ class OpenVLAConfig:
 
     @classmethod
     def from_json(cls, path: str | os.PathLike[str]) -> OpenVLAConfig:
-        """Load from a ``config.json`` file or a checkpoint directory holding one."""
+        """Load from a ``config.json`` file or a checkpoint directory holding one.
+
+        ``norm_stats`` come from ``config.json``, else from ``dataset_statistics.json`` beside it.
+        """
         path = Path(path)
         if path.is_dir():
             path = path / "config.json"
@@ -311,4 +314,10 @@ class OpenVLAConfig:
                 f"No OpenVLA config at {path}; point to a checkpoint directory with config.json."
             )
         with path.open() as fh:
-            return cls.from_dict(json.load(fh))
+            data = json.load(fh)
+        stats_file = path.parent / "dataset_statistics.json"
+        if not data.get("norm_stats") and stats_file.is_file():
+            # older exports keep the statistics beside config.json
+            with stats_file.open() as fh:
+                data["norm_stats"] = json.load(fh)
+        return cls.from_dict(data)
