@@ -10,7 +10,8 @@ Measures, on the same inputs (batch ``B`` of random frames and mixed-length inst
 - ``evaluator``: the teacher-forced pass (no grad) and a LoRA train step (forward + value and
   policy-gradient-style loss + backward).
 
-Prints one JSON record and appends it to ``benchmarks/results.jsonl``.
+Timings are medians over ``--iters`` calls; the three generation variants run interleaved (one
+call of each per round) so that load from other processes hits them alike. Prints one JSON record and appends it to ``benchmarks/results.jsonl``.
 
 Usage::
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -47,14 +49,26 @@ def _sync(device: torch.device) -> None:
 
 
 def _time(fn, *, iters: int, warmup: int, device: torch.device) -> float:
+    """Median seconds per call (the median resists other processes' load on shared cores)."""
+    return _time_interleaved({"f": fn}, iters=iters, warmup=warmup, device=device)["f"]
+
+
+def _time_interleaved(
+    fns: dict[str, object], *, iters: int, warmup: int, device: torch.device
+) -> dict[str, float]:
+    """Median seconds per call of each function, calls alternating so load drift hits all."""
     for _ in range(warmup):
-        fn()
-    _sync(device)
-    start = time.perf_counter()
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(iters):
-        fn()
-    _sync(device)
-    return (time.perf_counter() - start) / iters
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def main() -> None:
@@ -96,15 +110,6 @@ def main() -> None:
         images = td[IMAGE_KEY]
         texts = list(td[INSTRUCTION_KEY])
         embeds, mask, pos = prefix_inputs(model, bundle.processor, images, texts)
-        for name, use_cache in (("generation_cached", True), ("generation_uncached", False)):
-            t = _time(
-                lambda use_cache=use_cache: generate_action_tokens(
-                    model, embeds, mask, pos, mode="greedy", use_cache=use_cache
-                ),
-                **timing,
-                device=device,
-            )
-            results[f"{name}_s"] = t
         lm = model.language_model
 
         def hf_generate():
@@ -121,7 +126,20 @@ def main() -> None:
         out = hf_generate()
         if out.shape[-1] != 7:
             raise RuntimeError(f"generate returned {out.shape[-1]} tokens, expected 7")
-        results["hf_generate_s"] = _time(hf_generate, **timing, device=device)
+        timed = _time_interleaved(
+            {
+                "generation_cached": lambda: generate_action_tokens(
+                    model, embeds, mask, pos, mode="greedy", use_cache=True
+                ),
+                "generation_uncached": lambda: generate_action_tokens(
+                    model, embeds, mask, pos, mode="greedy", use_cache=False
+                ),
+                "hf_generate": hf_generate,
+            },
+            **timing,
+            device=device,
+        )
+        results.update({f"{name}_s": t for name, t in timed.items()})
         results["speedup_cached_vs_hf_generate"] = (
             results["hf_generate_s"] / results["generation_cached_s"]
         )
