@@ -5,7 +5,9 @@ decode steps through ``LlamaModel.forward`` with a ``transformers.DynamicCache``
 ``generate``, no host round-trip per token: sampling is ``torch.multinomial`` on the device).
 Each step samples from the softmax of the 256 action logits only, at temperature ``T``
 (``mode="greedy"``: argmax, log-probs still those of the tempered restricted distribution).
-Left-padded batches use position ids from the attention mask, so a sample's result does not
+Greedy decoding differs from OpenVLA's own ``predict_action`` (argmax over the full vocabulary)
+only when the full-vocabulary argmax is not an action token. Left-padded batches use position
+ids from the attention mask, so a sample's result does not
 depend on its batch mates.
 
 Why a ``TensorDictModuleBase`` and not ``ProbabilisticActor`` / ``VLAWrapperBase``: both build

@@ -1,5 +1,25 @@
 """One call that recipes use to get a policy: model + processing + actor + evaluator + critic.
 
+Loading a real checkpoint from a local directory (a copy of ``openvla/openvla-7b``: config.json,
+the three safetensors shards and their index; nothing is downloaded) and predicting one action::
+
+    import torch
+    from tensordict import TensorDict
+    from vla_torchrl.keys import ACTION_KEY, IMAGE_KEY, INSTRUCTION_KEY
+    from vla_torchrl.modules import build_policy
+
+    bundle = build_policy("checkpoint", checkpoint_path="/data/openvla-7b", lora=False,
+                          critic="none", unnorm_key="bridge_orig", device="cuda",
+                          dtype=torch.bfloat16)
+    actor = bundle.eval_actor(mode="greedy")
+    frame = torch.zeros(1, 480, 640, 3, dtype=torch.uint8)  # your RGB frame(s), uint8 HWC
+    td = TensorDict({IMAGE_KEY: frame}, [1])
+    td[INSTRUCTION_KEY] = ["put the carrot on the plate"]
+    print(actor(td)[ACTION_KEY])  # [1, 7]: xyz delta, euler delta, gripper (bridge units)
+
+The Llama-2 tokenizer is found through ``AssetPaths`` (``$VLA_TORCHRL_ASSETS`` or
+``../shared/assets/llama2-tokenizer/tokenizer.model``); pass ``text_tokenizer=`` to override.
+
 Examples:
     >>> bundle = build_policy("tiny", lora=LoRASettings(rank=4), critic="shared",
     ...                       text_tokenizer="builtin")
