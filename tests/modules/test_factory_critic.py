@@ -77,3 +77,14 @@ def test_checkpoint_source_loads(tmp_path):
     a = first.eval_actor(mode="greedy")(td.clone())
     b = again.eval_actor(mode="greedy")(td.clone())
     assert torch.equal(a[ACTION_TOKENS_KEY], b[ACTION_TOKENS_KEY])
+
+
+def test_shared_value_network_matches_rollout_values():
+    from vla_torchrl.modules import SharedValueNetwork
+
+    bundle = build_policy("tiny", lora=LoRASettings(rank=4), text_tokenizer="builtin")
+    td = bundle.actor(make_batch(INSTRUCTIONS))
+    net = SharedValueNetwork(bundle.model, bundle.processor, bundle.critic, value_key="v")
+    with torch.no_grad():
+        net(td)
+    torch.testing.assert_close(td["v"], td[VALUE_KEY], atol=1e-5, rtol=0)

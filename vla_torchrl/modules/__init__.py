@@ -9,6 +9,7 @@ from vla_torchrl.modules.config import OpenVLAConfig, ViTConfig
 from vla_torchrl.modules.critic import (
     CriticInput,
     SeparateBackboneCritic,
+    SharedValueNetwork,
     ValueHead,
     critic_input_dim,
     value_operator,
@@ -49,6 +50,7 @@ __all__ = [
     "PromptTokenizer",
     "SentencePieceTokenizer",
     "SeparateBackboneCritic",
+    "SharedValueNetwork",
     "ValueHead",
     "ViTConfig",
     "apply_lora",

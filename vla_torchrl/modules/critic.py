@@ -41,6 +41,7 @@ from vla_torchrl.modules.processors.bundle import OpenVLAProcessor, read_observa
 __all__ = [
     "CriticInput",
     "SeparateBackboneCritic",
+    "SharedValueNetwork",
     "ValueHead",
     "critic_input_dim",
     "select_critic_input",
@@ -149,5 +150,47 @@ class SeparateBackboneCritic(TensorDictModuleBase):
             tokens = tensordict.get(self.action_tokens_key).reshape(len(texts), -1)
         hidden = teacher_forced_hidden(self.model, self.processor, images, texts, tokens)
         value = self.head(select_critic_input(hidden, self.critic_input)).float()
+        tensordict.set(self.value_key, value.reshape(*tensordict.batch_size, 1))
+        return tensordict
+
+
+class SharedValueNetwork(TensorDictModuleBase):
+    """``V(s)`` from image + instruction alone: prefix pass of the policy backbone, head on h^0.
+
+    For value bootstrapping where no action has been taken yet (e.g. TorchRL's ``GAE`` calling
+    its ``value_network`` on ``("next", ...)`` observations). Only ``"h0"`` is possible here:
+    ``hn`` / ``concat`` need the action tokens of the state.
+
+    Args:
+        model: the policy's OpenVLA (shared backbone).
+        processor: the processing steps.
+        head: the shared :class:`ValueHead` (input h^0).
+    """
+
+    def __init__(
+        self,
+        model: OpenVLA,
+        processor: OpenVLAProcessor,
+        head: ValueHead,
+        *,
+        image_key: NestedKey = IMAGE_KEY,
+        instruction_key: NestedKey = INSTRUCTION_KEY,
+        value_key: NestedKey = VALUE_KEY,
+    ) -> None:
+        super().__init__()
+        if head.in_dim != model.config.llm_hidden_size:
+            raise ValueError(
+                f"SharedValueNetwork needs an h^0 head (in_dim={model.config.llm_hidden_size}), "
+                f"got in_dim={head.in_dim}; hn/concat heads need action tokens."
+            )
+        self.model, self.processor, self.head = model, processor, head
+        self.image_key, self.instruction_key, self.value_key = image_key, instruction_key, value_key
+        self.in_keys = [image_key, instruction_key]
+        self.out_keys = [value_key]
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        images, texts = read_observation(tensordict, self.image_key, self.instruction_key)
+        hidden = teacher_forced_hidden(self.model, self.processor, images, texts, None)
+        value = self.head(hidden[:, 0]).float()
         tensordict.set(self.value_key, value.reshape(*tensordict.batch_size, 1))
         return tensordict
