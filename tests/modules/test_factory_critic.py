@@ -88,3 +88,34 @@ def test_shared_value_network_matches_rollout_values():
     with torch.no_grad():
         net(td)
     torch.testing.assert_close(td["v"], td[VALUE_KEY], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("critic", ["shared", "separate"])
+def test_trainable_state_round_trip(tmp_path, critic):
+    def build():
+        torch.manual_seed(0)
+        return build_policy(
+            "tiny", lora=LoRASettings(rank=4), critic=critic, text_tokenizer="builtin"
+        )
+
+    trained = build()
+    with torch.no_grad():
+        for group in trained.param_groups:
+            for p in group["params"]:
+                p.add_(0.05 * torch.randn_like(p))
+    td = trained.actor(make_batch(INSTRUCTIONS))
+    with torch.no_grad():
+        expected = trained.evaluator(td.clone())
+    trained.save_trainable(tmp_path / "state.safetensors")
+    assert (tmp_path / "state.safetensors.adapters" / "adapter_config.json").is_file()
+    fresh = build()
+    with torch.no_grad():
+        before = fresh.evaluator(td.clone())
+        fresh.load_trainable(tmp_path / "state.safetensors")
+        after = fresh.evaluator(td.clone())
+    assert not torch.allclose(before[VALUE_KEY], expected[VALUE_KEY])
+    torch.testing.assert_close(after[VALUE_KEY], expected[VALUE_KEY])
+    torch.testing.assert_close(after[EVAL_TOKEN_LOG_PROBS_KEY], expected[EVAL_TOKEN_LOG_PROBS_KEY])
+    other = build_policy("tiny", lora=LoRASettings(rank=4), critic="none", text_tokenizer="builtin")
+    with pytest.raises(ValueError, match="does not match"):
+        other.load_trainable(tmp_path / "state.safetensors")

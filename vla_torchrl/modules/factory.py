@@ -80,6 +80,50 @@ class PolicyBundle:
     peft_model: nn.Module | None
     param_groups: list[dict[str, Any]] = field(default_factory=list)
 
+    def _trainable_named(self) -> dict[str, nn.Parameter]:
+        owners: list[tuple[str, nn.Module]] = [("policy", self.peft_model or self.model)]
+        if self.critic is not None:
+            owners.append(("critic", self.critic))
+        named: dict[str, nn.Parameter] = {}
+        for prefix, owner in owners:
+            for name, param in owner.named_parameters():
+                if param.requires_grad:
+                    named.setdefault(f"{prefix}.{name}", param)
+        return named
+
+    def save_trainable(self, path: str | os.PathLike[str]) -> None:
+        """Write every trainable tensor (adapters, value head, critic backbone) to one
+        safetensors file; with LoRA also the adapters in peft's format beside it
+        (``<path>.adapters/``)."""
+        from safetensors.torch import save_file
+
+        state = {k: p.detach().to("cpu").contiguous() for k, p in self._trainable_named().items()}
+        save_file(state, str(path), metadata={"format": "pt"})
+        if self.peft_model is not None:
+            from vla_torchrl.modules.lora import save_adapters
+
+            save_adapters(self.peft_model, f"{path}.adapters")
+
+    def load_trainable(self, path: str | os.PathLike[str]) -> None:
+        """Load a file written by :meth:`save_trainable` into a bundle built the same way."""
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+        named = self._trainable_named()
+        missing, unexpected = sorted(set(named) - set(state)), sorted(set(state) - set(named))
+        if missing or unexpected:
+            raise ValueError(
+                f"{path} does not match this policy's trainable tensors: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]}; build the bundle with the same lora/critic options."
+            )
+        with torch.no_grad():
+            for name, param in named.items():
+                if param.shape != state[name].shape:
+                    raise ValueError(
+                        f"{name}: saved shape {tuple(state[name].shape)} != {tuple(param.shape)}."
+                    )
+                param.copy_(state[name])
+
     def eval_actor(
         self, *, temperature: float = 0.6, mode: Literal["sample", "greedy"] = "sample"
     ) -> OpenVLAActor:
