@@ -7,6 +7,8 @@ Measures, on the same inputs (batch ``B`` of random frames and mixed-length inst
   prefix, with the KV cache and with full recomputation per token;
 - ``hf_generate``: ``LlamaForCausalLM.generate`` from the same prefix embeddings, greedy,
   exactly 7 new tokens (full-vocabulary logits, transformers' own cache and loop);
+- the ``*_uniform`` pair: the same comparison when every env has the same instruction (one
+  task per rollout, so no left padding);
 - ``evaluator``: the teacher-forced pass (no grad) and a LoRA train step (forward + value and
   policy-gradient-style loss + backward).
 
@@ -110,9 +112,13 @@ def main() -> None:
         images = td[IMAGE_KEY]
         texts = list(td[INSTRUCTION_KEY])
         embeds, mask, pos = prefix_inputs(model, bundle.processor, images, texts)
+        # same instruction for every env (one task per rollout): no left padding
+        u_embeds, u_mask, u_pos = prefix_inputs(
+            model, bundle.processor, images, [INSTRUCTIONS[0]] * args.batch
+        )
         lm = model.language_model
 
-        def hf_generate():
+        def hf_generate(embeds=embeds, mask=mask):
             return lm.generate(
                 inputs_embeds=embeds,
                 attention_mask=mask,
@@ -135,6 +141,10 @@ def main() -> None:
                     model, embeds, mask, pos, mode="greedy", use_cache=False
                 ),
                 "hf_generate": hf_generate,
+                "generation_cached_uniform": lambda: generate_action_tokens(
+                    model, u_embeds, u_mask, u_pos, mode="greedy", use_cache=True
+                ),
+                "hf_generate_uniform": lambda: hf_generate(u_embeds, u_mask),
             },
             **timing,
             device=device,
@@ -142,6 +152,9 @@ def main() -> None:
         results.update({f"{name}_s": t for name, t in timed.items()})
         results["speedup_cached_vs_hf_generate"] = (
             results["hf_generate_s"] / results["generation_cached_s"]
+        )
+        results["speedup_cached_vs_hf_generate_uniform"] = (
+            results["hf_generate_uniform_s"] / results["generation_cached_uniform_s"]
         )
         results["speedup_cached_vs_uncached"] = (
             results["generation_uncached_s"] / results["generation_cached_s"]

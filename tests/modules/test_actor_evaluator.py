@@ -36,9 +36,10 @@ def _reference_logits(model, processor, td, tokens):
     return torch.stack(out)
 
 
+@pytest.mark.parametrize("uniform", [False, True], ids=["left-padded", "no-padding"])
 @pytest.mark.parametrize("use_cache", [True, False])
-def test_generation_log_probs_match_teacher_forced(tiny_model, processor, use_cache):
-    td = make_batch(INSTRUCTIONS)
+def test_generation_log_probs_match_teacher_forced(tiny_model, processor, use_cache, uniform):
+    td = make_batch([INSTRUCTIONS[0]] * 3 if uniform else INSTRUCTIONS)
     actor = OpenVLAActor(tiny_model, processor, temperature=1.0, use_cache=use_cache)
     actor(td)
     evaluator = OpenVLAEvaluator(tiny_model, processor, temperature=1.0)

@@ -102,7 +102,10 @@ def generate_action_tokens(
     n_steps = model.config.action_dim
     cache = DynamicCache() if use_cache else None
     embeds, mask, pos = inputs_embeds, attention_mask, position_ids
-    out = model.backbone(embeds, mask, pos, cache=cache, use_cache=use_cache)
+    # one host check per call (not per token): without left padding the causal mask alone is
+    # exact, and transformers then skips building a padding mask at every step
+    padded = bool((mask == 0).any())
+    out = model.backbone(embeds, mask if padded else None, pos, cache=cache, use_cache=use_cache)
     h = out.last_hidden_state[:, -1]
     hiddens, tokens, log_probs = [h], [], []
     for step in range(n_steps):
@@ -119,13 +122,14 @@ def generate_action_tokens(
         new_mask = torch.ones_like(mask[:, :1])
         new_pos = pos[:, -1:] + 1
         mask = torch.cat([mask, new_mask], dim=1)
+        step_mask = mask if padded else None
         if use_cache:
             pos = new_pos
-            out = model.backbone(new, mask, pos, cache=cache, use_cache=True)
+            out = model.backbone(new, step_mask, pos, cache=cache, use_cache=True)
         else:
             embeds = torch.cat([embeds, new], dim=1)
             pos = torch.cat([pos, new_pos], dim=1)
-            out = model.backbone(embeds, mask, pos)
+            out = model.backbone(embeds, step_mask, pos)
         h = out.last_hidden_state[:, -1]
         hiddens.append(h)
     return {
