@@ -82,7 +82,9 @@ class AssetPaths:
         tokenizer = root / "llama2-tokenizer" / "tokenizer.model"
         return cls(
             root=root,
-            maniskill_dir=maniskill if (maniskill / "data" / "robots" / "widowx").is_dir() else None,
+            maniskill_dir=maniskill
+            if (maniskill / "data" / "robots" / "widowx").is_dir()
+            else None,
             rl4vla_dir=rl4vla if (rl4vla / "more_carrot").is_dir() else None,
             tokenizer_model=tokenizer if tokenizer.is_file() else None,
         )

@@ -1,0 +1,198 @@
+"""Model layout (7B on meta), vision features, config parsing, HF-layout checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.modules.conftest import NORM_STATS, make_tiny_model
+from vla_torchrl.modules.checkpoint import CheckpointError
+from vla_torchrl.modules.config import OpenVLAConfig
+from vla_torchrl.modules.openvla import OpenVLA
+
+
+@pytest.fixture(scope="module")
+def meta_7b() -> OpenVLA:
+    with torch.device("meta"):
+        return OpenVLA(OpenVLAConfig.openvla_7b())
+
+
+def test_7b_parameter_count_on_meta(meta_7b):
+    assert sum(p.numel() for p in meta_7b.parameters()) == 7_541_237_184
+
+
+def test_7b_key_set_and_shapes(meta_7b):
+    state = meta_7b.state_dict()
+    # tensor count derived by hand from the architecture: DINO 7 + 24 blocks x 14,
+    # SigLIP 18 (incl. 13 attention-pool tensors) + 27 blocks x 12, projector 6,
+    # Llama embed + 32 layers x 9 + norm + lm_head
+    assert len(state) == (7 + 24 * 14) + (18 + 27 * 12) + 6 + (1 + 32 * 9 + 2)
+    assert not any(k.endswith(".gamma") for k in state)
+    assert {k.split(".")[0] for k in state} == {"vision_backbone", "projector", "language_model"}
+    expected = {
+        "vision_backbone.featurizer.cls_token": (1, 1, 1024),
+        "vision_backbone.featurizer.reg_token": (1, 4, 1024),
+        "vision_backbone.featurizer.pos_embed": (1, 256, 1024),
+        "vision_backbone.featurizer.patch_embed.proj.weight": (1024, 3, 14, 14),
+        "vision_backbone.featurizer.blocks.23.ls2.scale_factor": (1024,),
+        "vision_backbone.featurizer.norm.weight": (1024,),
+        "vision_backbone.fused_featurizer.pos_embed": (1, 256, 1152),
+        "vision_backbone.fused_featurizer.blocks.26.mlp.fc1.weight": (4304, 1152),
+        "vision_backbone.fused_featurizer.attn_pool.latent": (1, 1, 1152),
+        "projector.fc1.weight": (8704, 2176),
+        "projector.fc2.weight": (4096, 8704),
+        "projector.fc3.weight": (4096, 4096),
+        "language_model.model.embed_tokens.weight": (32064, 4096),
+        "language_model.model.layers.31.mlp.down_proj.weight": (4096, 11008),
+        "language_model.model.norm.weight": (4096,),
+        "language_model.lm_head.weight": (32064, 4096),
+    }
+    for key, shape in expected.items():
+        assert tuple(state[key].shape) == shape, key
+    assert "vision_backbone.fused_featurizer.cls_token" not in state
+
+
+def test_vision_features_are_penultimate_block_patches():
+    model = make_tiny_model()
+    pixels = torch.randn(2, 6, 28, 28)
+    feats = model.vision_backbone(pixels)
+    dino, siglip = model.vision_backbone.featurizer, model.vision_backbone.fused_featurizer
+    # independent path: timm's own intermediate-layer API (no final norm, prefix dropped)
+    ref_d = dino.get_intermediate_layers(pixels[:, :3], n=[len(dino.blocks) - 2], norm=False)[0]
+    ref_s = siglip.get_intermediate_layers(pixels[:, 3:], n=[len(siglip.blocks) - 2], norm=False)[0]
+    torch.testing.assert_close(feats, torch.cat([ref_d, ref_s], dim=-1))
+    assert dino.num_prefix_tokens == 5 and siglip.num_prefix_tokens == 0
+
+
+def test_patches_follow_bos_in_left_padded_batch():
+    model = make_tiny_model()
+    ids = torch.tensor([[32000, 32000, 1, 7, 29871], [1, 5, 6, 7, 29871]])
+    mask = (ids != 32000).long()
+    patches = torch.randn(2, 16, 64)
+    embeds, full_mask, pos = model.assemble(ids, mask, patches)
+    table = model.embed_tokens
+    torch.testing.assert_close(embeds[0, 2], table(torch.tensor(1)))
+    torch.testing.assert_close(embeds[0, 3:19], patches[0])
+    torch.testing.assert_close(embeds[0, 19:], table(torch.tensor([7, 29871])))
+    torch.testing.assert_close(embeds[1, 0], table(torch.tensor(1)))
+    torch.testing.assert_close(embeds[1, 1:17], patches[1])
+    assert full_mask[0].tolist() == [0, 0] + [1] * 19
+    assert pos[0, 2:].tolist() == list(range(19)) and pos[1].tolist() == list(range(21))
+
+
+def test_config_from_original_openvla_json(tmp_path):
+    original = {  # the fields of openvla/openvla-7b's config.json that matter
+        "architectures": ["OpenVLAForActionPrediction"],
+        "model_type": "openvla",
+        "timm_model_ids": [
+            "vit_large_patch14_reg4_dinov2.lvd142m",
+            "vit_so400m_patch14_siglip_224",
+        ],
+        "image_sizes": [224, 224],
+        "use_fused_vision_backbone": True,
+        "n_action_bins": 256,
+        "pad_token_id": 32000,
+        "pad_to_multiple_of": 64,
+        "text_config": {"model_type": "llama", "vocab_size": 32064, "pad_token_id": 32000},
+        "norm_stats": NORM_STATS,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(original))
+    cfg = OpenVLAConfig.from_json(tmp_path)
+    assert cfg.norm_stats == NORM_STATS
+    assert cfg.to_dict() == OpenVLAConfig.openvla_7b(norm_stats=NORM_STATS).to_dict()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"llm_num_heads": 3}, "not divisible"),
+        ({"image_size": 30}, "not a multiple"),
+        ({"norm_stats": {"x": {"q01": [0]}}}, "norm_stats"),
+        ({"pad_token_id": 40000}, "outside the vocabulary"),
+    ],
+)
+def test_config_validation(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        OpenVLAConfig.tiny(**overrides)
+
+
+def _assert_identical(a: OpenVLA, b: OpenVLA) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert sa[key].dtype == sb[key].dtype and torch.equal(sa[key], sb[key]), key
+
+
+def test_checkpoint_round_trip_is_bit_identical(tmp_path):
+    model = make_tiny_model()
+    model.save_pretrained(tmp_path, max_shard_size="3MB")
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) >= 2
+    assert json.loads((tmp_path / "config.json").read_text())["norm_stats"] == NORM_STATS
+    loaded = OpenVLA.from_pretrained(tmp_path)
+    _assert_identical(model, loaded)
+    assert loaded.config == model.config
+    # same outputs, including the rebuilt rotary buffers
+    ids = torch.tensor([[1, 5, 29871]])
+    pixels = torch.randn(1, 6, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded(pixels, ids, ids * 0 + 1), model(pixels, ids, ids * 0 + 1)
+        )
+    bf16 = OpenVLA.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert bf16.projector.fc1.weight.dtype == torch.bfloat16
+
+
+def test_single_file_checkpoint(tmp_path):
+    model = make_tiny_model()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    _assert_identical(model, OpenVLA.from_pretrained(tmp_path))
+
+
+def test_truncated_shard_raises_clear_error(tmp_path):
+    make_tiny_model().save_pretrained(tmp_path, max_shard_size="3MB")
+    shard = sorted(tmp_path.glob("model-*.safetensors"))[-1]
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        OpenVLA.from_pretrained(tmp_path)
+
+
+def test_missing_shard_and_missing_tensor_and_mismatch(tmp_path):
+    make_tiny_model().save_pretrained(tmp_path, max_shard_size="3MB")
+    index_file = tmp_path / "model.safetensors.index.json"
+    index = json.loads(index_file.read_text())
+    first = sorted(tmp_path.glob("model-*.safetensors"))[0]
+    first.rename(tmp_path / "moved.bin")
+    with pytest.raises(CheckpointError, match="partial"):
+        OpenVLA.from_pretrained(tmp_path)
+    (tmp_path / "moved.bin").rename(first)
+    dropped = dict(index)
+    dropped["weight_map"] = {k: v for k, v in index["weight_map"].items() if "fc3" not in k}
+    index_file.write_text(json.dumps(dropped))
+    with pytest.raises(CheckpointError, match="missing tensors"):
+        OpenVLA.from_pretrained(tmp_path)
+    index_file.write_text(json.dumps(index))
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["vla_torchrl"]["llm_intermediate_size"] = 96
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="shape"):
+        OpenVLA.from_pretrained(tmp_path)
+
+
+def test_no_weights_raises(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(OpenVLAConfig.tiny().to_hf_dict()))
+    with pytest.raises(CheckpointError, match="No safetensors weights"):
+        OpenVLA.from_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        OpenVLA.from_pretrained(tmp_path / "absent")
+
+
+def test_norm_stats_from_dataset_statistics_file(tmp_path):
+    data = OpenVLAConfig.tiny().to_hf_dict()
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    (tmp_path / "dataset_statistics.json").write_text(json.dumps(NORM_STATS))
+    assert OpenVLAConfig.from_json(tmp_path).norm_stats == NORM_STATS

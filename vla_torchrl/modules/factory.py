@@ -1,0 +1,272 @@
+"""One call that recipes use to get a policy: model + processing + actor + evaluator + critic.
+
+Loading a real checkpoint from a local directory (a copy of ``openvla/openvla-7b``: config.json,
+the three safetensors shards and their index; nothing is downloaded) and predicting one action::
+
+    import torch
+    from tensordict import TensorDict
+    from vla_torchrl.keys import ACTION_KEY, IMAGE_KEY, INSTRUCTION_KEY
+    from vla_torchrl.modules import build_policy
+
+    bundle = build_policy("checkpoint", checkpoint_path="/data/openvla-7b", lora=False,
+                          critic="none", unnorm_key="bridge_orig", device="cuda",
+                          dtype=torch.bfloat16)
+    actor = bundle.eval_actor(mode="greedy")
+    frame = torch.zeros(1, 480, 640, 3, dtype=torch.uint8)  # your RGB frame(s), uint8 HWC
+    td = TensorDict({IMAGE_KEY: frame}, [1])
+    td[INSTRUCTION_KEY] = ["put the carrot on the plate"]
+    print(actor(td)[ACTION_KEY])  # [1, 7]: xyz delta, euler delta, gripper (bridge units)
+
+The Llama-2 tokenizer is found through ``AssetPaths`` (``$VLA_TORCHRL_ASSETS`` or
+``../shared/assets/llama2-tokenizer/tokenizer.model``); pass ``text_tokenizer=`` to override.
+
+Examples:
+    >>> bundle = build_policy("tiny", lora=LoRASettings(rank=4), critic="shared",
+    ...                       text_tokenizer="builtin")
+    >>> [g["name"] for g in bundle.param_groups]
+    ['lora', 'value']
+    >>> bundle.actor.out_keys[-1], bundle.evaluator.out_keys[-1]
+    ('state_value', 'state_value')
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from vla_torchrl.modules.actor import OpenVLAActor
+from vla_torchrl.modules.config import OpenVLAConfig
+from vla_torchrl.modules.critic import (
+    CriticInput,
+    SeparateBackboneCritic,
+    ValueHead,
+    critic_input_dim,
+)
+from vla_torchrl.modules.evaluator import OpenVLAEvaluator
+from vla_torchrl.modules.lora import LoRASettings, apply_lora, trainable_parameter_groups
+from vla_torchrl.modules.openvla import OpenVLA
+from vla_torchrl.modules.processors import OpenVLAProcessor
+from vla_torchrl.modules.processors.prompt import TextTokenizer
+
+__all__ = ["PolicyBundle", "build_model", "build_policy"]
+
+ModelSource = Literal["tiny", "random", "checkpoint"]
+
+
+@dataclass
+class PolicyBundle:
+    """Everything a recipe needs from the modules layer.
+
+    Attributes:
+        model: the OpenVLA the actor and evaluator call (LoRA layers injected when enabled).
+        processor: image / prompt / action processing.
+        actor: rollout :class:`OpenVLAActor` (sampling at ``temperature``).
+        evaluator: teacher-forced :class:`OpenVLAEvaluator` (same temperature).
+        critic: the value head / separate critic, or ``None``.
+        peft_model: the ``PeftModel`` (save adapters with ``lora.save_adapters``), or ``None``.
+        param_groups: optimizer groups (``lora`` lr 1e-4, ``value`` lr 3e-3, or ``model``).
+    """
+
+    model: OpenVLA
+    processor: OpenVLAProcessor
+    actor: OpenVLAActor
+    evaluator: OpenVLAEvaluator
+    critic: ValueHead | SeparateBackboneCritic | None
+    peft_model: nn.Module | None
+    param_groups: list[dict[str, Any]] = field(default_factory=list)
+
+    def _trainable_named(self) -> dict[str, nn.Parameter]:
+        owners: list[tuple[str, nn.Module]] = [("policy", self.peft_model or self.model)]
+        if self.critic is not None:
+            owners.append(("critic", self.critic))
+        named: dict[str, nn.Parameter] = {}
+        for prefix, owner in owners:
+            for name, param in owner.named_parameters():
+                if param.requires_grad:
+                    named.setdefault(f"{prefix}.{name}", param)
+        return named
+
+    def save_trainable(self, path: str | os.PathLike[str]) -> None:
+        """Write every trainable tensor (adapters, value head, critic backbone) to one
+        safetensors file; with LoRA also the adapters in peft's format beside it
+        (``<path>.adapters/``)."""
+        from safetensors.torch import save_file
+
+        state = {k: p.detach().to("cpu").contiguous() for k, p in self._trainable_named().items()}
+        save_file(state, str(path), metadata={"format": "pt"})
+        if self.peft_model is not None:
+            from vla_torchrl.modules.lora import save_adapters
+
+            save_adapters(self.peft_model, f"{path}.adapters")
+
+    def load_trainable(self, path: str | os.PathLike[str]) -> None:
+        """Load a file written by :meth:`save_trainable` into a bundle built the same way."""
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+        named = self._trainable_named()
+        missing, unexpected = sorted(set(named) - set(state)), sorted(set(state) - set(named))
+        if missing or unexpected:
+            raise ValueError(
+                f"{path} does not match this policy's trainable tensors: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]}; build the bundle with the same lora/critic options."
+            )
+        with torch.no_grad():
+            for name, param in named.items():
+                if param.shape != state[name].shape:
+                    raise ValueError(
+                        f"{name}: saved shape {tuple(state[name].shape)} != {tuple(param.shape)}."
+                    )
+                param.copy_(state[name])
+
+    def eval_actor(
+        self, *, temperature: float = 0.6, mode: Literal["sample", "greedy"] = "sample"
+    ) -> OpenVLAActor:
+        """An actor for evaluation episodes sharing the same weights (paper: T = 0.6)."""
+        return OpenVLAActor(
+            self.model, self.processor, temperature=temperature, mode=mode, critic=None
+        )
+
+
+def build_model(
+    model_source: ModelSource,
+    *,
+    config: OpenVLAConfig | None = None,
+    overrides: dict[str, Any] | None = None,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> OpenVLA:
+    """The bare OpenVLA: ``"tiny"`` / ``"random"`` (7B layout) random weights, or a checkpoint."""
+    overrides = overrides or {}
+    if model_source == "checkpoint":
+        if checkpoint_path is None:
+            raise ValueError(
+                "model_source='checkpoint' needs checkpoint_path=<directory with config.json and "
+                "safetensors shards> (e.g. a local copy of openvla/openvla-7b)."
+            )
+        return OpenVLA.from_pretrained(checkpoint_path, dtype=dtype, device=device)
+    if model_source not in ("tiny", "random"):
+        raise ValueError(f"model_source={model_source!r} must be 'tiny', 'random' or 'checkpoint'.")
+    if config is None:
+        preset = OpenVLAConfig.tiny if model_source == "tiny" else OpenVLAConfig.openvla_7b
+        config = preset(**overrides)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = OpenVLA(config)
+    finally:
+        torch.set_default_dtype(previous)
+    return model.eval()
+
+
+def build_policy(
+    model_source: ModelSource = "tiny",
+    *,
+    config: OpenVLAConfig | None = None,
+    overrides: dict[str, Any] | None = None,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    lora: LoRASettings | bool = True,
+    critic: Literal["none", "shared", "separate"] = "shared",
+    critic_input: CriticInput = "h0",
+    temperature: float = 1.0,
+    reference_copy: bool = False,
+    text_tokenizer: TextTokenizer | Literal["auto", "builtin"] = "auto",
+    unnorm_key: str | None = None,
+    gradient_checkpointing: bool = False,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    lr_lora: float = 1e-4,
+    lr_value: float = 3e-3,
+    lr_full: float = 1e-5,
+) -> PolicyBundle:
+    """Build model, processing, actor, evaluator, critic and optimizer groups.
+
+    Args:
+        model_source: ``"tiny"`` (CPU tests/demos), ``"random"`` (7B layout, random weights,
+            e.g. GPU throughput) or ``"checkpoint"`` (``checkpoint_path``).
+        config, overrides: explicit config, or keyword overrides of the preset.
+        lora: ``True`` (rank 32, all linear layers), a :class:`LoRASettings`, or ``False``
+            (full fine-tuning; all model weights trainable, group ``model`` at ``lr_full``).
+        critic: ``"shared"`` (value head on this backbone's hidden states, paper Sec. 4.2),
+            ``"separate"`` (its own backbone copy, with its own adapters under LoRA) or ``"none"``.
+        critic_input: ``"h0"`` / ``"hn"`` / ``"concat"`` for the shared head.
+        temperature: sampling temperature of the actor and evaluator (paper: 1.0 in training).
+        reference_copy: without LoRA, keep a frozen copy for ``evaluator.reference()``.
+        text_tokenizer: ``"auto"`` (Llama-2 model when found), ``"builtin"`` or an object.
+        unnorm_key: the ``norm_stats`` entry that un-normalises actions.
+        gradient_checkpointing: activation checkpointing in the LLM and the ViTs.
+        device, dtype: where and in which precision the model lives (value heads stay fp32).
+
+    Returns:
+        a :class:`PolicyBundle`.
+    """
+    model = build_model(
+        model_source,
+        config=config,
+        overrides=overrides,
+        checkpoint_path=checkpoint_path,
+        device=device,
+        dtype=dtype,
+    )
+    processor = OpenVLAProcessor.from_config(
+        model.config, text_tokenizer=text_tokenizer, unnorm_key=unnorm_key, dtype=dtype
+    )
+    settings = LoRASettings() if lora is True else (lora or None)
+    critic_copy = copy.deepcopy(model) if critic == "separate" else None
+    reference = None
+    if settings is None and reference_copy:
+        reference = copy.deepcopy(model).requires_grad_(False)
+    peft_model = apply_lora(model, settings) if settings is not None else None
+    hidden = model.config.llm_hidden_size
+    value: ValueHead | SeparateBackboneCritic | None = None
+    head: ValueHead | None = None
+    extra: list[dict[str, Any]] = []
+    if critic == "shared":
+        head = ValueHead(critic_input_dim(hidden, critic_input)).to(device)
+        value = head
+    elif critic == "separate":
+        head = ValueHead(critic_input_dim(hidden, critic_input)).to(device)
+        critic_peft = apply_lora(critic_copy, settings) if settings is not None else None
+        value = SeparateBackboneCritic(critic_copy, processor, head, critic_input=critic_input)
+        critic_params = (
+            [p for n, p in critic_peft.named_parameters() if p.requires_grad]
+            if critic_peft is not None
+            else list(critic_copy.parameters())
+        )
+        extra.append({"params": critic_params, "lr": lr_lora, "name": "critic_backbone"})
+    elif critic != "none":
+        raise ValueError(f"critic={critic!r} must be 'none', 'shared' or 'separate'.")
+    if gradient_checkpointing:
+        model.set_gradient_checkpointing(True)
+        if critic_copy is not None:
+            critic_copy.set_gradient_checkpointing(True)
+    if peft_model is not None:
+        groups = trainable_parameter_groups(
+            peft_model, head, lr_lora=lr_lora, lr_value=lr_value, extra=extra
+        )
+    else:
+        groups = [{"params": list(model.parameters()), "lr": lr_full, "name": "model"}]
+        if head is not None:
+            groups.append({"params": list(head.parameters()), "lr": lr_value, "name": "value"})
+        groups.extend(extra)
+    shared_input = critic_input if critic == "shared" else "h0"
+    actor = OpenVLAActor(
+        model, processor, temperature=temperature, critic=value, critic_input=shared_input
+    )
+    evaluator = OpenVLAEvaluator(
+        model,
+        processor,
+        temperature=temperature,
+        critic=value,
+        critic_input=shared_input,
+        peft_model=peft_model,
+        reference_model=reference,
+    )
+    return PolicyBundle(model, processor, actor, evaluator, value, peft_model, groups)

@@ -1,0 +1,93 @@
+"""Fused DINOv2 + SigLIP patch featurizer on timm (OpenVLA's ``vision_backbone``).
+
+Both towers are timm ``VisionTransformer`` s built with ``pretrained=False`` (nothing is
+downloaded). OpenVLA reads the output of the second-to-last block, drops the prefix tokens
+(DINO: class + 4 registers; SigLIP: none) and applies no final norm; the two patch grids are
+concatenated along the feature axis (256 x 2176 at 224 px). The heads timm builds (final norm,
+SigLIP's attention pool) are kept as parameters, unused, because the checkpoint stores them.
+
+timm's ``LayerScale.gamma`` is stored as ``scale_factor`` in the checkpoint, so the LayerScale
+modules are swapped for :class:`ScaleFactorLayerScale` (same maths, checkpoint's name).
+"""
+
+from __future__ import annotations
+
+import timm
+import torch
+from torch import nn
+
+from vla_torchrl.modules.config import OpenVLAConfig, ViTConfig
+
+__all__ = ["FusedFeaturizer", "ScaleFactorLayerScale", "build_tower"]
+
+
+class ScaleFactorLayerScale(nn.Module):
+    """``x * scale_factor`` (timm's LayerScale, with the checkpoint's parameter name)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.scale_factor = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale_factor
+
+
+def build_tower(spec: ViTConfig, image_size: int) -> nn.Module:
+    """A timm ViT with ``spec``'s sizes, random weights, LayerScale renamed to ``scale_factor``."""
+    model = timm.create_model(spec.timm_name, pretrained=False, **spec.timm_kwargs(image_size))
+    for block in model.blocks:
+        for name in ("ls1", "ls2"):
+            layer = getattr(block, name)
+            if hasattr(layer, "gamma"):
+                new = ScaleFactorLayerScale(layer.gamma.shape[0]).to(layer.gamma.device)
+                with torch.no_grad():
+                    if layer.gamma.device.type != "meta":
+                        new.scale_factor.copy_(layer.gamma)
+                setattr(block, name, new)
+    return model
+
+
+def _penultimate_patches(vit: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """Patch tokens after the second-to-last block, no final norm, prefix tokens dropped."""
+    x = vit.patch_embed(pixels)
+    x = vit._pos_embed(x)
+    x = vit.patch_drop(x)
+    x = vit.norm_pre(x)
+    for block in vit.blocks[:-1]:
+        x = block(x)
+    return x[:, vit.num_prefix_tokens :]
+
+
+class FusedFeaturizer(nn.Module):
+    """``featurizer`` (DINOv2, channels 0-2) + ``fused_featurizer`` (SigLIP, channels 3-5).
+
+    Args:
+        config: the model configuration (tower sizes and image size).
+
+    Examples:
+        >>> cfg = OpenVLAConfig.tiny()
+        >>> f = FusedFeaturizer(cfg)
+        >>> f(torch.zeros(2, 6, cfg.image_size, cfg.image_size)).shape
+        torch.Size([2, 16, 64])
+    """
+
+    def __init__(self, config: OpenVLAConfig) -> None:
+        super().__init__()
+        self.featurizer = build_tower(config.dino, config.image_size)
+        self.fused_featurizer = build_tower(config.siglip, config.image_size)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``[B, 6, S, S]`` -> fused patch features ``[B, P, D_dino + D_siglip]``."""
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != 6:
+            raise ValueError(
+                f"FusedFeaturizer expects [B, 6, S, S] pixels (DINO then SigLIP channels), got "
+                f"{tuple(pixel_values.shape)}; use OpenVLAImageProcessor to build them."
+            )
+        dino, siglip = pixel_values.split(3, dim=1)
+        return torch.cat(
+            [
+                _penultimate_patches(self.featurizer, dino),
+                _penultimate_patches(self.fused_featurizer, siglip),
+            ],
+            dim=-1,
+        )
