@@ -13,7 +13,9 @@ from torchrl.envs.transforms import Transform
 __all__ = ["read_strings", "reset_mask", "write_strings"]
 
 
-def reset_mask(transform: Transform, tensordict: TensorDictBase | None, num_envs: int) -> torch.Tensor:
+def reset_mask(
+    transform: Transform, tensordict: TensorDictBase | None, num_envs: int
+) -> torch.Tensor:
     """Which of the ``num_envs`` (flattened) envs a reset call touches.
 
     TorchRL signals a partial reset with a boolean ``"_reset"`` entry (one per reset key of the
