@@ -203,9 +203,9 @@ class DynamicTextureOverlay(Transform):
         def gather(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
             return self.textures[index, rows[:, :, None], cols[:, None, :]].float()
 
-        top = gather(rows0, cols0) * (1 - wx) + gather(rows0, cols1) * wx
-        bottom = gather(rows1, cols0) * (1 - wx) + gather(rows1, cols1) * wx
-        return top * (1 - wy) + bottom * wy
+        top = torch.lerp(gather(rows0, cols0), gather(rows0, cols1), wx)
+        bottom = torch.lerp(gather(rows1, cols0), gather(rows1, cols1), wx)
+        return torch.lerp(top, bottom, wy)
 
     # -- applying -------------------------------------------------------------------------------
     def _overlay(self, tensordict: TensorDictBase, apply: torch.Tensor | None = None) -> None:
