@@ -139,6 +139,15 @@ class ToyReachEnv(EnvBase):
     succeeds ``hold_steps - 1`` steps later, always before the limit. A uniformly random
     policy succeeds in about 10 % of episodes with the defaults (measured in the tests).
 
+    Learnability (checked with a plain PPO, 64 envs x 16 steps per iteration, 7 x 256-way
+    token heads as in OpenVLA, on 2 shared CPU cores): from the true state (dot and target
+    positions) success goes from 10 % to about 90 % in 75 iterations with the defaults and
+    to about 100 % in 50 iterations with ``hold_steps=1, use_gripper=False`` (success = reach,
+    random success about 30 %; ``grasped``, ``continuous_grasp`` and ``success`` then
+    coincide). From pixels, a small CNN learns much more slowly (30 % -> 50 % in 300
+    iterations of the easy variant): perception dominates, so warm up with demonstrations
+    from :meth:`oracle_action` (as the paper's SFT warm-up) before RL.
+
     Episode ids: each reset env takes the next id of a counter (from 0, reset by
     ``set_seed``), or the ids given as ``env.reset(episode_id=ids)`` (``[B]``, only the reset
     envs' entries are used), which replays those episodes.
