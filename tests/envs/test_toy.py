@@ -299,3 +299,35 @@ def test_bad_config_is_refused(options, match):
 def test_unknown_option_is_refused():
     with pytest.raises(TypeError, match="unknown options"):
         make_toy_env(1, seed=0, colour="red")
+
+
+def test_partial_steps_advance_only_the_flagged_envs():
+    env = make_toy_env(2, seed=0)
+    td = env.reset()
+    start = td[STATE_KEY].clone()
+    td.set("_step", torch.tensor([True, False]))
+    td, nxt = _step(env, td, torch.full((2, 7), 0.5))
+    assert nxt[STATE_KEY][0].tolist() != start[0].tolist()
+    assert nxt[STATE_KEY][1].tolist() == start[1].tolist()
+    assert env.step_count.tolist() == [1, 0]
+    assert float(nxt[REWARD_KEY][1]) == 0.0
+
+
+def test_rollout_until_all_done_with_the_oracle():
+    env = make_toy_env(8, seed=2)
+
+    def oracle(td):
+        return td.set(ACTION_KEY, env.oracle_action())
+
+    rollout = env.rollout(10, oracle, break_when_any_done=False, break_when_all_done=True)
+    success = rollout["next", SUCCESS_KEY].squeeze(-1)
+    assert success.any(-1).all()
+    # the return of each episode is the final potential 0.1 + 0.1 + 1.0 (Sec. 5.1 reward)
+    returns = (rollout["next", REWARD_KEY].squeeze(-1) * ~_after_done(rollout)).sum(-1)
+    assert returns.tolist() == pytest.approx([1.2] * 8)
+
+
+def _after_done(rollout) -> torch.Tensor:
+    """True at the steps after an env's first done (padding of a rollout until all are done)."""
+    done = rollout["next", DONE_KEY].squeeze(-1)
+    return (done.cumsum(-1) - done.long()) > 0

@@ -349,16 +349,26 @@ class ToyReachEnv(EnvBase):
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         cfg = self.config
         action = tensordict.get(ACTION_KEY).reshape(self.num_envs, -1).float().cpu().clamp(-1, 1)
+        # TorchRL's partial steps (e.g. rollout(break_when_all_done=True)): "_step" marks the
+        # envs to advance; the others keep their state and get a zero reward.
+        stepping = tensordict.get("_step", None)
+        stepping = (
+            torch.ones(self.num_envs, dtype=torch.bool)
+            if stepping is None
+            else stepping.reshape(self.num_envs).cpu()
+        )
         before = self._potential()
-        self.agent = (self.agent + cfg.step_size * action[:, :2]).clamp(-1.0, 1.0)
-        self.step_count += 1
+        moved = (self.agent + cfg.step_size * action[:, :2]).clamp(-1.0, 1.0)
+        self.agent = torch.where(stepping[:, None], moved, self.agent)
+        self.step_count += stepping.long()
         on_target = (self.agent - self.targets[:, 0]).abs().amax(-1) <= cfg.target_half_size
-        self.dwell = torch.where(on_target, self.dwell + 1, torch.zeros_like(self.dwell))
+        dwell = torch.where(on_target, self.dwell + 1, torch.zeros_like(self.dwell))
+        self.dwell = torch.where(stepping, dwell, self.dwell)
         held = self.dwell >= cfg.hold_steps
         released = action[:, 6] > 0 if cfg.use_gripper else torch.ones_like(held)
-        self.metrics[:, 0] |= on_target
-        self.metrics[:, 1] |= held
-        self.metrics[:, 2] |= held & released
+        self.metrics[:, 0] |= on_target & stepping
+        self.metrics[:, 1] |= held & stepping
+        self.metrics[:, 2] |= held & released & stepping
         reward = self._potential() - before  # potential differences: return = final potential
         terminated = self.metrics[:, 2:3].clone()
         truncated = (self.step_count >= cfg.max_steps)[:, None] & ~terminated
