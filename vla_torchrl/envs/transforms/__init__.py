@@ -1,0 +1,17 @@
+"""Out-of-distribution perturbations (paper Appendix A.4) as TorchRL env transforms.
+
+Append them to any env that writes the toolkit's keys (``vla_torchrl.keys``)::
+
+    env = TransformedEnv(base_env, DynamicTextureOverlay(textures, alpha=0.3, region="foreground"))
+
+- :class:`DynamicTextureOverlay`: *Dynamic Texture* (foreground) and *Dynamic Noise* (whole
+  image), weak (alpha 0.3) or strong (alpha 0.5).
+- :class:`InstructionRephrase`: *Unseen Instruction Phrasing*.
+"""
+
+from __future__ import annotations
+
+from vla_torchrl.envs.transforms.instruction import InstructionRephrase, parse_instruction
+from vla_torchrl.envs.transforms.texture import DynamicTextureOverlay
+
+__all__ = ["DynamicTextureOverlay", "InstructionRephrase", "parse_instruction"]
