@@ -1,0 +1,84 @@
+"""Build the environment a recipe asks for: the ManiSkill SUITE task or the toy task.
+
+This is the one place where recipes turn an :class:`~vla_torchrl.recipes.config.EnvConfig` into a
+TorchRL env, so that training, evaluation and demo collection see the same environments.
+
+Examples:
+    >>> from vla_torchrl.recipes.config import EnvConfig
+    >>> env = make_recipe_env(EnvConfig(backend="toy", num_envs=2, width=16, height=16), seed=0)
+    >>> tuple(env.batch_size), env.reset()["observation", "image"].shape[-3:]
+    ((2,), torch.Size([16, 16, 3]))
+"""
+
+from __future__ import annotations
+
+import torch
+from torchrl.envs import EnvBase
+
+from vla_torchrl.recipes.config import EnvConfig
+from vla_torchrl.recipes.errors import ConfigError
+
+__all__ = ["TOY_TASKS", "make_recipe_env", "task_names"]
+
+#: The toy backend has one task; it stands in for ``ind`` in fast CPU runs.
+TOY_TASKS = ("ind",)
+
+
+def task_names(backend: str) -> list[str]:
+    """Names of the tasks a backend offers (for config validation and evaluation loops)."""
+    if backend == "toy":
+        return list(TOY_TASKS)
+    if backend == "maniskill":
+        from vla_torchrl.envs import SUITE
+
+        return list(SUITE)
+    raise ConfigError(f"env.backend={backend!r} is unknown; use 'maniskill' or 'toy'")
+
+
+def make_recipe_env(
+    env: EnvConfig,
+    *,
+    seed: int,
+    task: str | None = None,
+    num_envs: int | None = None,
+    device: str | torch.device = "cpu",
+) -> EnvBase:
+    """Build the env of ``env`` (``task`` / ``num_envs`` override the config's).
+
+    Args:
+        env: the env config group.
+        seed: seed of the env's randomness (scene sampling, perturbations).
+        task: a task name of the backend (default: ``env.task``).
+        num_envs: batch size (default: ``env.num_envs``).
+        device: where the env's tensors live.
+
+    Raises:
+        ConfigError: unknown task for the backend.
+    """
+    task = task or env.task
+    num_envs = num_envs or env.num_envs
+    known = task_names(env.backend)
+    if task not in known:
+        raise ConfigError(
+            f"env.task={task!r} is not a task of the {env.backend} backend; known: {known}"
+        )
+    if env.backend == "toy":
+        from vla_torchrl.envs.toy import make_toy_env
+
+        if env.width != env.height:
+            raise ConfigError(
+                f"the toy env is square: env.width={env.width} and env.height={env.height} differ"
+            )
+        return make_toy_env(
+            num_envs, seed=seed, device=device, image_size=env.width, max_steps=env.max_episode_steps
+        )
+    from vla_torchrl.envs import make_env
+
+    return make_env(
+        task,
+        num_envs=num_envs,
+        image_size=(env.height, env.width),
+        seed=seed,
+        max_steps=env.max_episode_steps,
+        device=device,
+    )
