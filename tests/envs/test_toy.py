@@ -331,3 +331,17 @@ def _after_done(rollout) -> torch.Tensor:
     """True at the steps after an env's first done (padding of a rollout until all are done)."""
     done = rollout["next", DONE_KEY].squeeze(-1)
     return (done.cumsum(-1) - done.long()) > 0
+
+
+def test_same_start_groups_share_initial_state_on_full_reset_only():
+    env = make_toy_env(6, seed=3, same_start_groups=3)
+    td = env.reset()
+    ids = td[EPISODE_ID_KEY].tolist()
+    assert ids[0] == ids[1] == ids[2] and ids[3] == ids[4] == ids[5] and ids[0] != ids[3]
+    image = td[IMAGE_KEY]
+    assert torch.equal(image[0], image[2]) and not torch.equal(image[0], image[3])
+    # a partial reset draws a fresh, unshared episode
+    partial = td.clone()
+    partial["_reset"] = torch.tensor([True, False, False, False, False, False]).unsqueeze(-1)
+    again = env.reset(partial)
+    assert again[EPISODE_ID_KEY][0].item() not in ids

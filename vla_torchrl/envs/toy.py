@@ -64,6 +64,9 @@ class ToyReachConfig:
             at a step where the dot has been held on the target; if false, holding is success.
         instruction_template: instruction format, with ``{object}`` and ``{receptacle}``.
         object_name: the moved piece's name in the instruction.
+        same_start_groups: when ``> 1``, a reset of ALL envs gives each run of
+            ``same_start_groups`` consecutive envs the same episode (same initial state): the
+            groups of GRPO(s) (paper Sec. 4.1). Partial resets still draw fresh episodes.
     """
 
     image_size: int = 32
@@ -75,8 +78,11 @@ class ToyReachConfig:
     use_gripper: bool = True
     instruction_template: str = "put {object} on {receptacle}"
     object_name: str = "dot"
+    same_start_groups: int = 1
 
     def __post_init__(self) -> None:
+        if self.same_start_groups < 1:
+            raise ValueError(f"same_start_groups={self.same_start_groups} must be >= 1")
         if self.image_size < 8:
             raise ValueError(f"image_size={self.image_size} is too small; use at least 8 pixels")
         if not 1 <= self.num_targets <= len(COLOURS):
@@ -320,6 +326,10 @@ class ToyReachEnv(EnvBase):
                     "only the reset envs' entries are used"
                 )
             ids = ids[which].tolist()
+        elif self.config.same_start_groups > 1 and len(which) == self.num_envs:
+            group = self.config.same_start_groups
+            ids = [self._next_episode_id + env // group for env in which]
+            self._next_episode_id += -(-self.num_envs // group)
         else:
             ids = list(range(self._next_episode_id, self._next_episode_id + len(which)))
             self._next_episode_id += len(which)

@@ -175,6 +175,7 @@ def build_policy(
     lora: LoRASettings | bool = True,
     critic: Literal["none", "shared", "separate"] = "shared",
     critic_input: CriticInput = "h0",
+    value_hidden: tuple[int, int] = (512, 128),
     temperature: float = 1.0,
     reference_copy: bool = False,
     text_tokenizer: TextTokenizer | Literal["auto", "builtin"] = "auto",
@@ -197,6 +198,7 @@ def build_policy(
         critic: ``"shared"`` (value head on this backbone's hidden states, paper Sec. 4.2),
             ``"separate"`` (its own backbone copy, with its own adapters under LoRA) or ``"none"``.
         critic_input: ``"h0"`` / ``"hn"`` / ``"concat"`` for the shared head.
+        value_hidden: hidden sizes of the value MLP (paper: 512, 128).
         temperature: sampling temperature of the actor and evaluator (paper: 1.0 in training).
         reference_copy: without LoRA, keep a frozen copy for ``evaluator.reference()``.
         text_tokenizer: ``"auto"`` (Llama-2 model when found), ``"builtin"`` or an object.
@@ -229,10 +231,14 @@ def build_policy(
     head: ValueHead | None = None
     extra: list[dict[str, Any]] = []
     if critic == "shared":
-        head = ValueHead(critic_input_dim(hidden, critic_input)).to(device)
+        head = ValueHead(critic_input_dim(hidden, critic_input), hidden=tuple(value_hidden)).to(
+            device
+        )
         value = head
     elif critic == "separate":
-        head = ValueHead(critic_input_dim(hidden, critic_input)).to(device)
+        head = ValueHead(critic_input_dim(hidden, critic_input), hidden=tuple(value_hidden)).to(
+            device
+        )
         critic_peft = apply_lora(critic_copy, settings) if settings is not None else None
         value = SeparateBackboneCritic(critic_copy, processor, head, critic_input=critic_input)
         critic_params = (

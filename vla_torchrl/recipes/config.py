@@ -141,10 +141,17 @@ class ModelConfig:
         temperature: sampling temperature during training (the paper: 1.0).
         eval_temperature: sampling temperature during evaluation (the paper: 0.6).
         dtype: parameter dtype of the frozen backbone.
+        finetune: ``"lora"`` (the paper: adapters on all linear layers) or ``"full"`` (every
+            weight; sensible for the randomly initialised tiny model, whose frozen random
+            ``lm_head`` LoRA cannot adapt).
+        init_from: a saved policy (``<run_dir>/policy`` of an earlier run, e.g. the SFT warm-up)
+            to start from, or None.
     """
 
     name: Literal["openvla", "tiny"] = "openvla"
     checkpoint: str | None = None
+    finetune: Literal["lora", "full"] = "lora"
+    init_from: str | None = None
     lora_rank: int = 32
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
@@ -181,6 +188,15 @@ class ModelConfig:
             self.dtype in ("float32", "bfloat16", "float16"),
             f"model.dtype={self.dtype!r} is unknown; use float32, bfloat16 or float16",
         )
+        _check(
+            self.finetune in ("lora", "full"),
+            f"model.finetune={self.finetune!r} is unknown; use 'lora' or 'full'",
+        )
+        _check(
+            len(self.value_head_hidden) == 2,
+            f"model.value_head_hidden={self.value_head_hidden!r} must have two sizes "
+            "(the paper's head is H -> 512 -> 128 -> 1)",
+        )
 
 
 @dataclass
@@ -204,9 +220,17 @@ class AlgoConfig:
         reference: the frozen reference policy: ``none`` or ``initial`` (adapters disabled).
         kl_coef: weight of a KL penalty to the reference (needs ``reference``).
         beta: TPO/DPO temperature.
+        grpo_mode: GRPO advantages: ``"process"`` (Eq. 3-4, only non-zero rewards normalised) or
+            ``"whole"`` (Eq. 5-6, every reward).
+        demos: SFT only: a demonstration set written by ``vla-torchrl-collect`` (a memory-mapped
+            TensorDict); None on the toy backend generates ``demo_episodes`` oracle episodes.
+        demo_episodes: SFT only: how many oracle episodes to generate when ``demos`` is None.
     """
 
     name: Algorithm = "ppo"
+    grpo_mode: Literal["process", "whole"] = "process"
+    demos: str | None = None
+    demo_episodes: int = 64
     critic: CriticKind = "shared_h0"
     clip_epsilon: float = 0.2
     value_clip: float | None = 0.2
@@ -348,6 +372,8 @@ class OptimConfig:
         max_grad_norm: gradient clipping norm (the paper: 10); None disables it.
         minibatch_size: transitions per forward/backward (the paper: 8).
         grad_accum_steps: minibatches accumulated per optimiser step (the paper: 20).
+        max_consecutive_skips: stop the run after this many updates in a row were skipped for a
+            non-finite loss or gradient.
     """
 
     lr: float = 1e-4
@@ -357,6 +383,7 @@ class OptimConfig:
     max_grad_norm: float | None = 10.0
     minibatch_size: int = 8
     grad_accum_steps: int = 20
+    max_consecutive_skips: int = 5
 
     def __post_init__(self) -> None:
         hint = "a learning rate; the paper uses 1e-4 for LoRA and 3e-3 for the value head"

@@ -70,7 +70,11 @@ def make_recipe_env(
                 f"the toy env is square: env.width={env.width} and env.height={env.height} differ"
             )
         return make_toy_env(
-            num_envs, seed=seed, device=device, image_size=env.width, max_steps=env.max_episode_steps
+            num_envs,
+            seed=seed,
+            device=device,
+            image_size=env.width,
+            max_steps=env.max_episode_steps,
         )
     from vla_torchrl.envs import make_env
 

@@ -1,0 +1,396 @@
+"""``vla-torchrl-train``: SFT, PPO, PPO-ORZ, GRPO, GRPO(s) and TPO on a VLA, driven by TorchRL.
+
+Usage (Hydra overrides)::
+
+    vla-torchrl-train --config-name train_cpu algo=ppo              # toy env, tiny model, CPU
+    vla-torchrl-train algo=ppo model.checkpoint=/data/openvla-7b    # the paper's setup, one GPU
+    vla-torchrl-train --config-name train_cpu algo=sft              # warm-up on demonstrations
+    vla-torchrl-train --config-name train_cpu algo=ppo model.init_from=runs/<sft run>/policy
+
+The run directory holds ``config.json``, ``metrics.jsonl`` (``train/``, ``losses/``, ``perf/``,
+``eval/``), ``checkpoints/`` (atomic, resumed automatically with ``resume=true``) and ``policy/``
+(the final policy, reloadable with :func:`vla_torchrl.recipes.policy.load_policy`).
+
+One iteration reads top to bottom: reset all envs -> collect ``steps_per_env`` steps with the
+sampling actor (TorchRL ``Collector``) -> advantages (GAE | group-relative | none) -> minibatch
+updates with gradient accumulation -> log -> checkpoint. Every rollout starts from fresh
+episodes whose env seed is a function of (seed, iteration), so a resumed run replays exactly
+what an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.collectors import Collector
+
+from vla_torchrl.keys import (
+    ACTION_KEY,
+    ACTION_TOKENS_KEY,
+    DONE_KEY,
+    EPISODE_ID_KEY,
+    IMAGE_KEY,
+    INSTRUCTION_KEY,
+    METRIC_KEYS,
+    REWARD_KEY,
+    next_key,
+)
+from vla_torchrl.modules import PolicyBundle, SharedValueNetwork
+from vla_torchrl.objectives import (
+    GAEAdvantage,
+    GroupRelativeAdvantage,
+    VLAGRPOLoss,
+    VLAPPOLoss,
+    VLASFTLoss,
+    VLATPOLoss,
+)
+from vla_torchrl.objectives import functional as F
+from vla_torchrl.recipes.config import TrainConfig, to_train_config
+from vla_torchrl.recipes.environments import make_recipe_env, task_names
+from vla_torchrl.recipes.errors import UserError, run_cli
+from vla_torchrl.recipes.metrics_log import progress
+from vla_torchrl.recipes.policy import build_policy_from_config, save_policy
+from vla_torchrl.recipes.run import RunContext, start_run
+from vla_torchrl.recipes.update import run_update
+from vla_torchrl.utils import select_device
+
+__all__ = ["episode_stats", "main", "train"]
+
+_log = logging.getLogger("vla_torchrl.recipes.train")
+POLICY_DIR = "policy"
+
+
+class NonFiniteUpdates(UserError):
+    """Too many updates in a row had a non-finite loss or gradient."""
+
+
+# -- objectives ---------------------------------------------------------------------------------
+def make_objective(cfg: TrainConfig, bundle: PolicyBundle):
+    """The loss module and the advantage module (or None) of ``cfg.algo``."""
+    algo = cfg.algo
+    if algo.name in ("ppo", "ppo-orz"):
+        loss = VLAPPOLoss(
+            bundle.evaluator,
+            clip_epsilon=algo.clip_epsilon,  # Eq. (1), paper/FACTS: 0.2
+            clip_value=algo.value_clip,  # FACTS: value clip 0.2
+            huber_delta=algo.huber_delta,  # FACTS: Huber delta 10
+            critic_coeff=algo.value_coef,
+            entropy_coeff=algo.entropy_coef,
+            normalize_advantage=algo.normalize_advantage,
+        )
+        # V(s_T) for bootstrapping at the rollout's end and at truncations: the h^0 critic needs
+        # only the prefix pass; other critics read the actor's output (it carries the critic).
+        value_network = (
+            SharedValueNetwork(bundle.model, bundle.processor, bundle.critic)
+            if algo.critic == "shared_h0"
+            else bundle.actor
+        )
+        # PPO-ORZ: gamma = lambda = 1 (paper Sec. 4.1, Hu et al. 2025); the config enforces it.
+        return loss, GAEAdvantage(gamma=algo.gamma, lmbda=algo.lmbda, value_network=value_network)
+    if algo.name in ("grpo", "grpo-s"):
+        loss = VLAGRPOLoss(
+            bundle.evaluator,
+            clip_epsilon=algo.clip_epsilon,
+            entropy_coeff=algo.entropy_coef,
+            kl_coeff=algo.kl_coef,
+            normalize_advantage=algo.normalize_advantage,
+        )
+        # GRPO: a group is every trajectory of the rollout (one task episode per env);
+        # GRPO(s): trajectories that start from the same initial state (same episode id).
+        group_key = EPISODE_ID_KEY if algo.name == "grpo-s" else None
+        return loss, GroupRelativeAdvantage(mode=algo.grpo_mode, group_key=group_key)
+    if algo.name == "tpo":
+        return VLATPOLoss(bundle.evaluator, beta=algo.beta), None
+    if algo.name == "sft":
+        return VLASFTLoss(bundle.evaluator), None
+    raise UserError(f"algo.name={algo.name!r} is unknown")
+
+
+# -- rollout statistics -------------------------------------------------------------------------
+def episode_stats(rollout: TensorDictBase) -> dict[str, float]:
+    """Return / metrics of the episodes that END inside ``rollout`` ([B, T]).
+
+    Examples:
+        >>> td = TensorDict({"next": {"reward": torch.tensor([[[0.1], [1.0], [0.0]]]),
+        ...     "done": torch.tensor([[[False], [True], [False]]]),
+        ...     "success": torch.tensor([[[False], [True], [False]]]),
+        ...     "grasped": torch.tensor([[[True], [True], [False]]]),
+        ...     "continuous_grasp": torch.tensor([[[False], [True], [False]]])}}, [1, 3])
+        >>> stats = episode_stats(td)
+        >>> stats["episodes"], round(stats["episode_return"], 3), stats["success"]
+        (1, 1.1, 1.0)
+    """
+    reward = rollout.get(next_key(REWARD_KEY)).squeeze(-1)
+    done = rollout.get(next_key(DONE_KEY)).squeeze(-1)
+    ids = F.segment_ids(done)
+    returns = F.segment_sum(reward, ids, int(ids.max()) + 1)
+    ended = torch.zeros_like(returns, dtype=torch.bool)
+    ended[ids[done]] = True
+    episodes = int(ended.sum())
+    out: dict[str, float] = {"episodes": episodes}
+    if episodes:
+        out["episode_return"] = float(returns[ended].mean())
+        for key in METRIC_KEYS:
+            out[key] = float(rollout.get(next_key(key)).squeeze(-1)[done].float().mean())
+    return out
+
+
+# -- the loop -----------------------------------------------------------------------------------
+def train(cfg: TrainConfig) -> Path:
+    """Run (or resume) the training described by ``cfg``; returns the saved policy directory."""
+    # ---- seed, run directory, resume ---------------------------------------------------------
+    ctx = start_run(cfg, tasks=task_names(cfg.env.backend))
+    device = select_device(cfg.device)
+    # ---- env -------------------------------------------------------------------------------------
+    env = None if cfg.algo.name == "sft" else _make_env(cfg, device)
+    # ---- model: actor (rollouts), evaluator (losses), critic, optimizer --------------------------
+    bundle = build_policy_from_config(
+        cfg.model, cfg.algo, lr=cfg.optim.lr, value_lr=cfg.optim.value_lr, device=device
+    )
+    trainables = bundle._trainable_named()
+    # FACTS.md: AdamW, lr 1e-4 for LoRA and 3e-3 for the value head (separate groups).
+    optimizer = torch.optim.AdamW(
+        bundle.param_groups, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
+    )
+    if ctx.resumed is not None:
+        with torch.no_grad():
+            for name, param in trainables.items():
+                param.copy_(ctx.resumed.tensors[name].to(param.device, param.dtype))
+        optimizer.load_state_dict(ctx.resumed.optimizer_states["optimizer"])
+    loss_fn, advantage = make_objective(cfg, bundle)
+    ctx.restore_rng()  # last thing before the loop (see recipes.run)
+    try:
+        if cfg.algo.name == "sft":
+            _train_sft(cfg, ctx, bundle, loss_fn, optimizer, trainables, device)
+        else:
+            _train_rl(cfg, ctx, env, bundle, loss_fn, advantage, optimizer, trainables)
+    finally:
+        if env is not None:
+            env.close()
+    policy_dir = save_policy(bundle, ctx.run_dir / POLICY_DIR, cfg.model, cfg.algo)
+    ctx.close()
+    _log.info("policy saved to %s", policy_dir)
+    return policy_dir
+
+
+def _make_env(cfg: TrainConfig, device: torch.device):
+    env = make_recipe_env(cfg.env, seed=cfg.seed, device="cpu")
+    if cfg.algo.name == "grpo-s":
+        if cfg.env.backend != "toy":
+            raise UserError(
+                "algo=grpo-s needs envs that start a group from the same initial state; "
+                "only the toy backend offers it so far"
+            )
+        env.config = type(env.config)(
+            **{**env.config.__dict__, "same_start_groups": cfg.algo.group_size}
+        )
+    return env
+
+
+def _train_rl(cfg, ctx: RunContext, env, bundle, loss_fn, advantage, optimizer, trainables):
+    frames = cfg.collector.frames_per_batch(cfg.env)
+    total = cfg.collector.total_env_steps
+    step = int(ctx.counters.get("env_steps", 0))
+    iteration = int(ctx.counters.get("iteration", 0))
+    skips_in_a_row = int(ctx.counters.get("skips_in_a_row", 0))
+    skipped_total = int(ctx.counters.get("skipped_updates", 0))
+    params = list(trainables.values())
+    collector = Collector(
+        env,
+        bundle.actor,
+        frames_per_batch=frames,
+        total_frames=-1,
+        reset_at_each_iter=True,  # every rollout = fresh episodes (paper: 80-step episodes)
+        split_trajs=False,
+        device=bundle.model.device if hasattr(bundle.model, "device") else None,
+        storing_device="cpu",
+        auto_register_policy_transforms=False,
+    )
+    batches = iter(collector)
+    bar = progress(
+        total=total, initial=step, desc=f"{cfg.algo.name}", disable=not cfg.logger.progress_bar
+    )
+    try:
+        while step < total:
+            # ---- collect: envs reseeded per iteration so resume replays the same episodes ----
+            env.set_seed(cfg.seed * 1_000_003 + iteration)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                rollout = next(batches)  # [B, T]
+            t_collect = time.perf_counter() - t0
+            # ---- advantages -----------------------------------------------------------------
+            t0 = time.perf_counter()
+            if advantage is not None:
+                with torch.no_grad():
+                    rollout = advantage(rollout)
+            if isinstance(loss_fn, VLAPPOLoss) and cfg.algo.normalize_advantage:
+                # normalise with statistics of the whole rollout, not of each minibatch of 8
+                loss_fn.advantage_stats_fn = F.frozen_advantage_stats(rollout.get("advantage"))
+            # ---- update ---------------------------------------------------------------------
+            trajectory_loss = isinstance(loss_fn, VLATPOLoss)
+            batch = rollout if trajectory_loss else rollout.reshape(-1)
+            stats = run_update(
+                batch,
+                loss_fn,
+                optimizer,
+                params,
+                minibatch_size=(
+                    max(1, cfg.optim.minibatch_size // rollout.shape[1])
+                    if trajectory_loss
+                    else cfg.optim.minibatch_size
+                ),
+                grad_accum_steps=cfg.optim.grad_accum_steps,
+                epochs=cfg.algo.epochs,  # paper Sec. 4.2: 1 epoch is enough
+                max_grad_norm=cfg.optim.max_grad_norm,  # FACTS: 10
+            )
+            t_update = time.perf_counter() - t0
+            skipped_total += stats["skipped"]
+            skips_in_a_row = skips_in_a_row + stats["skipped"] if stats["steps"] == 0 else 0
+            step += rollout.numel()
+            iteration += 1
+            # ---- log ------------------------------------------------------------------------
+            record = {f"train/{k}": v for k, v in episode_stats(rollout).items()}
+            record.update(
+                {f"losses/{k}": v for k, v in stats.items() if k not in ("steps", "skipped")}
+            )
+            record.update(
+                {
+                    "train/skipped_updates": skipped_total,
+                    "train/iteration": iteration,
+                    "perf/env_steps_per_s": rollout.numel() / max(t_collect, 1e-9),
+                    "perf/collect_s": t_collect,
+                    "perf/update_s": t_update,
+                }
+            )
+            ctx.logger.log(record, step=step)
+            bar.update(rollout.numel())
+            bar.set_postfix(success=f"{record.get('train/success', float('nan')):.2f}")
+            if skips_in_a_row >= cfg.optim.max_consecutive_skips:
+                raise NonFiniteUpdates(
+                    f"{skips_in_a_row} updates in a row had a non-finite loss or gradient; "
+                    "lower optim.lr, check the rewards, or raise optim.max_consecutive_skips"
+                )
+            # ---- checkpoint -----------------------------------------------------------------
+            if _due(step, rollout.numel(), cfg.checkpoint_every) or step >= total:
+                _save(ctx, step, trainables, optimizer, iteration, skips_in_a_row, skipped_total)
+    finally:
+        bar.close()
+        collector.shutdown()
+
+
+def _train_sft(cfg, ctx: RunContext, bundle, loss_fn, optimizer, trainables, device):
+    demos = _load_demos(cfg, bundle)
+    epoch = int(ctx.counters.get("iteration", 0))
+    params = list(trainables.values())
+    bar = progress(
+        total=cfg.algo.epochs, initial=epoch, desc="sft", disable=not cfg.logger.progress_bar
+    )
+    try:
+        while epoch < cfg.algo.epochs:
+            t0 = time.perf_counter()
+            stats = run_update(
+                demos,
+                loss_fn,
+                optimizer,
+                params,
+                minibatch_size=cfg.optim.minibatch_size,
+                grad_accum_steps=cfg.optim.grad_accum_steps,
+                max_grad_norm=cfg.optim.max_grad_norm,
+            )
+            epoch += 1
+            step = epoch * demos.shape[0]
+            record = {f"losses/{k}": v for k, v in stats.items() if k not in ("steps", "skipped")}
+            record.update({"train/iteration": epoch, "perf/update_s": time.perf_counter() - t0})
+            ctx.logger.log(record, step=step)
+            bar.update(1)
+            _save(ctx, step, trainables, optimizer, epoch, 0, 0)
+    finally:
+        bar.close()
+
+
+def _load_demos(cfg: TrainConfig, bundle: PolicyBundle) -> TensorDictBase:
+    """Demonstrations with their action tokens: a ``vla-torchrl-collect`` set, or toy oracle ones."""
+    if cfg.algo.demos:
+        path = Path(cfg.algo.demos)
+        if not path.is_dir():
+            raise UserError(
+                f"algo.demos={str(path)!r} does not exist; write demos with vla-torchrl-collect"
+            )
+        demos = TensorDict.load_memmap(path).to_tensordict()
+    elif cfg.env.backend == "toy":
+        demos = toy_oracle_demos(cfg, episodes=cfg.algo.demo_episodes)
+    else:
+        raise UserError("algo=sft needs algo.demos=<dir written by vla-torchrl-collect>")
+    tokens = bundle.processor.action_tokenizer.encode(demos.get(ACTION_KEY))
+    demos.set(ACTION_TOKENS_KEY, tokens)
+    return demos
+
+
+def toy_oracle_demos(cfg: TrainConfig, *, episodes: int) -> TensorDictBase:
+    """Run the toy env's oracle for ``episodes`` episodes; keep every step before the end."""
+    from vla_torchrl.envs.toy import make_toy_env
+
+    env = make_toy_env(
+        episodes,
+        seed=cfg.seed + 7919,
+        image_size=cfg.env.width,
+        max_steps=cfg.env.max_episode_steps,
+    )
+    td = env.reset()
+    alive = torch.ones(episodes, dtype=torch.bool)
+    images, instructions, actions = [], [], []
+    for _ in range(cfg.env.max_episode_steps):
+        action = env.oracle_action()
+        td.set(ACTION_KEY, action)
+        images.append(td.get(IMAGE_KEY)[alive])
+        instructions.extend(
+            i for i, a in zip(td.get(INSTRUCTION_KEY), alive.tolist(), strict=True) if a
+        )
+        actions.append(action[alive])
+        td = env.step(td)
+        alive &= ~td.get(next_key(DONE_KEY)).squeeze(-1)
+        td = td.get("next")
+        if not alive.any():
+            break
+    demos = TensorDict(
+        {IMAGE_KEY: torch.cat(images), ACTION_KEY: torch.cat(actions)}, [len(instructions)]
+    )
+    demos.set_non_tensor(INSTRUCTION_KEY, None)
+    demos[INSTRUCTION_KEY] = instructions
+    return demos
+
+
+def _due(step: int, frames: int, every: int) -> bool:
+    return every > 0 and step // every != (step - frames) // every
+
+
+def _save(ctx, step, trainables, optimizer, iteration, skips_in_a_row, skipped_total) -> None:
+    ctx.save(
+        step,
+        tensors={name: p.detach() for name, p in trainables.items()},
+        optimizer_states={"optimizer": optimizer.state_dict()},
+        counters={
+            "env_steps": step,
+            "iteration": iteration,
+            "skips_in_a_row": skips_in_a_row,
+            "skipped_updates": skipped_total,
+        },
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point (Hydra): ``vla-torchrl-train [--config-name train_cpu] key=value ...``."""
+
+    def _main(dict_cfg) -> None:
+        train(to_train_config(dict_cfg))
+
+    return run_cli(_main, config_name="train", argv=argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
