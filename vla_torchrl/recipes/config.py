@@ -107,6 +107,8 @@ class EnvConfig:
         num_envs: parallel environments (the paper: 64).
         max_episode_steps: episode length (the paper: 80).
         width, height: camera resolution (the paper: 640 x 480).
+        options: extra keyword options of the backend's env (toy: ``ToyReachConfig`` fields such
+            as ``num_targets`` or ``use_gripper``; ManiSkill: ``make_env`` options).
     """
 
     backend: Literal["maniskill", "toy"] = "maniskill"
@@ -115,6 +117,7 @@ class EnvConfig:
     max_episode_steps: int = 80
     width: int = 640
     height: int = 480
+    options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(

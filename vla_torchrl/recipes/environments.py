@@ -85,4 +85,5 @@ def make_recipe_env(
         seed=seed,
         max_steps=env.max_episode_steps,
         device=device,
+        **env.options,
     )

@@ -102,7 +102,7 @@ def build_policy_from_config(
     """
     kwargs = _policy_kwargs(model, algo.critic, (lr, value_lr))
     if model.init_from:
-        return _load(Path(model.init_from), device=device, overrides=kwargs)
+        return _load(Path(model.init_from), device=device, overrides=kwargs, critic=algo.critic)
     if model.name == "openvla":
         if not model.checkpoint:
             raise UserError(
@@ -161,6 +161,7 @@ def _load(
     device: str | torch.device,
     overrides: dict | None = None,
     temperature: float | None = None,
+    critic: str | None = None,
 ) -> PolicyBundle:
     spec_file = directory / POLICY_FILE
     if not spec_file.is_file():
@@ -170,7 +171,9 @@ def _load(
         )
     spec = json.loads(spec_file.read_text())
     model = ModelConfig(**spec["model"])
-    kwargs = _policy_kwargs(model, spec["critic"], (1e-4, 3e-3))
+    # A run starting from a saved policy may attach another critic (e.g. PPO after SFT): the
+    # policy weights come from the file, a critic it lacks starts fresh.
+    kwargs = _policy_kwargs(model, critic or spec["critic"], (1e-4, 3e-3))
     if overrides:
         # A run starting from this policy keeps its architecture but uses its own lrs / temperature.
         for key in ("lr_lora", "lr_full", "lr_value", "temperature", "reference_copy"):
@@ -190,10 +193,30 @@ def _load(
     if not trainable.is_file():
         raise UserError(f"{trainable} is missing: the policy directory is incomplete")
     try:
-        bundle.load_trainable(trainable)
+        _load_trainable(bundle, trainable, strict_critic=critic in (None, spec["critic"]))
     except (ValueError, OSError) as err:
         raise UserError(f"could not load {trainable}: {err}") from err
     return bundle
+
+
+def _load_trainable(bundle: PolicyBundle, path: Path, *, strict_critic: bool) -> None:
+    if strict_critic:
+        bundle.load_trainable(path)
+        return
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    named = bundle._trainable_named()
+    policy = {k for k in named if k.startswith("policy.")}
+    saved = {k for k in state if k.startswith("policy.")}
+    if policy != saved:
+        raise ValueError(
+            f"policy tensors differ: missing {sorted(policy - saved)[:3]}, "
+            f"unexpected {sorted(saved - policy)[:3]}; build with the same model options"
+        )
+    with torch.no_grad():
+        for key in policy:
+            named[key].copy_(state[key].to(named[key].device, named[key].dtype))
 
 
 def _text_tokenizer(bundle: PolicyBundle) -> object:
