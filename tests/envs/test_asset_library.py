@@ -38,11 +38,15 @@ def test_procedural_images_are_deterministic_and_varied():
     img = a.tables_train[0].image((48, 64))
     assert np.array_equal(img, b.tables_train[0].image((48, 64)))
     assert not np.array_equal(img, c.tables_train[0].image((48, 64)))
-    means = {tuple(t.image((24, 32)).mean((0, 1)).round()) for t in a.tables_train + a.tables_unseen}
+    means = {
+        tuple(t.image((24, 32)).mean((0, 1)).round()) for t in a.tables_train + a.tables_unseen
+    }
     assert len(means) == 21
 
 
 def test_train_template_is_the_papers():
-    assert format_instruction(TRAIN_INSTRUCTION_TEMPLATE, "carrot", "plate") == "put carrot on plate"
+    assert (
+        format_instruction(TRAIN_INSTRUCTION_TEMPLATE, "carrot", "plate") == "put carrot on plate"
+    )
     with pytest.raises(ValueError, match="object"):
         format_instruction("put it on {receptacle}", "carrot", "plate")

@@ -6,7 +6,13 @@ from vla_torchrl.envs.suite import SUITE, task_names
 def test_suite_is_appendix_a4():
     assert task_names("vision") == ["table", "texture-w", "texture-s", "noise-w", "noise-s"]
     assert task_names("semantics") == [
-        "obj", "recep", "instruct", "m-obj-ind", "m-obj-ood", "disturb-recep", "m-recep",
+        "obj",
+        "recep",
+        "instruct",
+        "m-obj-ind",
+        "m-obj-ood",
+        "disturb-recep",
+        "m-recep",
     ]
     assert task_names("execution") == ["obj-pos", "robot-pose", "obj-rep"]
     assert task_names("ind") == ["ind"] and len(SUITE) == 16

@@ -209,8 +209,15 @@ class AssetLibrary:
         return (self.receptacle_train, *self.receptacles_unseen)
 
     def pool(
-        self, name: Literal["objects_train", "objects_unseen", "receptacle_train",
-                            "receptacles_unseen", "tables_train", "tables_unseen"]
+        self,
+        name: Literal[
+            "objects_train",
+            "objects_unseen",
+            "receptacle_train",
+            "receptacles_unseen",
+            "tables_train",
+            "tables_unseen",
+        ],
     ) -> tuple:
         """A named pool, as a tuple (the training plate as a 1-tuple)."""
         value = getattr(self, name, None)
@@ -368,8 +375,9 @@ _C: dict[str, Color] = {
 
 
 def _P(shape, size, color, offset=(0.0, 0.0, 0.0), upright=False) -> Primitive:  # noqa: N802
-    return Primitive(shape=shape, size=tuple(size), offset=tuple(offset), upright=upright,
-                     color=_C[color])
+    return Primitive(
+        shape=shape, size=tuple(size), offset=tuple(offset), upright=upright, color=_C[color]
+    )
 
 
 # name -> parts. Sizes keep every object graspable by a WidowX gripper (<= ~5 cm across).
@@ -392,20 +400,47 @@ _PROCEDURAL_OBJECTS: tuple[tuple[str, tuple[Primitive, ...]], ...] = (
     ("lemon", (_P("sphere", (0.02,), "yellow"),)),
     ("tomato", (_P("sphere", (0.023,), "red"),)),
     # 9 unseen objects
-    ("toy hammer", (_P("box", (0.045, 0.01, 0.01), "wood"),
-                    _P("box", (0.012, 0.03, 0.014), "grey", offset=(0.05, 0.0, 0.004)))),
-    ("red mug", (_P("cylinder", (0.024, 0.032), "red", upright=True),
-                 _P("box", (0.006, 0.004, 0.018), "red", offset=(0.03, 0.0, 0.0)))),
-    ("red pepper", (_P("capsule", (0.02, 0.02), "red"),
-                    _P("cylinder", (0.004, 0.008), "green", offset=(0.047, 0.0, 0.0)))),
+    (
+        "toy hammer",
+        (
+            _P("box", (0.045, 0.01, 0.01), "wood"),
+            _P("box", (0.012, 0.03, 0.014), "grey", offset=(0.05, 0.0, 0.004)),
+        ),
+    ),
+    (
+        "red mug",
+        (
+            _P("cylinder", (0.024, 0.032), "red", upright=True),
+            _P("box", (0.006, 0.004, 0.018), "red", offset=(0.03, 0.0, 0.0)),
+        ),
+    ),
+    (
+        "red pepper",
+        (
+            _P("capsule", (0.02, 0.02), "red"),
+            _P("cylinder", (0.004, 0.008), "green", offset=(0.047, 0.0, 0.0)),
+        ),
+    ),
     ("golf ball", (_P("sphere", (0.02,), "white"),)),
     ("yellow sponge", (_P("box", (0.035, 0.025, 0.018), "yellow"),)),
-    ("grey stapler", (_P("box", (0.05, 0.015, 0.01), "grey"),
-                      _P("box", (0.045, 0.012, 0.006), "black", offset=(0.0, 0.0, 0.016)))),
-    ("toy car", (_P("box", (0.04, 0.02, 0.01), "blue"),
-                 _P("box", (0.02, 0.017, 0.01), "white", offset=(-0.005, 0.0, 0.02)))),
-    ("pear", (_P("sphere", (0.024,), "green"),
-              _P("sphere", (0.016,), "green", offset=(0.03, 0.0, 0.0)))),
+    (
+        "grey stapler",
+        (
+            _P("box", (0.05, 0.015, 0.01), "grey"),
+            _P("box", (0.045, 0.012, 0.006), "black", offset=(0.0, 0.0, 0.016)),
+        ),
+    ),
+    (
+        "toy car",
+        (
+            _P("box", (0.04, 0.02, 0.01), "blue"),
+            _P("box", (0.02, 0.017, 0.01), "white", offset=(-0.005, 0.0, 0.02)),
+        ),
+    ),
+    (
+        "pear",
+        (_P("sphere", (0.024,), "green"), _P("sphere", (0.016,), "green", offset=(0.03, 0.0, 0.0))),
+    ),
     ("purple dice", (_P("box", (0.018, 0.018, 0.018), "purple"),)),
 )
 
@@ -430,10 +465,27 @@ _PROCEDURAL_RECEPTACLES: tuple[tuple[str, tuple[Primitive, ...]], ...] = (
 )
 
 _TABLE_NAMES = (
-    "oak table", "white table", "walnut desk", "grey table", "pine table", "blue table",
-    "marble table", "green desk", "beige table", "checkered table", "red desk", "tiled table",
-    "dark wood table", "cream desk", "cherry table", "slate table",
-    "pink table", "stone table", "yellow desk", "glass table", "striped table",
+    "oak table",
+    "white table",
+    "walnut desk",
+    "grey table",
+    "pine table",
+    "blue table",
+    "marble table",
+    "green desk",
+    "beige table",
+    "checkered table",
+    "red desk",
+    "tiled table",
+    "dark wood table",
+    "cream desk",
+    "cherry table",
+    "slate table",
+    "pink table",
+    "stone table",
+    "yellow desk",
+    "glass table",
+    "striped table",
 )
 _PATTERNS = ("wood", "plain", "speckle", "checker", "stripes", "tiles", "marble", "waves")
 
@@ -487,8 +539,11 @@ def pattern_image(
         n = int(6 + 6 * freq)
         t = ((xx % (w / n) < 2) | (yy % (w / n) < 2)).astype(np.float32)
     elif pattern == "marble":
-        t = 0.5 + 0.5 * np.sin(2 * math.pi * (6 * freq * u + 2 * rng.random() * np.sin(
-            2 * math.pi * (xx + yy) / (0.7 * w))))
+        t = 0.5 + 0.5 * np.sin(
+            2
+            * math.pi
+            * (6 * freq * u + 2 * rng.random() * np.sin(2 * math.pi * (xx + yy) / (0.7 * w)))
+        )
         t = t**3
     elif pattern == "waves":
         t = 0.5 + 0.5 * np.sin(2 * math.pi * 8 * freq * u) * np.cos(2 * math.pi * 5 * yy / h)
@@ -538,7 +593,8 @@ def _procedural_library(seed: int) -> AssetLibrary:
     ]
     tables = [ImageAsset(name=n, loader=_table_loader(seed, i)) for i, n in enumerate(_TABLE_NAMES)]
     textures = [
-        ImageAsset(name=f"texture {i:02d}", loader=_texture_loader(seed, i)) for i in range(N_TEXTURES)
+        ImageAsset(name=f"texture {i:02d}", loader=_texture_loader(seed, i))
+        for i in range(N_TEXTURES)
     ]
     return AssetLibrary(
         source="procedural",

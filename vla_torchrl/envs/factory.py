@@ -67,7 +67,7 @@ def _unseen_templates() -> Sequence[str]:
         "vla_torchrl.envs.instruction_templates",
     ):
         try:
-            templates = getattr(importlib.import_module(module), "UNSEEN_INSTRUCTION_TEMPLATES")
+            templates = importlib.import_module(module).UNSEEN_INSTRUCTION_TEMPLATES
         except (ImportError, AttributeError):
             continue
         return tuple(templates)
@@ -89,9 +89,7 @@ def perturbation_transform(spec: TaskSpec, library: AssetLibrary, *, seed: int |
     transforms = importlib.import_module("vla_torchrl.envs.transforms")
     if p.kind in ("texture", "noise"):
         textures = [torch.from_numpy(t.image().copy()) for t in library.textures]
-        return transforms.DynamicTextureOverlay(
-            textures, alpha=p.alpha, region=p.region, seed=seed
-        )
+        return transforms.DynamicTextureOverlay(textures, alpha=p.alpha, region=p.region, seed=seed)
     return transforms.InstructionRephrase(_unseen_templates(), seed=seed)
 
 
@@ -141,9 +139,7 @@ def make_env(
     source = resolve_asset_source(asset_source, rl4vla_dir=rl4vla_dir)
     if sim_backend == "auto":
         sim_backend = "gpu" if torch.cuda.is_available() else "cpu"
-    env_kwargs = dict(
-        image_size=tuple(image_size), seed=seed, robot=robot, max_steps=max_steps
-    )
+    env_kwargs = dict(image_size=tuple(image_size), seed=seed, robot=robot, max_steps=max_steps)
     if sim_backend == "gpu":
         # GPU simulation: one ManiSkill env object holding num_envs scenes (not tested on CPU CI)
         env_kwargs.update(num_envs=num_envs, sim_backend="gpu", device=device or "cuda")

@@ -134,15 +134,19 @@ class PutOnEnv(EnvBase):
         flag = Binary(n=1, shape=(*b, 1), dtype=torch.bool, device=self.device)
         self.observation_spec = Composite(
             {
-                IMAGE_KEY: Bounded(0, 255, shape=(*b, h, w, 3), dtype=torch.uint8,
-                                   device=self.device),
-                FOREGROUND_MASK_KEY: Binary(n=w, shape=(*b, h, w), dtype=torch.bool,
-                                            device=self.device),
-                INSTRUCTION_KEY: NonTensor(shape=b, example_data="put carrot on plate",
-                                           device=self.device),
+                IMAGE_KEY: Bounded(
+                    0, 255, shape=(*b, h, w, 3), dtype=torch.uint8, device=self.device
+                ),
+                FOREGROUND_MASK_KEY: Binary(
+                    n=w, shape=(*b, h, w), dtype=torch.bool, device=self.device
+                ),
+                INSTRUCTION_KEY: NonTensor(
+                    shape=b, example_data="put carrot on plate", device=self.device
+                ),
                 EPISODE_ID_KEY: Unbounded(shape=b, dtype=torch.int64, device=self.device),
-                STATE_KEY: Unbounded(shape=(*b, self._state_dim), dtype=torch.float32,
-                                     device=self.device),
+                STATE_KEY: Unbounded(
+                    shape=(*b, self._state_dim), dtype=torch.float32, device=self.device
+                ),
                 GRASPED_KEY: flag.clone(),
                 CONTINUOUS_GRASP_KEY: flag.clone(),
                 SUCCESS_KEY: flag.clone(),
@@ -191,10 +195,10 @@ class PutOnEnv(EnvBase):
     # -- EnvBase ---------------------------------------------------------------------------------
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         env_idx = torch.arange(self._n)
-        if tensordict is not None and "_reset" in tensordict.keys() and self.batch_size:
+        if tensordict is not None and "_reset" in tensordict.keys() and self.batch_size:  # noqa: SIM118
             env_idx = torch.nonzero(tensordict.get("_reset").reshape(-1)).flatten()
         requested = None
-        if tensordict is not None and EPISODE_ID_REQUEST_KEY in tensordict.keys():
+        if tensordict is not None and EPISODE_ID_REQUEST_KEY in tensordict.keys():  # noqa: SIM118
             requested = tensordict.get(EPISODE_ID_REQUEST_KEY).reshape(-1)[env_idx]
         ids = []
         for j in range(len(env_idx)):

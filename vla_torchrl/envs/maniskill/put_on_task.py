@@ -356,8 +356,10 @@ class PutOnTask(BaseEnv):
             for actor, xyz, yaw in layout:
                 positions[(id(actor), env)] = (actor, xyz, yaw)
         # every pool actor: active ones where sampled, the others parked
-        assets = [*zip(self.object_actors, self._object_assets),
-                  *zip(self.receptacle_actors, self._receptacle_assets)]
+        assets = [
+            *zip(self.object_actors, self._object_assets),
+            *zip(self.receptacle_actors, self._receptacle_assets),
+        ]
         for i, (actor, asset) in enumerate(assets):
             p = np.repeat(self._park_position(i, asset)[None], len(env_list), 0)
             yaws = np.zeros(len(env_list))
@@ -365,8 +367,12 @@ class PutOnTask(BaseEnv):
                 if (id(actor), env) in positions:
                     _, p[j], yaws[j] = positions[(id(actor), env)]
             q = np.stack([np.cos(yaws / 2), 0 * yaws, 0 * yaws, np.sin(yaws / 2)], -1)
-            actor.set_pose(Pose.create_from_pq(p=torch.as_tensor(p, dtype=torch.float32),
-                                               q=torch.as_tensor(q, dtype=torch.float32)))
+            actor.set_pose(
+                Pose.create_from_pq(
+                    p=torch.as_tensor(p, dtype=torch.float32),
+                    q=torch.as_tensor(q, dtype=torch.float32),
+                )
+            )
             actor.set_linear_velocity(torch.zeros(len(env_list), 3))
             actor.set_angular_velocity(torch.zeros(len(env_list), 3))
         qpos = torch.as_tensor(np.stack(qpos_all), dtype=torch.float32)
@@ -397,8 +403,9 @@ class PutOnTask(BaseEnv):
             names = {cfg.receptacles[i].uid for i in rec_idx}
             choices = [a for a in cfg.distractor_receptacles if a.uid not in names]
             pick = choices[int(rng.integers(len(choices)))]
-            rec_idx.append(next(i for i, a in enumerate(self._receptacle_assets)
-                                if a.uid == pick.uid))
+            rec_idx.append(
+                next(i for i, a in enumerate(self._receptacle_assets) if a.uid == pick.uid)
+            )
         table = int(rng.integers(len(cfg.tables)))
         actors = [(self.object_actors[i], self._object_assets[i]) for i in obj_idx]
         actors += [(self.receptacle_actors[i], self._receptacle_assets[i]) for i in rec_idx]
@@ -538,8 +545,13 @@ class PutOnTask(BaseEnv):
                 others.append((self.receptacle_actors[i], self._receptacle_assets[i]))
             obj_asset = self._object_assets[int(self.object_index[e, 0])]
             r = 0.5 * float(max(obj_asset.size[:2]))
-            fixed = [(a.pose.p[e if a.pose.p.shape[0] > 1 else 0, :2].cpu().numpy(),
-                      0.5 * float(max(s.size[:2]))) for a, s in others]
+            fixed = [
+                (
+                    a.pose.p[e if a.pose.p.shape[0] > 1 else 0, :2].cpu().numpy(),
+                    0.5 * float(max(s.size[:2])),
+                )
+                for a, s in others
+            ]
             old = p[e, :2].cpu().numpy()
             for _ in range(1000):
                 xy = _uniform_in_region(rng, "train")
