@@ -49,6 +49,7 @@ __all__ = [
     "CONTINUOUS_GRASP_KEY",
     "DONE_KEY",
     "EPISODE_ID_KEY",
+    "EPISODE_ID_REQUEST_KEY",
     "EVAL_ENTROPY_KEY",
     "EVAL_TOKEN_LOG_PROBS_KEY",
     "FOREGROUND_MASK_KEY",
@@ -77,6 +78,8 @@ NEXT = "next"
 # -- observations (written by envs, read by transforms and the actor) -------------------------
 FOREGROUND_MASK_KEY: NestedKey = (OBSERVATION_KEY, "foreground_mask")
 EPISODE_ID_KEY: NestedKey = "episode_id"
+# reset input: the episode id to draw (-1: the env's next one); see vla_torchrl.envs.put_on_env
+EPISODE_ID_REQUEST_KEY: NestedKey = "episode_id_request"
 
 # -- policy outputs ---------------------------------------------------------------------------
 TOKEN_LOG_PROBS_KEY: NestedKey = (VLA_ACTION_KEY, "token_log_probs")

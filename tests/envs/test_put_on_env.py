@@ -1,0 +1,124 @@
+"""ManiSkill scenes: built once per module (SerialEnv, small images) to keep the suite fast."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tensordict import TensorDict
+
+from vla_torchrl.keys import (
+    ACTION_KEY,
+    EPISODE_ID_KEY,
+    EPISODE_ID_REQUEST_KEY,
+    FOREGROUND_MASK_KEY,
+    IMAGE_KEY,
+    INSTRUCTION_KEY,
+    REWARD_KEY,
+)
+
+pytestmark = pytest.mark.maniskill
+SIZE = (64, 80)
+
+
+@pytest.fixture(scope="module")
+def ind_env():
+    from vla_torchrl.envs.factory import make_env
+
+    env = make_env("ind", num_envs=2, image_size=SIZE, parallel=False, asset_source="procedural")
+    yield env
+    env.close()
+
+
+def test_specs_images_and_unseen_objects_never_in_ind(ind_env):
+    from torchrl.envs.utils import check_env_specs
+
+    from vla_torchrl.envs.asset_library import AssetLibrary
+
+    check_env_specs(ind_env)
+    lib = AssetLibrary.procedural()
+    unseen = {o.name for o in lib.objects_unseen}
+    train = {o.name for o in lib.objects_train}
+    for _ in range(4):
+        td = ind_env.reset()
+        img = td[IMAGE_KEY].float()
+        assert td[IMAGE_KEY].shape == (2, *SIZE, 3) and img.std() > 10
+        assert td[FOREGROUND_MASK_KEY].any(dim=(1, 2)).all()
+        for text in td[INSTRUCTION_KEY]:
+            obj = text.removeprefix("put ").removesuffix(" on plate")
+            assert obj in train and obj not in unseen
+
+
+def test_same_seed_and_episode_id_same_first_image(ind_env):
+    req = TensorDict({EPISODE_ID_REQUEST_KEY: torch.tensor([11, 12])}, [2])
+    a = ind_env.reset(req.clone())
+    ind_env.reset()
+    b = ind_env.reset(req.clone())
+    assert a[EPISODE_ID_KEY].tolist() == [11, 12]
+    assert torch.equal(a[IMAGE_KEY], b[IMAGE_KEY])
+    assert not torch.equal(a[IMAGE_KEY][0], a[IMAGE_KEY][1])
+
+
+def test_zero_action_gives_zero_return_and_no_metrics(ind_env):
+    ind_env.reset()
+    td = ind_env.rand_step(ind_env.reset())
+    cur = ind_env.reset()
+    for _ in range(6):
+        cur.set(ACTION_KEY, torch.zeros(2, 7))
+        out = ind_env.step(cur)
+        assert out["next", REWARD_KEY].sum() == 0
+        assert not out["next", "grasped"].any() and not out["next", "success"].any()
+        cur = out["next"].clone()
+    assert td["next", REWARD_KEY].shape == (2, 1)
+
+
+def _target_xy(env, i):
+    return env._envs[i].maniskill_env.target_object_pose()[0][0, :2].clone()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task,moves", [("obj-rep", True), ("ind", False)])
+def test_object_reposition_at_step_5(task, moves):
+    from vla_torchrl.envs.factory import make_env
+
+    env = make_env(task, num_envs=2, image_size=SIZE, parallel=False, asset_source="procedural")
+    try:
+        env.reset()
+        zero = TensorDict({ACTION_KEY: torch.zeros(2, 7)}, [2])
+        jumps = []
+        for _ in range(6):
+            before = _target_xy(env, 0)
+            env.step(zero.clone())
+            jumps.append(float((_target_xy(env, 0) - before).norm()))
+        assert (jumps[4] > 0.07) == moves  # teleport happens at the 5th step only
+        assert max(jumps[:4] + jumps[5:]) < 0.01
+    finally:
+        env.close()
+
+
+def _suite_cases():
+    from vla_torchrl.assets import AssetPaths
+    from vla_torchrl.envs.suite import SUITE
+
+    sources = ["procedural"] + (["rl4vla"] if AssetPaths.resolve().rl4vla_dir else [])
+    return [(t, s) for s in sources for t in SUITE]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task,source", _suite_cases())
+def test_every_suite_task_builds_resets_and_steps(task, source):
+    from torchrl.envs.utils import check_env_specs
+
+    from vla_torchrl.envs.factory import make_env
+    from vla_torchrl.envs.suite import SUITE
+
+    if SUITE[task].perturbation is not None:
+        pytest.importorskip("vla_torchrl.envs.transforms")
+    env = make_env(task, num_envs=2, image_size=(48, 64), parallel=False, asset_source=source)
+    try:
+        check_env_specs(env)
+        td = env.rollout(3, break_when_any_done=False)
+        img = td["next", *IMAGE_KEY].float() if isinstance(IMAGE_KEY, tuple) else None
+        assert img is not None and img.std() > 10
+        assert td["next", REWARD_KEY].shape == (2, 3, 1)
+    finally:
+        env.close()
