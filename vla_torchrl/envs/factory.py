@@ -60,21 +60,9 @@ def _single_env(
 
 
 def _unseen_templates() -> Sequence[str]:
-    for module in (
-        "vla_torchrl.envs.instructions",
-        "vla_torchrl.envs.transforms",
-        "vla_torchrl.envs.unseen_instructions",
-        "vla_torchrl.envs.instruction_templates",
-    ):
-        try:
-            templates = importlib.import_module(module).UNSEEN_INSTRUCTION_TEMPLATES
-        except (ImportError, AttributeError):
-            continue
-        return tuple(templates)
-    raise ImportError(
-        "UNSEEN_INSTRUCTION_TEMPLATES was not found in vla_torchrl.envs (instructions, transforms,"
-        " unseen_instructions); the 'instruct' task needs the perturbation package"
-    )
+    from vla_torchrl.envs.instruction_templates import UNSEEN_INSTRUCTION_TEMPLATES
+
+    return UNSEEN_INSTRUCTION_TEMPLATES
 
 
 def perturbation_transform(spec: TaskSpec, library: AssetLibrary, *, seed: int | None = 0):
