@@ -163,13 +163,17 @@ def train(cfg: TrainConfig) -> Path:
                 param.copy_(ctx.resumed.tensors[name].to(param.device, param.dtype))
         optimizer.load_state_dict(ctx.resumed.optimizer_states["optimizer"])
     loss_fn, advantage = make_objective(cfg, bundle)
+    # ---- collector: built before the RNG restore, since building it runs the policy once -------
+    collector = None if env is None else _make_collector(cfg, env, bundle)
     ctx.restore_rng()  # last thing before the loop (see recipes.run)
     try:
-        if cfg.algo.name == "sft":
+        if collector is None:
             _train_sft(cfg, ctx, bundle, loss_fn, optimizer, trainables, device)
         else:
-            _train_rl(cfg, ctx, env, bundle, loss_fn, advantage, optimizer, trainables)
+            _train_rl(cfg, ctx, env, collector, loss_fn, advantage, optimizer, trainables)
     finally:
+        if collector is not None:
+            collector.shutdown()
         if env is not None:
             env.close()
     policy_dir = save_policy(bundle, ctx.run_dir / POLICY_DIR, cfg.model, cfg.algo)
@@ -192,25 +196,26 @@ def _make_env(cfg: TrainConfig, device: torch.device):
     return env
 
 
-def _train_rl(cfg, ctx: RunContext, env, bundle, loss_fn, advantage, optimizer, trainables):
-    frames = cfg.collector.frames_per_batch(cfg.env)
+def _make_collector(cfg: TrainConfig, env, bundle: PolicyBundle) -> Collector:
+    return Collector(
+        env,
+        bundle.actor,
+        frames_per_batch=cfg.collector.frames_per_batch(cfg.env),
+        total_frames=-1,
+        reset_at_each_iter=True,  # every rollout = fresh episodes (paper: 80-step episodes)
+        split_trajs=False,
+        storing_device="cpu",
+        auto_register_policy_transforms=False,
+    )
+
+
+def _train_rl(cfg, ctx: RunContext, env, collector, loss_fn, advantage, optimizer, trainables):
     total = cfg.collector.total_env_steps
     step = int(ctx.counters.get("env_steps", 0))
     iteration = int(ctx.counters.get("iteration", 0))
     skips_in_a_row = int(ctx.counters.get("skips_in_a_row", 0))
     skipped_total = int(ctx.counters.get("skipped_updates", 0))
     params = list(trainables.values())
-    collector = Collector(
-        env,
-        bundle.actor,
-        frames_per_batch=frames,
-        total_frames=-1,
-        reset_at_each_iter=True,  # every rollout = fresh episodes (paper: 80-step episodes)
-        split_trajs=False,
-        device=bundle.model.device if hasattr(bundle.model, "device") else None,
-        storing_device="cpu",
-        auto_register_policy_transforms=False,
-    )
     batches = iter(collector)
     bar = progress(
         total=total, initial=step, desc=f"{cfg.algo.name}", disable=not cfg.logger.progress_bar
@@ -280,7 +285,6 @@ def _train_rl(cfg, ctx: RunContext, env, bundle, loss_fn, advantage, optimizer, 
                 _save(ctx, step, trainables, optimizer, iteration, skips_in_a_row, skipped_total)
     finally:
         bar.close()
-        collector.shutdown()
 
 
 def _train_sft(cfg, ctx: RunContext, bundle, loss_fn, optimizer, trainables, device):
