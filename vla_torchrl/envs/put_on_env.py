@@ -102,6 +102,7 @@ class PutOnEnv(EnvBase):
         self.max_steps = int(max_steps)
         self.instruction_template = instruction_template
         self._seed = int(seed)
+        self._episode_offset = int(episode_offset)
         self._next_episode = int(episode_offset)
         self._episode_stride = int(episode_stride)
         self._n = num_envs
@@ -241,10 +242,11 @@ class PutOnEnv(EnvBase):
         return out
 
     def _set_seed(self, seed: int | None) -> None:
-        """Set the base seed of subsequent episodes (episode ids continue)."""
+        """Set the base seed and restart the episode ids, so the same episodes replay."""
         if seed is not None:
             self._seed = int(seed)
             self._ms.base_seed = int(seed)
+        self._next_episode = self._episode_offset
 
     def close(self, *, raise_if_closed: bool = True) -> None:
         try:
