@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import zlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -131,6 +132,8 @@ def evaluate(
                         mode="greedy" if greedy else "sample",
                     )
                 env.set_seed(seed)  # restart the episode ids: the same episodes for each policy
+                # action sampling seeded per group: repeated evaluations give identical tables
+                torch.manual_seed(zlib.crc32(f"{task}:{seed}".encode()))
                 records: list[dict] = []
                 for round_index in range(math.ceil(episodes / env_cfg.num_envs)):
                     with torch.no_grad():
