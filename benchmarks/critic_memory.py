@@ -27,7 +27,6 @@ import sys
 from pathlib import Path
 
 import torch
-
 from _rl_common import collect, ppo_update, record, setup, sync
 
 

@@ -20,7 +20,6 @@ import statistics
 import time
 
 import torch
-
 from _rl_common import collect, ppo_update, record, setup, sync
 
 
