@@ -134,3 +134,39 @@ def test_two_rank_ppo_update_equals_one_process_on_the_concatenated_batch(tmp_pa
     assert _max_diff(single, init) > 1e-4  # the update moved the parameters
     assert _max_diff(dp, single) < 1e-5
     assert _max_diff(nosync, single) > 1e-4  # without gradient sync rank 0 differs
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(300)
+def test_two_rank_collectives_use_the_global_batch(tmp_path):
+    import json
+
+    worker = Path(__file__).with_name("_dp_collectives_worker.py")
+    _run(
+        [
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            str(_free_port()),
+            str(worker),
+            str(tmp_path / "r"),
+        ]
+    )
+    r0 = json.loads((tmp_path / "r.0").read_text())
+    r1 = json.loads((tmp_path / "r.1").read_text())
+    rewards = torch.tensor([[0.0, 1.0], [0.0, 0.0], [0.5, 0.0], [0.0, 2.0]])
+    flat = rewards.reshape(-1)
+    # global mean/std over all 8 rewards (plain torch on the whole batch)
+    for r in (r0, r1):
+        assert r["mean"] == pytest.approx(flat.mean().item(), abs=1e-6)
+        assert r["std"] == pytest.approx(flat.std().item(), abs=1e-6)
+        assert r["m"] == pytest.approx(0.5)
+    # Eq. (5)-(6) by hand on the global group: normalise, then reverse cumulative sum per row
+    normed = (rewards - flat.mean()) / flat.std()
+    expected = torch.stack([normed[:, 1] + normed[:, 0], normed[:, 1]], dim=1)
+    got = torch.tensor(r0["adv"] + r1["adv"])
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
