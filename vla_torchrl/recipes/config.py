@@ -38,6 +38,7 @@ __all__ = [
     "ALGORITHMS",
     "AlgoConfig",
     "CollectorConfig",
+    "DistConfig",
     "EnvConfig",
     "LoggerConfig",
     "ModelConfig",
@@ -149,6 +150,8 @@ class ModelConfig:
             ``lm_head`` LoRA cannot adapt).
         init_from: a saved policy (``<run_dir>/policy`` of an earlier run, e.g. the SFT warm-up)
             to start from, or None.
+        gradient_checkpointing: recompute activations in the backward (LLM and ViTs) to save
+            memory at the cost of a second forward; off by default.
     """
 
     name: Literal["openvla", "tiny"] = "openvla"
@@ -162,6 +165,7 @@ class ModelConfig:
     temperature: float = 1.0
     eval_temperature: float = 0.6
     dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         _check(
@@ -377,6 +381,11 @@ class OptimConfig:
         grad_accum_steps: minibatches accumulated per optimiser step (the paper: 20).
         max_consecutive_skips: stop the run after this many updates in a row were skipped for a
             non-finite loss or gradient.
+        autocast: ``"bf16"`` runs the loss forward under ``torch.autocast(dtype=bfloat16)``
+            (GPUs with bf16; on the CPU it works but is slow), ``"none"`` (default) does not.
+
+    In a data-parallel run, ``minibatch_size`` and ``grad_accum_steps`` are per rank: one
+    optimizer step covers ``minibatch_size x grad_accum_steps x world_size`` transitions.
     """
 
     lr: float = 1e-4
@@ -387,6 +396,7 @@ class OptimConfig:
     minibatch_size: int = 8
     grad_accum_steps: int = 20
     max_consecutive_skips: int = 5
+    autocast: Literal["none", "bf16"] = "none"
 
     def __post_init__(self) -> None:
         hint = "a learning rate; the paper uses 1e-4 for LoRA and 3e-3 for the value head"
@@ -406,6 +416,10 @@ class OptimConfig:
         for name in ("minibatch_size", "grad_accum_steps"):
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, f"optim.{name}={value!r} must be >= 1")
+        _check(
+            self.autocast in ("none", "bf16"),
+            f"optim.autocast={self.autocast!r} is unknown; use none or bf16",
+        )
 
     @property
     def transitions_per_update(self) -> int:
@@ -440,6 +454,41 @@ class LoggerConfig:
 
 
 @dataclass
+class DistConfig:
+    """Data-parallel training under ``torchrun`` (ignored in a single process).
+
+    Each rank runs ``env.num_envs`` envs of its own (distinct seeds) and a policy replica;
+    ``collector.total_env_steps`` counts the steps of all ranks together.
+
+    Args:
+        strategy: ``"ddp"``: every rank holds the whole model, gradients of the trainables are
+            averaged over ranks once per optimizer step (LoRA or full fine-tuning);
+            ``"fsdp2"``: the LLM's decoder layers and the ViTs' blocks are sharded over the
+            ranks with FSDP2 (``fully_shard``), for full fine-tuning of models that do not fit
+            one GPU; needs CUDA.
+        backend: process-group backend: ``"auto"`` (``nccl`` on GPUs, ``gloo`` on the CPU),
+            ``"nccl"`` or ``"gloo"``.
+        timeout_s: collective timeout in seconds (a rank that waits longer fails the run).
+    """
+
+    strategy: Literal["ddp", "fsdp2"] = "ddp"
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+    timeout_s: float = 1800.0
+
+    def __post_init__(self) -> None:
+        _check(
+            self.strategy in ("ddp", "fsdp2"),
+            f"dist.strategy={self.strategy!r} is unknown; use ddp (replicated model, averaged "
+            "gradients) or fsdp2 (sharded model, needs CUDA)",
+        )
+        _check(
+            self.backend in ("auto", "nccl", "gloo"),
+            f"dist.backend={self.backend!r} is unknown; use auto, nccl (GPUs) or gloo (CPU)",
+        )
+        _positive("dist.timeout_s", self.timeout_s, "seconds a collective may wait")
+
+
+@dataclass
 class TrainConfig:
     """Top-level training config: the groups plus run-wide settings.
 
@@ -450,6 +499,7 @@ class TrainConfig:
         resume: continue from the newest complete checkpoint in ``run_dir``.
         checkpoint_every: environment steps between checkpoints (0: only at the end).
         keep_last: complete checkpoints kept on disk.
+        dist: data-parallel settings (used when launched with ``torchrun``).
     """
 
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -458,6 +508,7 @@ class TrainConfig:
     collector: CollectorConfig = field(default_factory=CollectorConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
     seed: int = 0
     device: str = "auto"
     run_dir: str = "runs/default"
@@ -529,11 +580,12 @@ def validate(
             "GRPO splits the parallel envs into equal groups",
         )
     device = str(cfg.device)
-    if device.startswith("cuda"):
-        if cuda_available is None:
-            import torch
+    if cuda_available is None:
+        import torch
 
-            cuda_available = torch.cuda.is_available()
+        cuda_available = torch.cuda.is_available()
+    _validate_dist(cfg, cuda_available=cuda_available)
+    if device.startswith("cuda"):
         _check(
             cuda_available,
             f"device={device!r} was requested but this machine has no CUDA device; "
@@ -545,6 +597,31 @@ def validate(
             f"device={device!r} is not a device name; use auto, cpu, cuda or cuda:N",
         )
     return cfg
+
+
+def _validate_dist(cfg: TrainConfig, *, cuda_available: bool) -> None:
+    dist, device = cfg.dist, str(cfg.device)
+    on_gpu = cuda_available and device != "cpu"
+    if dist.strategy == "fsdp2":
+        _check(
+            on_gpu,
+            f"dist.strategy=fsdp2 shards the model over GPUs but device={device!r} and CUDA is "
+            f"{'available' if cuda_available else 'not available'}; use dist.strategy=ddp on "
+            "the CPU, or run on GPUs with device=auto",
+        )
+        _check(
+            cfg.model.finetune == "full",
+            "dist.strategy=fsdp2 is for full fine-tuning of a model that does not fit one GPU, "
+            "but model.finetune=lora (LoRA trains ~1% of the weights: the replicated model "
+            "fits); use dist.strategy=ddp, or model.finetune=full",
+        )
+    if dist.backend == "nccl":
+        _check(
+            on_gpu,
+            f"dist.backend=nccl needs GPUs but device={device!r} and CUDA is "
+            f"{'available' if cuda_available else 'not available'}; use dist.backend=gloo "
+            "(or auto) on the CPU",
+        )
 
 
 # --------------------------------------------------------------------------- DictConfig -> dataclass

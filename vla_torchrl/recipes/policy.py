@@ -78,6 +78,7 @@ def _policy_kwargs(model: ModelConfig, critic: str, optim_lrs: tuple[float, floa
         "lr_lora": lr,
         "lr_full": lr,
         "lr_value": value_lr,
+        "gradient_checkpointing": model.gradient_checkpointing,
     }
 
 
@@ -176,7 +177,14 @@ def _load(
     kwargs = _policy_kwargs(model, critic or spec["critic"], (1e-4, 3e-3))
     if overrides:
         # A run starting from this policy keeps its architecture but uses its own lrs / temperature.
-        for key in ("lr_lora", "lr_full", "lr_value", "temperature", "reference_copy"):
+        for key in (
+            "lr_lora",
+            "lr_full",
+            "lr_value",
+            "temperature",
+            "reference_copy",
+            "gradient_checkpointing",
+        ):
             kwargs[key] = overrides[key]
     if temperature is not None:
         kwargs["temperature"] = temperature

@@ -16,11 +16,20 @@ sampling actor (TorchRL ``Collector``) -> advantages (GAE | group-relative | non
 updates with gradient accumulation -> log -> checkpoint. Every rollout starts from fresh
 episodes whose env seed is a function of (seed, iteration), so a resumed run replays exactly
 what an uninterrupted run would have seen.
+
+Data-parallel (README "Scale out")::
+
+    torchrun --nproc-per-node 8 -m vla_torchrl.recipes.train algo=ppo model.checkpoint=...
+
+Each rank runs ``env.num_envs`` envs with its own seeds and a policy replica; advantage
+normalisation and GRPO groups use the global batch, gradients are averaged over ranks once per
+optimizer step (``dist.strategy=ddp``); only rank 0 logs, checkpoints and saves the policy.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,6 +41,7 @@ from torchrl.collectors import Collector
 from vla_torchrl.keys import (
     ACTION_KEY,
     ACTION_TOKENS_KEY,
+    ADVANTAGE_KEY,
     DONE_KEY,
     EPISODE_ID_KEY,
     IMAGE_KEY,
@@ -50,16 +60,27 @@ from vla_torchrl.objectives import (
     VLATPOLoss,
 )
 from vla_torchrl.objectives import functional as F
-from vla_torchrl.recipes.config import TrainConfig, to_train_config
+from vla_torchrl.recipes.config import TrainConfig, to_train_config, validate
+from vla_torchrl.recipes.distributed import combine_records, gather_record, start_run_on_ranks
 from vla_torchrl.recipes.environments import make_recipe_env, task_names
 from vla_torchrl.recipes.errors import UserError, run_cli
 from vla_torchrl.recipes.metrics_log import progress
 from vla_torchrl.recipes.policy import build_policy_from_config, save_policy
-from vla_torchrl.recipes.run import RunContext, start_run
+from vla_torchrl.recipes.run import RunContext
 from vla_torchrl.recipes.update import run_update
 from vla_torchrl.utils import select_device
+from vla_torchrl.utils.distributed import (
+    DistInfo,
+    barrier,
+    broadcast_parameters,
+    destroy_distributed,
+    global_advantage_stats,
+    global_group_relative_advantage,
+    init_distributed,
+    rank_seed,
+)
 
-__all__ = ["episode_stats", "main", "train"]
+__all__ = ["episode_stats", "main", "rl_update", "train"]
 
 _log = logging.getLogger("vla_torchrl.recipes.train")
 POLICY_DIR = "policy"
@@ -142,12 +163,31 @@ def episode_stats(rollout: TensorDictBase) -> dict[str, float]:
 
 # -- the loop -----------------------------------------------------------------------------------
 def train(cfg: TrainConfig) -> Path:
-    """Run (or resume) the training described by ``cfg``; returns the saved policy directory."""
-    # ---- seed, run directory, resume ---------------------------------------------------------
-    ctx = start_run(cfg, tasks=task_names(cfg.env.backend))
-    device = select_device(cfg.device)
-    # ---- env -------------------------------------------------------------------------------------
-    env = None if cfg.algo.name == "sft" else _make_env(cfg, device)
+    """Run (or resume) the training described by ``cfg``; returns the saved policy directory.
+
+    Under ``torchrun`` every rank calls it (data-parallel; see the module docstring).
+    """
+    validate(cfg, tasks=task_names(cfg.env.backend))  # fail fast, before joining a group
+    info = init_distributed(
+        backend=cfg.dist.backend, device=_rank_device(cfg), timeout_s=cfg.dist.timeout_s
+    )
+    try:
+        return _train(cfg, info)
+    finally:
+        destroy_distributed(info)
+
+
+def _rank_device(cfg: TrainConfig) -> str | None:
+    # cpu or an explicit cuda:N as asked; otherwise init_distributed picks cuda:LOCAL_RANK
+    return cfg.device if cfg.device == "cpu" or cfg.device.startswith("cuda:") else None
+
+
+def _train(cfg: TrainConfig, info: DistInfo) -> Path:
+    # ---- seed, run directory, resume (rank 0 owns the run directory) ---------------------------
+    ctx = start_run_on_ranks(cfg, info, tasks=task_names(cfg.env.backend))
+    device = info.device if info.enabled else select_device(cfg.device)
+    # ---- env: each rank its own envs and seeds -------------------------------------------------
+    env = None if cfg.algo.name == "sft" else _make_env(cfg, device, info)
     # ---- model: actor (rollouts), evaluator (losses), critic, optimizer --------------------------
     bundle = build_policy_from_config(
         cfg.model, cfg.algo, lr=cfg.optim.lr, value_lr=cfg.optim.value_lr, device=device
@@ -162,28 +202,32 @@ def train(cfg: TrainConfig) -> Path:
             for name, param in trainables.items():
                 param.copy_(ctx.resumed.tensors[name].to(param.device, param.dtype))
         optimizer.load_state_dict(ctx.resumed.optimizer_states["optimizer"])
+    broadcast_parameters(trainables.values(), info)  # every replica starts from rank 0's weights
     loss_fn, advantage = make_objective(cfg, bundle)
     # ---- collector: built before the RNG restore, since building it runs the policy once -------
     collector = None if env is None else _make_collector(cfg, env, bundle)
     ctx.restore_rng()  # last thing before the loop (see recipes.run)
     try:
         if collector is None:
-            _train_sft(cfg, ctx, bundle, loss_fn, optimizer, trainables, device)
+            _train_sft(cfg, ctx, bundle, loss_fn, optimizer, trainables, device, info)
         else:
-            _train_rl(cfg, ctx, env, collector, loss_fn, advantage, optimizer, trainables)
+            _train_rl(cfg, ctx, env, collector, loss_fn, advantage, optimizer, trainables, info)
     finally:
         if collector is not None:
             collector.shutdown()
         if env is not None:
             env.close()
-    policy_dir = save_policy(bundle, ctx.run_dir / POLICY_DIR, cfg.model, cfg.algo)
+    policy_dir = ctx.run_dir / POLICY_DIR
+    if info.is_main:
+        save_policy(bundle, policy_dir, cfg.model, cfg.algo)
+        _log.info("policy saved to %s", policy_dir)
+    barrier(info)
     ctx.close()
-    _log.info("policy saved to %s", policy_dir)
     return policy_dir
 
 
-def _make_env(cfg: TrainConfig, device: torch.device):
-    env = make_recipe_env(cfg.env, seed=cfg.seed, device="cpu")
+def _make_env(cfg: TrainConfig, device: torch.device, info: DistInfo):
+    env = make_recipe_env(cfg.env, seed=rank_seed(cfg.seed, info), device="cpu")
     if cfg.algo.name == "grpo-s":
         if cfg.env.backend != "toy":
             raise UserError(
@@ -209,7 +253,58 @@ def _make_collector(cfg: TrainConfig, env, bundle: PolicyBundle) -> Collector:
     )
 
 
-def _train_rl(cfg, ctx: RunContext, env, collector, loss_fn, advantage, optimizer, trainables):
+def rl_update(
+    cfg: TrainConfig,
+    rollout: TensorDictBase,
+    loss_fn,
+    advantage,
+    optimizer: torch.optim.Optimizer,
+    params: list[torch.nn.Parameter],
+    info: DistInfo,
+) -> dict[str, float]:
+    """Advantages and the minibatch update of one rollout (this rank's ``[B, T]`` shard).
+
+    Advantage normalisation statistics and GRPO groups span every rank's rollout; gradients are
+    averaged over ranks once per optimizer step. With equal shards, the result equals one process
+    updating on the concatenated rollout (``tests/recipes/test_train_distributed.py``).
+
+    Returns:
+        the update's statistics (see :func:`~vla_torchrl.recipes.update.run_update`).
+    """
+    if advantage is not None:
+        with torch.no_grad():
+            if isinstance(advantage, GroupRelativeAdvantage):
+                # GRPO(s): episode ids are only unique within a rank (its own env seeds)
+                rollout = global_group_relative_advantage(
+                    rollout, advantage, info, rank_local_groups=advantage.group_key is not None
+                )
+            else:
+                rollout = advantage(rollout)  # GAE (Eq. 2) is per trajectory: no communication
+    if isinstance(loss_fn, VLAPPOLoss) and cfg.algo.normalize_advantage:
+        # normalise with statistics of the whole (global) rollout, not of each minibatch of 8
+        loss_fn.advantage_stats_fn = global_advantage_stats(rollout.get(ADVANTAGE_KEY))
+    trajectory_loss = isinstance(loss_fn, VLATPOLoss)
+    return run_update(
+        rollout if trajectory_loss else rollout.reshape(-1),
+        loss_fn,
+        optimizer,
+        params,
+        minibatch_size=(
+            max(1, cfg.optim.minibatch_size // rollout.shape[1])
+            if trajectory_loss
+            else cfg.optim.minibatch_size
+        ),
+        grad_accum_steps=cfg.optim.grad_accum_steps,
+        epochs=cfg.algo.epochs,  # paper Sec. 4.2: 1 epoch is enough
+        max_grad_norm=cfg.optim.max_grad_norm,  # FACTS: 10
+        dist_info=info,
+        autocast=cfg.optim.autocast,
+    )
+
+
+def _train_rl(
+    cfg, ctx: RunContext, env, collector, loss_fn, advantage, optimizer, trainables, info
+):
     total = cfg.collector.total_env_steps
     step = int(ctx.counters.get("env_steps", 0))
     iteration = int(ctx.counters.get("iteration", 0))
@@ -223,40 +318,23 @@ def _train_rl(cfg, ctx: RunContext, env, collector, loss_fn, advantage, optimize
     try:
         while step < total:
             # ---- collect: envs reseeded per iteration so resume replays the same episodes ----
-            env.set_seed(cfg.seed * 1_000_003 + iteration)
+            iteration_seed = rank_seed(cfg.seed * 1_000_003 + iteration, info)
+            env.set_seed(iteration_seed)
+            if info.world_size > 1:
+                # per-rank sampling streams that a resume on any number of ranks reproduces
+                torch.manual_seed(iteration_seed)
             t0 = time.perf_counter()
             with torch.no_grad():
                 rollout = next(batches)  # [B, T]
             t_collect = time.perf_counter() - t0
-            # ---- advantages -----------------------------------------------------------------
+            # ---- advantages and update (global over ranks) -----------------------------------
             t0 = time.perf_counter()
-            if advantage is not None:
-                with torch.no_grad():
-                    rollout = advantage(rollout)
-            if isinstance(loss_fn, VLAPPOLoss) and cfg.algo.normalize_advantage:
-                # normalise with statistics of the whole rollout, not of each minibatch of 8
-                loss_fn.advantage_stats_fn = F.frozen_advantage_stats(rollout.get("advantage"))
-            # ---- update ---------------------------------------------------------------------
-            trajectory_loss = isinstance(loss_fn, VLATPOLoss)
-            batch = rollout if trajectory_loss else rollout.reshape(-1)
-            stats = run_update(
-                batch,
-                loss_fn,
-                optimizer,
-                params,
-                minibatch_size=(
-                    max(1, cfg.optim.minibatch_size // rollout.shape[1])
-                    if trajectory_loss
-                    else cfg.optim.minibatch_size
-                ),
-                grad_accum_steps=cfg.optim.grad_accum_steps,
-                epochs=cfg.algo.epochs,  # paper Sec. 4.2: 1 epoch is enough
-                max_grad_norm=cfg.optim.max_grad_norm,  # FACTS: 10
-            )
+            stats = rl_update(cfg, rollout, loss_fn, advantage, optimizer, params, info)
             t_update = time.perf_counter() - t0
             skipped_total += stats["skipped"]
             skips_in_a_row = skips_in_a_row + stats["skipped"] if stats["steps"] == 0 else 0
-            step += rollout.numel()
+            frames = rollout.numel() * info.world_size  # env steps of all ranks
+            step += frames
             iteration += 1
             # ---- log ------------------------------------------------------------------------
             record = {f"train/{k}": v for k, v in episode_stats(rollout).items()}
@@ -272,8 +350,9 @@ def _train_rl(cfg, ctx: RunContext, env, collector, loss_fn, advantage, optimize
                     "perf/update_s": t_update,
                 }
             )
+            record = _global_record(record, info)
             ctx.logger.log(record, step=step)
-            bar.update(rollout.numel())
+            bar.update(frames)
             bar.set_postfix(success=f"{record.get('train/success', float('nan')):.2f}")
             if skips_in_a_row >= cfg.optim.max_consecutive_skips:
                 raise NonFiniteUpdates(
@@ -281,14 +360,19 @@ def _train_rl(cfg, ctx: RunContext, env, collector, loss_fn, advantage, optimize
                     "lower optim.lr, check the rewards, or raise optim.max_consecutive_skips"
                 )
             # ---- checkpoint -----------------------------------------------------------------
-            if _due(step, rollout.numel(), cfg.checkpoint_every) or step >= total:
-                _save(ctx, step, trainables, optimizer, iteration, skips_in_a_row, skipped_total)
+            if _due(step, frames, cfg.checkpoint_every) or step >= total:
+                _save(
+                    ctx, step, trainables, optimizer, iteration, skips_in_a_row, skipped_total, info
+                )
     finally:
         bar.close()
 
 
-def _train_sft(cfg, ctx: RunContext, bundle, loss_fn, optimizer, trainables, device):
+def _train_sft(cfg, ctx: RunContext, bundle, loss_fn, optimizer, trainables, device, info):
     demos = _load_demos(cfg, bundle)
+    if info.world_size > 1:  # each rank an equal share (equal minibatch counts keep ranks in step)
+        share = demos.shape[0] // info.world_size
+        demos = demos[info.rank * share : (info.rank + 1) * share]
     epoch = int(ctx.counters.get("iteration", 0))
     params = list(trainables.values())
     bar = progress(
@@ -305,14 +389,16 @@ def _train_sft(cfg, ctx: RunContext, bundle, loss_fn, optimizer, trainables, dev
                 minibatch_size=cfg.optim.minibatch_size,
                 grad_accum_steps=cfg.optim.grad_accum_steps,
                 max_grad_norm=cfg.optim.max_grad_norm,
+                dist_info=info,
+                autocast=cfg.optim.autocast,
             )
             epoch += 1
-            step = epoch * demos.shape[0]
+            step = epoch * demos.shape[0] * info.world_size
             record = {f"losses/{k}": v for k, v in stats.items() if k not in ("steps", "skipped")}
             record.update({"train/iteration": epoch, "perf/update_s": time.perf_counter() - t0})
-            ctx.logger.log(record, step=step)
+            ctx.logger.log(_global_record(record, info), step=step)
             bar.update(1)
-            _save(ctx, step, trainables, optimizer, epoch, 0, 0)
+            _save(ctx, step, trainables, optimizer, epoch, 0, 0, info)
     finally:
         bar.close()
 
@@ -373,7 +459,27 @@ def _due(step: int, frames: int, every: int) -> bool:
     return every > 0 and step // every != (step - frames) // every
 
 
-def _save(ctx, step, trainables, optimizer, iteration, skips_in_a_row, skipped_total) -> None:
+def _global_record(record: dict[str, float], info: DistInfo) -> dict[str, float]:
+    """The record of all ranks (on rank 0; other ranks log nothing, so theirs is irrelevant)."""
+    if not info.enabled:
+        return record
+    records = gather_record(record, info)
+    if records is None:
+        return record
+    episode_keys = {"train/episode_return", *(f"train/{k}" for k in METRIC_KEYS)}
+    return combine_records(records, episode_keys=episode_keys, count_key="train/episodes")
+
+
+def _save(ctx, step, trainables, optimizer, iteration, skips_in_a_row, skipped_total, info) -> None:
+    # every rank holds the whole trainables and the same optimizer state: rank 0 writes them
+    if info.is_main:
+        _write_checkpoint(
+            ctx, step, trainables, optimizer, iteration, skips_in_a_row, skipped_total
+        )
+    barrier(info)
+
+
+def _write_checkpoint(ctx, step, trainables, optimizer, iteration, skips_in_a_row, skipped_total):
     ctx.save(
         step,
         tensors={name: p.detach() for name, p in trainables.items()},
@@ -393,7 +499,10 @@ def main(argv: list[str] | None = None) -> int:
     def _main(dict_cfg) -> None:
         train(to_train_config(dict_cfg))
 
-    return run_cli(_main, config_name="train", argv=argv)
+    # under torchrun only rank 0 writes Hydra's files (.hydra/, the job log) into the run dir
+    quiet = ("hydra.output_subdir=null", "hydra/job_logging=stdout")
+    rank = int(os.environ.get("RANK", "0"))
+    return run_cli(_main, config_name="train", argv=argv, hydra_overrides=quiet if rank else ())
 
 
 if __name__ == "__main__":

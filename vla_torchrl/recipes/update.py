@@ -5,6 +5,12 @@ minibatches accumulated per optimizer step, gradients clipped to norm 10. A step
 gradient is not finite is skipped (gradients dropped, optimizer untouched) and counted, so one
 bad batch costs one step rather than the run.
 
+Data-parallel (``dist_info`` of a ``torchrun`` run): after each step's accumulation the ranks
+agree on finiteness (a step is skipped everywhere if it is non-finite anywhere), then the
+gradients are averaged over ranks (:func:`~vla_torchrl.utils.distributed.sync_gradients`)
+before clipping, so every rank takes the same optimizer step. Every rank must run the same
+number of minibatches (equal local batch sizes).
+
 Examples:
     >>> import torch
     >>> from tensordict import TensorDict
@@ -19,12 +25,17 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
+import torch.distributed as dist
 from tensordict import TensorDictBase
+
+from vla_torchrl.utils.distributed import DistInfo, sync_gradients
 
 __all__ = ["run_update", "total_loss"]
 
@@ -49,6 +60,8 @@ def run_update(
     max_grad_norm: float | None = None,
     generator: torch.Generator | None = None,
     shuffle: bool = True,
+    dist_info: DistInfo | None = None,
+    autocast: Literal["none", "bf16"] = "none",
 ) -> dict[str, float]:
     """Run ``epochs`` passes of minibatch SGD over ``batch`` (split along its first dim).
 
@@ -66,6 +79,9 @@ def run_update(
         max_grad_norm: clip the global gradient norm (paper: 10), or None.
         generator: shuffling RNG (default: torch's global RNG).
         shuffle: shuffle rows each epoch.
+        dist_info: the data-parallel context; gradients are averaged over its ranks once per
+            optimizer step (None or a single process: no communication).
+        autocast: ``"bf16"``: compute the loss under ``torch.autocast`` in bfloat16.
 
     Returns:
         mean diagnostics over minibatches (detached scalars), plus ``steps`` (optimizer steps
@@ -76,6 +92,11 @@ def run_update(
             f"minibatch_size={minibatch_size}, grad_accum_steps={grad_accum_steps} and "
             f"epochs={epochs} must all be >= 1"
         )
+    if autocast not in ("none", "bf16"):
+        raise ValueError(f"autocast={autocast!r} must be 'none' or 'bf16'")
+    params = list(parameters)
+    distributed = dist_info is not None and dist_info.enabled and dist_info.world_size > 1
+    device_type = params[0].device.type if params else "cpu"
     n = batch.shape[0]
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
@@ -89,8 +110,9 @@ def run_update(
             optimizer.zero_grad(set_to_none=True)
             finite = True
             for index in group:
-                losses = loss_fn(batch[index.to(batch.device)])
-                loss = total_loss(losses)
+                with _autocast(autocast, device_type):
+                    losses = loss_fn(batch[index.to(batch.device)])
+                loss = total_loss(losses).float()
                 if not torch.isfinite(loss):
                     finite = False
                     break
@@ -99,10 +121,14 @@ def run_update(
                     if isinstance(value, torch.Tensor) and value.numel() == 1:
                         sums[key] += float(value.detach())
                         counts[key] += 1
-            grads = [p.grad for p in parameters if p.grad is not None]
+            if distributed:
+                finite = _all_ranks_agree(finite, dist_info)
+                if finite:
+                    sync_gradients(params, dist_info)
+            grads = [p.grad for p in params if p.grad is not None]
             if finite and grads:
                 norm = torch.nn.utils.clip_grad_norm_(
-                    parameters, max_grad_norm if max_grad_norm is not None else math.inf
+                    params, max_grad_norm if max_grad_norm is not None else math.inf
                 )
                 finite = bool(torch.isfinite(norm))
                 grad_norms.append(float(norm))
@@ -117,3 +143,16 @@ def run_update(
     if grad_norms:
         stats["grad_norm"] = sum(grad_norms) / len(grad_norms)
     return stats
+
+
+def _autocast(mode: str, device_type: str):
+    if mode == "bf16":
+        return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _all_ranks_agree(flag: bool, info: DistInfo) -> bool:
+    """True iff ``flag`` is true on every rank (one tiny all-reduce)."""
+    value = torch.tensor([1 if flag else 0], dtype=torch.int32, device=info.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item())
