@@ -1,0 +1,152 @@
+"""vla-torchrl-train under torchrun: 2 gloo ranks on the CPU (toy env, tiny model)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vla_torchrl.recipes.config import compose_config, validate
+from vla_torchrl.recipes.distributed import combine_records
+from vla_torchrl.recipes.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = Path(__file__).with_name("_dp_train_worker.py")
+# per rank: 2 envs x 4 steps = 8 transitions, one optimizer step of 2 minibatches of 4
+SMALL = [
+    "env.num_envs=2",
+    "collector.steps_per_env=4",
+    "env.max_episode_steps=4",
+    "env.width=16",
+    "env.height=16",
+    "optim.minibatch_size=4",
+    "optim.grad_accum_steps=2",
+    "logger.progress_bar=false",
+    "checkpoint_every=16",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _python(args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(var, None)
+    proc = subprocess.run(
+        [sys.executable, *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _torchrun(*args: str) -> subprocess.CompletedProcess:
+    return _python(
+        [
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            str(_free_port()),
+            *args,
+        ]
+    )
+
+
+def _train_cli(*args: str) -> list[str]:
+    return ["-m", "vla_torchrl.recipes.train", "--config-name", "train_cpu", *SMALL, *args]
+
+
+def _steps(run_dir: Path) -> list[int]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["step"] for line in lines]
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(600)
+def test_two_rank_cli_run_writes_one_run_and_resumes_on_one_process(tmp_path):
+    run = tmp_path / "run"
+    _torchrun(*_train_cli("collector.total_env_steps=32", f"run_dir={run}"))
+    # 2 ranks x 2 envs x 4 steps = 16 env steps per iteration, logged once per iteration
+    assert _steps(run) == [16, 32]
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert ckpts == ["step_000000000016", "step_000000000032"]
+    assert (run / "policy" / "trainable.safetensors").is_file()
+    logs = [p.read_text() for p in run.glob("*.log")]
+    assert sum(text.count("policy saved") for text in logs) == 1  # rank 0 alone writes
+    saved = load_file(run / "checkpoints" / ckpts[-1] / "tensors.safetensors")
+    policy = load_file(run / "policy" / "trainable.safetensors")
+    assert saved.keys() == policy.keys()
+    assert all(torch.equal(saved[k], policy[k]) for k in saved)  # the checkpoint is complete
+    # resume the 2-rank run's checkpoint on 1 process (2 envs: 8 env steps per iteration)
+    _python(_train_cli("collector.total_env_steps=48", f"run_dir={run}"))
+    assert _steps(run) == [16, 32, 40, 48]
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("algo", ["ppo", pytest.param("grpo", marks=pytest.mark.slow)])
+def test_two_rank_update_equals_one_process_on_the_concatenated_batch(tmp_path, algo):
+    """Through ``train.rl_update``: 2 ranks x 2 envs vs 1 process x 4 envs, same rollout."""
+    _python([str(WORKER), str(tmp_path / "single.st"), algo])
+    _torchrun(str(WORKER), str(tmp_path / "dp.st"), algo)
+    single, dp = load_file(tmp_path / "single.st"), load_file(tmp_path / "dp.st")
+    init = load_file(tmp_path / "single.st.init")
+    assert init.keys() == dp.keys() == single.keys()
+    assert all(torch.equal(init[k], load_file(tmp_path / "dp.st.init")[k]) for k in init)
+    moved = max((single[k] - init[k]).abs().max().item() for k in init)
+    assert moved > 1e-4  # the update changed the parameters
+    diff = max((single[k] - dp[k]).abs().max().item() for k in init)
+    assert diff < 1e-5
+
+
+def test_combined_record_weights_episode_metrics_by_episode_count():
+    records = [
+        {"train/episodes": 2, "train/success": 0.5, "losses/loss": 1.0, "perf/collect_s": 1.0},
+        {"train/episodes": 0, "losses/loss": 3.0, "perf/collect_s": 4.0},
+        {"train/episodes": 6, "train/success": 1.0, "losses/loss": 2.0, "perf/collect_s": 2.0},
+    ]
+    out = combine_records(records, episode_keys={"train/success"}, count_key="train/episodes")
+    # successes: 1 of 2 and 6 of 6 -> 7 / 8; losses averaged over ranks; slowest rank's time
+    assert out == {
+        "train/episodes": 8,
+        "train/success": pytest.approx(7 / 8),
+        "losses/loss": pytest.approx(2.0),
+        "perf/collect_s": 4.0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("overrides", "cuda", "needle"),
+    [
+        (["dist.strategy=fsdp2", "model.finetune=full"], False, "CUDA is not available"),
+        (["dist.strategy=fsdp2", "model.finetune=full"], True, "device='cpu'"),
+        (["dist.strategy=fsdp2", "device=auto"], True, "model.finetune=lora"),
+        (["dist.backend=nccl"], False, "dist.backend=nccl needs GPUs"),
+        (["dist.strategy=zero3"], True, "dist.strategy='zero3' is unknown"),
+    ],
+)
+def test_dist_options_that_cannot_work_are_refused(overrides, cuda, needle):
+    with pytest.raises(ConfigError, match=needle):
+        validate(compose_config(overrides, config_name="train_cpu"), cuda_available=cuda)
+
+
+def test_dist_options_valid_on_gpus():
+    cfg = compose_config(
+        ["dist.strategy=fsdp2", "model.finetune=full", "dist.backend=nccl", "device=auto"],
+        config_name="train_cpu",
+    )
+    assert validate(cfg, cuda_available=True) is cfg
