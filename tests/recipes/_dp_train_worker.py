@@ -9,7 +9,13 @@ Every process collects the same 4-env rollout (same seeds, 1 thread) with the re
 and policy; each of W ranks keeps its 4 / W envs and runs ``vla_torchrl.recipes.train.rl_update``
 (advantages, global normalisation / GRPO groups, minibatches, gradient sync, clip, AdamW) with
 ``grad_accum_steps`` = its number of minibatches, so one optimizer step covers the whole batch in
-both runs. Rank 0 writes the trainables before (``OUT.init``) and after (``OUT``) the update.
+both runs. Rank 0 writes the trainables before (``OUT.init``) and after (``OUT``) the update,
+and the optimizer's first moments (``OUT.exp_avg``).
+
+MODE: ``ppo`` / ``grpo`` (LoRA, replicated), ``ppo-full`` (full fine-tuning, replicated) or
+``ppo-fsdp2`` (full fine-tuning, decoder layers sharded with FSDP2 as ``dist.strategy=fsdp2``
+does; the checkpoint helpers gather the shards, and a reload of the gathered optimizer state
+must give it back).
 """
 
 from __future__ import annotations
@@ -18,8 +24,15 @@ import dataclasses
 import sys
 
 import torch
+from safetensors.torch import save_file
 
 from vla_torchrl.recipes.config import compose_config
+from vla_torchrl.recipes.distributed import (
+    full_optimizer_state,
+    full_trainables,
+    optimizer_state_for,
+    shard_policy,
+)
 from vla_torchrl.recipes.environments import make_recipe_env
 from vla_torchrl.recipes.policy import build_policy_from_config
 from vla_torchrl.recipes.train import make_objective, rl_update
@@ -29,12 +42,14 @@ from vla_torchrl.utils.distributed import barrier, destroy_distributed, init_dis
 NUM_ENVS, STEPS, MINIBATCH = 4, 3, 3
 
 
-def main(out: str, algo: str) -> None:
+def main(out: str, mode: str) -> None:
+    algo = mode.split("-")[0]
     torch.set_num_threads(1)
     info = init_distributed(backend="gloo", device="cpu")
     per_rank = NUM_ENVS // info.world_size
     # Eq. (5)-(6): every reward normalised over the group (here: the global batch)
     extra = ["algo.grpo_mode=whole"] if algo == "grpo" else []
+    extra += ["model.finetune=full"] if mode in ("ppo-full", "ppo-fsdp2") else []
     overrides = [
         f"algo={algo}",
         f"env.max_episode_steps={STEPS}",
@@ -56,6 +71,10 @@ def main(out: str, algo: str) -> None:
     bundle = build_policy_from_config(
         cfg.model, cfg.algo, lr=cfg.optim.lr, value_lr=cfg.optim.value_lr, device="cpu"
     )
+    if info.is_main:
+        save_file(full_trainables(bundle._trainable_named()), f"{out}.init")
+    if mode == "ppo-fsdp2":
+        shard_policy(bundle, info)
     optimizer = torch.optim.AdamW(bundle.param_groups, betas=tuple(cfg.optim.betas))
     trainables = bundle._trainable_named()
     loss_fn, advantage = make_objective(cfg, bundle)
@@ -75,14 +94,21 @@ def main(out: str, algo: str) -> None:
     env.close()
     assert rollout.get(("next", "reward")).abs().sum() > 0
     local = rollout[info.rank * per_rank : (info.rank + 1) * per_rank].clone()
-    if info.is_main:
-        bundle.save_trainable(f"{out}.init")
     stats = rl_update(
         local_cfg, local, loss_fn, advantage, optimizer, list(trainables.values()), info
     )
     assert stats["steps"] == 1 and stats["skipped"] == 0, stats
+    tensors, state = full_trainables(trainables), full_optimizer_state(optimizer)
+    # checkpoint round trip: the gathered state cut back into shards and gathered again
+    optimizer.load_state_dict(optimizer_state_for(optimizer, state))
+    again = full_optimizer_state(optimizer)
+    for idx, entry in state["state"].items():
+        assert torch.equal(entry["exp_avg"], again["state"][idx]["exp_avg"])
     if info.is_main:
-        bundle.save_trainable(out)
+        save_file(tensors, out)
+        names = list(trainables)
+        moments = {names[int(i)]: e["exp_avg"] for i, e in state["state"].items()}
+        save_file(moments, f"{out}.exp_avg")
     barrier(info)
     destroy_distributed(info)
 

@@ -30,16 +30,28 @@ def _episodes(path):
 def test_report_files_and_identical_repeats(tmp_path, policy_dir):
     runs = []
     for name in ("a", "b"):
-        files = evaluate({"RL": policy_dir, "SFT": policy_dir}, tasks=["ind"], seeds=[0, 1],
-                         episodes=6, out_dir=tmp_path / name, **TOY)
+        files = evaluate(
+            {"RL": policy_dir, "SFT": policy_dir},
+            tasks=["ind"],
+            seeds=[0, 1],
+            episodes=6,
+            out_dir=tmp_path / name,
+            **TOY,
+        )
         runs.append(files)
     a, b = (tmp_path / n / "report" / "summary.csv" for n in ("a", "b"))
     assert a.read_text() == b.read_text()  # same checkpoint + seeds -> identical tables
     episodes = _episodes(tmp_path / "a" / "episodes.jsonl")
     assert len(episodes) == 2 * 2 * 6
     # every policy sees the same episode ids for a (task, seed)
-    ids = {(r["policy"], r["seed"]): [e["episode_id"] for e in episodes
-           if (e["policy"], e["seed"]) == (r["policy"], r["seed"])] for r in episodes}
+    ids = {
+        (r["policy"], r["seed"]): [
+            e["episode_id"]
+            for e in episodes
+            if (e["policy"], e["seed"]) == (r["policy"], r["seed"])
+        ]
+        for r in episodes
+    }
     assert ids[("RL", 0)] == ids[("SFT", 0)] and ids[("RL", 1)] == ids[("SFT", 1)]
     chart = Image.open(tmp_path / "a" / "report" / "bars_success.png").convert("L")
     assert len(set(chart.getdata())) > 2  # not a blank image
@@ -67,7 +79,11 @@ def test_bad_input_exits_with_one_readable_line(tmp_path, policy_dir, args, need
     base = ["--backend", "toy", "--width", "16", "--height", "16", "--out", str(tmp_path)]
     if "--policy" not in args:
         base += ["--policy", f"RL={policy_dir}"]
-    result = subprocess.run([sys.executable, "-m", "vla_torchrl.recipes.evaluate", *base, *args],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "vla_torchrl.recipes.evaluate", *base, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert needle in result.stderr.strip().splitlines()[-1]

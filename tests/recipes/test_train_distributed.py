@@ -98,11 +98,23 @@ def test_two_rank_cli_run_writes_one_run_and_resumes_on_one_process(tmp_path):
 
 @pytest.mark.distributed
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("algo", ["ppo", pytest.param("grpo", marks=pytest.mark.slow)])
-def test_two_rank_update_equals_one_process_on_the_concatenated_batch(tmp_path, algo):
-    """Through ``train.rl_update``: 2 ranks x 2 envs vs 1 process x 4 envs, same rollout."""
-    _python([str(WORKER), str(tmp_path / "single.st"), algo])
-    _torchrun(str(WORKER), str(tmp_path / "dp.st"), algo)
+@pytest.mark.parametrize(
+    ("single_mode", "dp_mode"),
+    [
+        ("ppo", "ppo"),
+        pytest.param("grpo", "grpo", marks=pytest.mark.slow),
+        pytest.param("ppo-full", "ppo-fsdp2", marks=pytest.mark.slow),
+    ],
+)
+def test_two_rank_update_equals_one_process_on_the_concatenated_batch(
+    tmp_path, single_mode, dp_mode
+):
+    """Through ``train.rl_update``: 2 ranks x 2 envs vs 1 process x 4 envs, same rollout.
+
+    ``ppo-fsdp2``: the decoder layers sharded by FSDP2 (gloo on the CPU), the rest replicated.
+    """
+    _python([str(WORKER), str(tmp_path / "single.st"), single_mode])
+    _torchrun(str(WORKER), str(tmp_path / "dp.st"), dp_mode)
     single, dp = load_file(tmp_path / "single.st"), load_file(tmp_path / "dp.st")
     init = load_file(tmp_path / "single.st.init")
     assert init.keys() == dp.keys() == single.keys()
@@ -111,6 +123,12 @@ def test_two_rank_update_equals_one_process_on_the_concatenated_batch(tmp_path, 
     assert moved > 1e-4  # the update changed the parameters
     diff = max((single[k] - dp[k]).abs().max().item() for k in init)
     assert diff < 1e-5
+    # the optimizer state a checkpoint holds is the whole (gathered) state
+    m_single = load_file(tmp_path / "single.st.exp_avg")
+    m_dp = load_file(tmp_path / "dp.st.exp_avg")
+    assert m_single.keys() == m_dp.keys()
+    assert all(m_single[k].shape == init[k].shape for k in m_single)
+    assert max((m_single[k] - m_dp[k]).abs().max().item() for k in m_single) < 1e-6
 
 
 def test_combined_record_weights_episode_metrics_by_episode_count():

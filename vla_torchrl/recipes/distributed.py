@@ -10,6 +10,11 @@ on the concatenated batch). This module holds what the recipe adds on top:
   load that checkpoint read-only and log nothing.
 - :func:`combine_records`: one metric record for the whole run from each rank's record
   (episode metrics weighted by episode counts, throughputs summed, times maxed, losses averaged).
+- ``dist.strategy=fsdp2``: :func:`shard_policy` shards the decoder layers with FSDP2;
+  :func:`full_trainables` / :func:`full_optimizer_state` gather whole tensors for checkpoints
+  (the same format as a replicated run, so a checkpoint resumes under either strategy and on
+  any number of ranks) and :func:`load_trainables` / :func:`optimizer_state_for` cut them back
+  into this run's shards.
 
 A single process (no ``torchrun``) goes through the usual :func:`~vla_torchrl.recipes.run.start_run`
 unchanged.
@@ -22,16 +27,27 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.distributed as dist
+from torch import nn
 
 from vla_torchrl.recipes.checkpoint import CheckpointManager
 from vla_torchrl.recipes.config import TrainConfig
 from vla_torchrl.recipes.errors import UserError
 from vla_torchrl.recipes.run import RunContext, start_run
-from vla_torchrl.utils.distributed import DistInfo, barrier
+from vla_torchrl.utils.distributed import DistInfo, barrier, is_dtensor, shard_fsdp2
 from vla_torchrl.utils.seeding import seed_everything
 
-__all__ = ["combine_records", "gather_record", "start_run_on_ranks"]
+__all__ = [
+    "combine_records",
+    "full_optimizer_state",
+    "full_trainables",
+    "gather_record",
+    "load_trainables",
+    "optimizer_state_for",
+    "shard_policy",
+    "start_run_on_ranks",
+]
 
 _log = logging.getLogger("vla_torchrl.recipes.distributed")
 
@@ -160,3 +176,95 @@ def combine_records(
         else:
             out[key] = sum(values) / len(values)
     return out
+
+
+# -- FSDP2 ---------------------------------------------------------------------------------------
+def shard_policy(bundle, info: DistInfo) -> None:
+    """Shard the policy's decoder layers over the ranks with FSDP2 (``dist.strategy=fsdp2``).
+
+    The LLM's decoder layers (and those of a separate critic's backbone) become FSDP2 units;
+    the rest (vision backbone, projector, embeddings, head, value head) stays replicated and
+    its gradients are averaged by :func:`~vla_torchrl.utils.distributed.sync_gradients`. The
+    bundle's optimizer groups are rebuilt with the sharded parameters: build the optimizer
+    after this call.
+
+    Raises:
+        UserError: not launched by ``torchrun`` (nothing to shard over).
+    """
+    if not info.enabled:
+        raise UserError(
+            "dist.strategy=fsdp2 shards the model over the ranks of a torchrun launch, but this "
+            "process is not one; launch with torchrun --nproc-per-node N, or use dist.strategy=ddp"
+        )
+    names = {id(p): name for name, p in bundle._trainable_named().items()}
+    owners = [bundle.model]
+    if bundle.critic is not None and any(
+        isinstance(m, nn.ModuleList) for m in bundle.critic.modules()
+    ):
+        owners.append(bundle.critic)  # a separate critic has its own decoder layers
+    for owner in owners:
+        shard_fsdp2(owner, info, mixed_precision=None, shard_root=False)
+    sharded = bundle._trainable_named()
+    bundle.param_groups = [
+        {**group, "params": [sharded[names[id(p)]] for p in group["params"]]}
+        for group in bundle.param_groups
+    ]
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    return t.full_tensor() if is_dtensor(t) else t
+
+
+def full_trainables(trainables: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Whole (unsharded, detached) trainable tensors; collective under FSDP2 (every rank calls)."""
+    return {name: _full(p.detach()) for name, p in trainables.items()}
+
+
+def full_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """``optimizer.state_dict()`` with sharded state tensors gathered whole (collective)."""
+    state = optimizer.state_dict()
+    return {
+        **state,
+        "state": {
+            idx: {k: _full(v) if isinstance(v, torch.Tensor) else v for k, v in entry.items()}
+            for idx, entry in state["state"].items()
+        },
+    }
+
+
+@torch.no_grad()
+def load_trainables(
+    trainables: Mapping[str, torch.Tensor], tensors: Mapping[str, torch.Tensor]
+) -> None:
+    """Copy whole saved tensors into this run's trainables (sharded ones: this rank's shard)."""
+    for name, param in trainables.items():
+        value = tensors[name].to(param.device, param.dtype)
+        param.copy_(_like(param, value))
+
+
+def _like(param: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    if not is_dtensor(param):
+        return value
+    from torch.distributed.tensor import distribute_tensor
+
+    return distribute_tensor(value.detach(), param.device_mesh, param.placements)
+
+
+def optimizer_state_for(optimizer: torch.optim.Optimizer, state: Mapping[str, Any]) -> dict:
+    """A saved (whole-tensor) optimizer state cut into this run's shards, for ``load_state_dict``.
+
+    Unchanged when no parameter is sharded.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if not any(is_dtensor(p) for p in params):
+        return dict(state)
+    out = {}
+    for idx, entry in state["state"].items():
+        param = params[int(idx)]
+        out[idx] = {
+            k: _like(param, v.to(param.device))
+            if isinstance(v, torch.Tensor) and v.shape == param.shape
+            else v
+            for k, v in entry.items()
+        }
+    return {**state, "state": out}

@@ -125,9 +125,18 @@ def _build_tiny(**kwargs: Any) -> PolicyBundle:
 
 
 def save_policy(
-    bundle: PolicyBundle, directory: str | os.PathLike[str], model: ModelConfig, algo: AlgoConfig
+    bundle: PolicyBundle,
+    directory: str | os.PathLike[str],
+    model: ModelConfig,
+    algo: AlgoConfig,
+    *,
+    trainable: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write ``bundle`` to ``directory`` (layout in the module docstring); returns the directory."""
+    """Write ``bundle`` to ``directory`` (layout in the module docstring); returns the directory.
+
+    ``trainable``: the trained tensors to write instead of the bundle's own (e.g. gathered from
+    FSDP2 shards; full fine-tuning only, no peft adapters are written then).
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     base = str(Path(model.checkpoint).resolve()) if model.checkpoint else TINY_BASE
@@ -138,7 +147,13 @@ def save_policy(
         "tokenizer": "builtin" if isinstance(_text_tokenizer(bundle), BuiltinTokenizer) else "auto",
     }
     (directory / POLICY_FILE).write_text(json.dumps(spec, indent=2))
-    bundle.save_trainable(directory / TRAINABLE_FILE)
+    if trainable is None:
+        bundle.save_trainable(directory / TRAINABLE_FILE)
+    else:
+        from safetensors.torch import save_file
+
+        state = {k: t.detach().to("cpu").contiguous() for k, t in trainable.items()}
+        save_file(state, str(directory / TRAINABLE_FILE), metadata={"format": "pt"})
     return directory
 
 

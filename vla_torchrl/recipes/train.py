@@ -61,7 +61,16 @@ from vla_torchrl.objectives import (
 )
 from vla_torchrl.objectives import functional as F
 from vla_torchrl.recipes.config import TrainConfig, to_train_config, validate
-from vla_torchrl.recipes.distributed import combine_records, gather_record, start_run_on_ranks
+from vla_torchrl.recipes.distributed import (
+    combine_records,
+    full_optimizer_state,
+    full_trainables,
+    gather_record,
+    load_trainables,
+    optimizer_state_for,
+    shard_policy,
+    start_run_on_ranks,
+)
 from vla_torchrl.recipes.environments import make_recipe_env, task_names
 from vla_torchrl.recipes.errors import UserError, run_cli
 from vla_torchrl.recipes.metrics_log import progress
@@ -192,16 +201,17 @@ def _train(cfg: TrainConfig, info: DistInfo) -> Path:
     bundle = build_policy_from_config(
         cfg.model, cfg.algo, lr=cfg.optim.lr, value_lr=cfg.optim.value_lr, device=device
     )
+    if cfg.dist.strategy == "fsdp2":
+        shard_policy(bundle, info)  # before the optimizer: it must see the sharded parameters
     trainables = bundle._trainable_named()
     # FACTS.md: AdamW, lr 1e-4 for LoRA and 3e-3 for the value head (separate groups).
     optimizer = torch.optim.AdamW(
         bundle.param_groups, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
     )
     if ctx.resumed is not None:
-        with torch.no_grad():
-            for name, param in trainables.items():
-                param.copy_(ctx.resumed.tensors[name].to(param.device, param.dtype))
-        optimizer.load_state_dict(ctx.resumed.optimizer_states["optimizer"])
+        load_trainables(trainables, ctx.resumed.tensors)
+        state = ctx.resumed.optimizer_states["optimizer"]
+        optimizer.load_state_dict(optimizer_state_for(optimizer, state))
     broadcast_parameters(trainables.values(), info)  # every replica starts from rank 0's weights
     loss_fn, advantage = make_objective(cfg, bundle)
     # ---- collector: built before the RNG restore, since building it runs the policy once -------
@@ -218,8 +228,10 @@ def _train(cfg: TrainConfig, info: DistInfo) -> Path:
         if env is not None:
             env.close()
     policy_dir = ctx.run_dir / POLICY_DIR
+    sharded = cfg.dist.strategy == "fsdp2"
+    tensors = full_trainables(trainables) if sharded else None  # collective under FSDP2
     if info.is_main:
-        save_policy(bundle, policy_dir, cfg.model, cfg.algo)
+        save_policy(bundle, policy_dir, cfg.model, cfg.algo, trainable=tensors)
         _log.info("policy saved to %s", policy_dir)
     barrier(info)
     ctx.close()
@@ -471,19 +483,23 @@ def _global_record(record: dict[str, float], info: DistInfo) -> dict[str, float]
 
 
 def _save(ctx, step, trainables, optimizer, iteration, skips_in_a_row, skipped_total, info) -> None:
-    # every rank holds the whole trainables and the same optimizer state: rank 0 writes them
+    # whole tensors (gathered from FSDP2 shards; replicated otherwise): rank 0 writes them, so
+    # a checkpoint loads on any number of ranks
+    tensors, optimizer_state = full_trainables(trainables), full_optimizer_state(optimizer)
     if info.is_main:
         _write_checkpoint(
-            ctx, step, trainables, optimizer, iteration, skips_in_a_row, skipped_total
+            ctx, step, tensors, optimizer_state, iteration, skips_in_a_row, skipped_total
         )
     barrier(info)
 
 
-def _write_checkpoint(ctx, step, trainables, optimizer, iteration, skips_in_a_row, skipped_total):
+def _write_checkpoint(
+    ctx, step, tensors, optimizer_state, iteration, skips_in_a_row, skipped_total
+):
     ctx.save(
         step,
-        tensors={name: p.detach() for name, p in trainables.items()},
-        optimizer_states={"optimizer": optimizer.state_dict()},
+        tensors=tensors,
+        optimizer_states={"optimizer": optimizer_state},
         counters={
             "env_steps": step,
             "iteration": iteration,

@@ -35,7 +35,7 @@ import torch
 import torch.distributed as dist
 from tensordict import TensorDictBase
 
-from vla_torchrl.utils.distributed import DistInfo, sync_gradients
+from vla_torchrl.utils.distributed import DistInfo, is_dtensor, sync_gradients
 
 __all__ = ["run_update", "total_loss"]
 
@@ -127,7 +127,7 @@ def run_update(
                     sync_gradients(params, dist_info)
             grads = [p.grad for p in params if p.grad is not None]
             if finite and grads:
-                norm = torch.nn.utils.clip_grad_norm_(
+                norm = _clip_grad_norm(
                     params, max_grad_norm if max_grad_norm is not None else math.inf
                 )
                 finite = bool(torch.isfinite(norm))
@@ -156,3 +156,23 @@ def _all_ranks_agree(flag: bool, info: DistInfo) -> bool:
     value = torch.tensor([1 if flag else 0], dtype=torch.int32, device=info.device)
     dist.all_reduce(value, op=dist.ReduceOp.MIN)
     return bool(value.item())
+
+
+def _clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """``clip_grad_norm_``, also when FSDP2-sharded (DTensor) and plain gradients are mixed
+    (torch's helper refuses the mix); returns the total norm before clipping."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not any(is_dtensor(g) for g in grads):
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    squares = []
+    for g in grads:
+        norm = torch.linalg.vector_norm(g.detach(), dtype=torch.float32)
+        if is_dtensor(norm):
+            norm = norm.full_tensor()  # the norm of the whole (unsharded) gradient
+        squares.append(norm.square().cpu())
+    total = torch.stack(squares).sum().sqrt()
+    coef = min(1.0, max_norm / (float(total) + 1e-6))  # as torch's clip_grad_norm_
+    if coef < 1.0:
+        for g in grads:
+            g.mul_(coef)
+    return total

@@ -51,7 +51,7 @@ step (after gradient accumulation, like DDP's ``no_sync``), in flat buckets; wit
 trainables are ~1 % of the model so this is cheap. :func:`wrap_ddp` is offered for modules
 whose ``forward`` is the training call. :func:`shard_fsdp2` applies FSDP2's ``fully_shard``
 per transformer layer for full fine-tuning of models that do not fit one GPU. **The FSDP2 path
-is code + docs only: it has not been run (no GPU and no multi-GPU machine here).**
+has run on the CPU with gloo only (2 ranks, tiny model); not yet on GPUs with NCCL.**
 
 Checkpoints
 -----------
@@ -92,6 +92,7 @@ __all__ = [
     "global_advantage_stats",
     "global_group_relative_advantage",
     "init_distributed",
+    "is_dtensor",
     "rank_seed",
     "reduce_metrics",
     "shard_fsdp2",
@@ -231,7 +232,8 @@ def broadcast_parameters(params: Iterable[torch.Tensor], info: DistInfo, *, src:
     if not info.enabled:
         return
     for p in params:
-        dist.broadcast(p.data, src=src)
+        if not is_dtensor(p):  # FSDP2 shards were cut from identical full tensors
+            dist.broadcast(p.data, src=src)
 
 
 def _buckets(tensors: list[torch.Tensor], bucket_numel: int) -> Iterable[list[torch.Tensor]]:
@@ -253,10 +255,12 @@ def sync_gradients(
 ) -> None:
     """Average ``p.grad`` over ranks (call once per optimizer step, before clipping).
 
-    Parameters without a gradient on this rank get a zero gradient first, so all ranks take
-    part in the same collectives (a rank whose minibatch did not touch a parameter still
-    contributes its zero to the mean, as DDP does). Gradients are flattened into buckets of at
-    most ``bucket_numel`` elements (one all-reduce each).
+    Parameters without a gradient on this rank but with one on another rank get a zero
+    gradient first, so all ranks take part in the same collectives (a rank whose minibatch did
+    not touch a parameter still contributes its zero to the mean, as DDP does); parameters no
+    rank touched keep ``grad=None``. Gradients are flattened into buckets of at
+    most ``bucket_numel`` elements (one all-reduce each). Parameters sharded by FSDP2 (DTensors)
+    are skipped: FSDP2 already reduce-scattered (averaged) their gradients.
 
     Args:
         params: the trainable parameters (the same list, in the same order, on every rank).
@@ -265,7 +269,12 @@ def sync_gradients(
     """
     if not info.enabled or info.world_size == 1:
         return
-    params = [p for p in params if p.requires_grad]
+    params = [p for p in params if p.requires_grad and not is_dtensor(p)]
+    # parameters no rank touched (e.g. a ViT block whose output is unused) keep grad None, as in
+    # a single process: the optimizer then leaves their state alone
+    used = torch.tensor([p.grad is not None for p in params], dtype=torch.uint8, device=info.device)
+    dist.all_reduce(used, op=dist.ReduceOp.MAX)
+    params = [p for p, u in zip(params, used.tolist(), strict=True) if u]
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
@@ -278,6 +287,20 @@ def sync_gradients(
         for g in bucket:
             g.copy_(flat[offset : offset + g.numel()].view_as(g))
             offset += g.numel()
+
+
+def is_dtensor(t: torch.Tensor) -> bool:
+    """Whether ``t`` is a ``DTensor`` (e.g. a parameter or gradient sharded by FSDP2).
+
+    Examples:
+        >>> is_dtensor(torch.zeros(2))
+        False
+    """
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # pragma: no cover - torch without distributed tensors
+        return False
+    return isinstance(t, DTensor)
 
 
 def wrap_ddp(module: nn.Module, info: DistInfo, **ddp_kwargs) -> nn.Module:
@@ -301,14 +324,19 @@ def shard_fsdp2(
     layer_types: tuple[type[nn.Module], ...] | None = None,
     reshard_after_forward: bool = True,
     mixed_precision: torch.dtype | None = torch.bfloat16,
+    shard_root: bool = True,
 ) -> nn.Module:
     """Shard ``model`` with FSDP2 (``fully_shard``) per layer, then the root (full fine-tuning).
 
-    **Untested here** (needs several GPUs): code and documentation only.
+    Tested on the CPU with gloo (2 ranks, the tiny model, through the training recipe's update:
+    ``tests/recipes/test_train_distributed.py``); not yet run on GPUs with NCCL.
 
-    Each module of ``layer_types`` (default: the children of every ``nn.ModuleList``, i.e. the
-    LLM's decoder layers and the ViTs' blocks) becomes one FSDP unit; the root unit holds the
-    rest (embeddings, projector, value head). Parameters are sharded over all ranks; the
+    Each module of ``layer_types`` (default: the children of every outermost ``nn.ModuleList``,
+    i.e. the LLM's decoder layers) becomes one FSDP unit; with ``shard_root`` the root unit holds
+    the rest (embeddings, projector, value head). The training recipe passes
+    ``shard_root=False``: the actor and evaluator call the model's parts directly, not the
+    root's ``forward``, so the root's parameters stay replicated (synchronised by
+    :func:`sync_gradients`) and only the layer units are sharded. Parameters are sharded over all ranks; the
     forward all-gathers a unit's parameters just in time and the backward reduce-scatters
     gradients, so no :func:`sync_gradients` call is needed. Clip with
     ``torch.nn.utils.clip_grad_norm_`` on the DTensor parameters (it computes the global norm).
@@ -321,6 +349,7 @@ def shard_fsdp2(
         reshard_after_forward: free gathered parameters after the forward (ZeRO-3) or keep
             them until the backward (ZeRO-2-like, faster, more memory).
         mixed_precision: parameter dtype for compute (gradients reduced in float32), or None.
+        shard_root: also make ``model`` itself a unit (its ``forward`` must be the call).
 
     Returns:
         the sharded model (the same object).
@@ -334,13 +363,24 @@ def shard_fsdp2(
         if mixed_precision is not None
         else MixedPrecisionPolicy()
     )
-    if layer_types is None:
-        units = [m for lst in model.modules() if isinstance(lst, nn.ModuleList) for m in lst]
-    else:
-        units = [m for m in model.modules() if isinstance(m, layer_types)]
+    units: list[nn.Module] = []
+    inside: set[int] = set()  # modules under a chosen unit: a unit is never nested in another
+    for module in model.modules():
+        if id(module) in inside:
+            continue
+        if layer_types is None:
+            chosen = list(module) if isinstance(module, nn.ModuleList) else []
+        else:
+            chosen = [module] if isinstance(module, layer_types) else []
+        for unit in chosen:
+            units.append(unit)
+            inside.update(id(m) for m in unit.modules())
+    if not units:
+        raise ValueError("shard_fsdp2 found no layer to shard; pass layer_types")
     for unit in units:
         fully_shard(unit, reshard_after_forward=reshard_after_forward, mp_policy=mp)
-    fully_shard(model, reshard_after_forward=reshard_after_forward, mp_policy=mp)
+    if shard_root:
+        fully_shard(model, reshard_after_forward=reshard_after_forward, mp_policy=mp)
     return model
 
 
