@@ -168,3 +168,74 @@ def test_dist_options_valid_on_gpus():
         config_name="train_cpu",
     )
     assert validate(cfg, cuda_available=True) is cfg
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.timeout(600)
+def test_fsdp2_cli_run_checkpoints_whole_tensors_and_resumes_under_ddp(tmp_path):
+    """dist.strategy=fsdp2 end to end on 2 gloo ranks (CUDA check lifted), then resumed on
+    1 process with dist.strategy=ddp: the checkpoint holds whole tensors, not shards."""
+    from vla_torchrl.recipes.policy import load_policy
+
+    run = tmp_path / "run"
+    common = [f"run_dir={run}", "model.finetune=full"]
+    _torchrun(
+        str(Path(__file__).with_name("_fsdp2_cpu_train.py")),
+        "--config-name",
+        "train_cpu",
+        *SMALL,
+        *common,
+        "dist.strategy=fsdp2",
+        "collector.total_env_steps=32",
+    )
+    assert _steps(run) == [16, 32]
+    saved = load_file(run / "checkpoints" / "step_000000000032" / "tensors.safetensors")
+    policy = load_policy(run / "policy")
+    named = policy._trainable_named()
+    assert saved.keys() == named.keys()
+    assert all(saved[k].shape == named[k].shape for k in saved)  # whole, not a shard
+    assert all(torch.equal(saved[k], named[k].detach()) for k in saved)
+    _python(_train_cli(*common, "collector.total_env_steps=40"))
+    assert _steps(run) == [16, 32, 40]
+
+
+def test_bf16_autocast_reaches_the_loss_and_still_steps():
+    from tensordict import TensorDict
+
+    from vla_torchrl.recipes.update import run_update
+
+    layer = torch.nn.Linear(3, 1)
+    seen = []
+
+    def loss_fn(td):
+        out = layer(td["x"])
+        seen.append(out.dtype)
+        return TensorDict({"loss_l2": (out**2).mean()}, [])
+
+    before = layer.weight.detach().clone()
+    batch = TensorDict({"x": torch.ones(4, 3)}, [4])
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    stats = run_update(
+        batch,
+        loss_fn,
+        opt,
+        list(layer.parameters()),
+        minibatch_size=4,
+        grad_accum_steps=1,
+        autocast="bf16",
+    )
+    assert seen == [torch.bfloat16] and stats["steps"] == 1
+    assert layer.weight.dtype == torch.float32 and not torch.equal(layer.weight, before)
+    run_update(batch, loss_fn, opt, list(layer.parameters()), minibatch_size=4, grad_accum_steps=1)
+    assert seen[-1] == torch.float32  # default: no autocast
+
+
+def test_gradient_checkpointing_option_reaches_the_model():
+    from vla_torchrl.recipes.policy import build_policy_from_config
+
+    for flag in (False, True):
+        cfg = compose_config([f"model.gradient_checkpointing={flag}"], config_name="train_cpu")
+        model = build_policy_from_config(cfg.model, cfg.algo).model
+        assert model.language_model.is_gradient_checkpointing is flag
+        assert model.vision_backbone.featurizer.grad_checkpointing is flag
