@@ -237,5 +237,5 @@ def test_gradient_checkpointing_option_reaches_the_model():
     for flag in (False, True):
         cfg = compose_config([f"model.gradient_checkpointing={flag}"], config_name="train_cpu")
         model = build_policy_from_config(cfg.model, cfg.algo).model
-        assert model.language_model.is_gradient_checkpointing is flag
+        assert model.language_model.is_activation_checkpointing is flag
         assert model.vision_backbone.featurizer.grad_checkpointing is flag
