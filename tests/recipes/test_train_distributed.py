@@ -239,3 +239,17 @@ def test_gradient_checkpointing_option_reaches_the_model():
         model = build_policy_from_config(cfg.model, cfg.algo).model
         assert model.language_model.is_activation_checkpointing is flag
         assert model.vision_backbone.featurizer.grad_checkpointing is flag
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.timeout(900)
+def test_two_rank_resume_equals_an_uninterrupted_two_rank_run(tmp_path):
+    full, split = tmp_path / "full", tmp_path / "split"
+    _torchrun(*_train_cli("collector.total_env_steps=48", f"run_dir={full}"))
+    _torchrun(*_train_cli("collector.total_env_steps=16", f"run_dir={split}"))
+    _torchrun(*_train_cli("collector.total_env_steps=48", f"run_dir={split}"))
+    a = load_file(full / "policy" / "trainable.safetensors")
+    b = load_file(split / "policy" / "trainable.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _steps(full) == _steps(split) == [16, 32, 48]
