@@ -58,9 +58,9 @@ Checkpoints
 Only rank 0 writes, and it writes the **unsharded** trainable tensors
 (``PolicyBundle.save_trainable``: adapters, value head, critic backbone); every rank holds them
 whole under DDP / :func:`sync_gradients`, so a checkpoint loads on any number of ranks (1 or N)
-without resharding. (Under FSDP2 the trainables are sharded: gather them with
-``torch.distributed.checkpoint.state_dict.get_model_state_dict(model,
-options=StateDictOptions(full_state_dict=True, cpu_offload=True))`` before saving.)
+without resharding. Under FSDP2 the sharded trainables and their optimizer state are gathered
+whole before rank 0 saves them and cut back into shards on load
+(:mod:`vla_torchrl.recipes.distributed`), so the format is the same for both strategies.
 
 Launch::
 
