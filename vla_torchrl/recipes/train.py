@@ -188,6 +188,11 @@ def train(cfg: TrainConfig) -> Path:
 
 def _rank_device(cfg: TrainConfig) -> str | None:
     # cpu or an explicit cuda:N as asked; otherwise init_distributed picks cuda:LOCAL_RANK
+    if cfg.device.startswith("cuda:") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError(
+            f"device={cfg.device!r} would put every torchrun rank on the same GPU; use "
+            "device=auto or device=cuda (each rank takes cuda:LOCAL_RANK)"
+        )
     return cfg.device if cfg.device == "cpu" or cfg.device.startswith("cuda:") else None
 
 
