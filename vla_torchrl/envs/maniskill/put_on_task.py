@@ -379,6 +379,11 @@ class PutOnTask(BaseEnv):
         base = WIDOWX_BASE_POSE if self.robot_kind == "widowx" else PANDA_BASE_POSE
         self.agent.robot.set_pose(Pose.create_from_pq(p=base.p, q=base.q))
         self.agent.reset(init_qpos=qpos)
+        # hold the initial joints while settling: the drive targets otherwise keep the previous
+        # episode's last command, and the arm would start each episode from a history-dependent
+        # pose (same seed + episode id, different first frame)
+        robot = self.agent.robot
+        robot.set_joint_drive_targets(qpos.to(self.device), joints=robot.get_active_joints())
         self._settle(0.3)
         self.hold_count[env_idx] = 0
         self.grasped_so_far[env_idx] = False
