@@ -177,12 +177,17 @@ def _axis_angle(rot: torch.Tensor) -> float:
     return float(torch.arccos(cos.clamp(-1.0, 1.0)))
 
 
-def _yaw_down_rotation(yaw: float) -> torch.Tensor:
-    """Gripper frame pointing down: x (approach) = -z, y (closing axis) at angle ``yaw``."""
-    x = torch.tensor([0.0, 0.0, -1.0])
+def _yaw_down_rotation(yaw: float, approach_axis: Literal["x", "z"]) -> torch.Tensor:
+    """Gripper frame pointing down, closing axis (y) at angle ``yaw`` in the horizontal plane.
+
+    The approach axis is ``x`` for the WidowX's ``ee_gripper_link`` and ``z`` for the Panda's
+    ``panda_hand_tcp``; the fingers close along ``y`` for both.
+    """
+    down = torch.tensor([0.0, 0.0, -1.0])
     y = torch.tensor([math.cos(yaw), math.sin(yaw), 0.0])
-    z = torch.linalg.cross(x, y)
-    return torch.stack([x, y, z], dim=1)
+    if approach_axis == "x":
+        return torch.stack([down, y, torch.linalg.cross(down, y)], dim=1)
+    return torch.stack([torch.linalg.cross(y, down), y, down], dim=1)
 
 
 class PutOnExpert:
@@ -204,6 +209,7 @@ class PutOnExpert:
         self._phase_steps = [0] * b
         self._grasp_yaw = [0.0] * b
         self._previous_p: list[torch.Tensor | None] = [None] * b
+        self._approach_axis: Literal["x", "z"] = "x" if task.robot_kind == "widowx" else "z"
 
     # -- privileged state (robot root frame) ------------------------------------------------------
     def _arm(self):
@@ -328,7 +334,7 @@ class PutOnExpert:
         phase = self.phase[e]
         if phase == "approach":
             self._grasp_yaw[e] = self._grasp_yaw_for(long_yaw, ref_r)
-        down = _yaw_down_rotation(self._grasp_yaw[e])
+        down = _yaw_down_rotation(self._grasp_yaw[e], self._approach_axis)
         height = obj_top - obj_bottom
         grasp_z = max(
             obj_bottom + cfg.min_grasp_height,
