@@ -44,7 +44,15 @@ from mani_skill.utils.geometry.rotation_conversions import (
     quaternion_to_matrix,
 )
 
-__all__ = ["MEASURED_SUCCESS", "PHASES", "ExpertConfig", "PutOnExpert", "is_idle"]
+__all__ = [
+    "MEASURED_SUCCESS",
+    "PHASES",
+    "ExpertConfig",
+    "ExpertPolicy",
+    "PutOnExpert",
+    "is_idle",
+    "maniskill_tasks",
+]
 
 Phase = Literal["approach", "descend", "close", "lift", "carry", "lower", "release", "retreat"]
 PHASES: tuple[str, ...] = (
@@ -437,3 +445,61 @@ def _scaled_rotation(rot: torch.Tensor, fraction: float) -> torch.Tensor:
     a = angle * fraction
     k = torch.tensor([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
     return torch.eye(3) + math.sin(a) * k + (1 - math.cos(a)) * (k @ k)
+
+
+def maniskill_tasks(env) -> list:
+    """The ManiSkill tasks behind a TorchRL env built by :func:`~vla_torchrl.envs.make_env`.
+
+    Accepts a ``PutOnEnv``, a ``SerialEnv`` of them (``make_env(..., parallel=False)``) and a
+    ``TransformedEnv`` around either; the expert reads the simulator's state, so the scenes
+    must live in this process.
+
+    Raises:
+        ValueError: ``env`` runs its scenes in worker processes, or is not a put-on env.
+    """
+    from torchrl.envs import ParallelEnv, SerialEnv, TransformedEnv
+
+    while isinstance(env, TransformedEnv):
+        env = env.base_env
+    if isinstance(env, ParallelEnv):
+        raise ValueError(
+            "the scripted expert reads the simulator's state, which a ParallelEnv keeps in its "
+            "worker processes; build the env with make_env(..., parallel=False)"
+        )
+    if isinstance(env, SerialEnv):
+        if env.is_closed:
+            env.start()
+        return [task for sub in env._envs for task in maniskill_tasks(sub)]
+    task = getattr(env, "maniskill_env", None)
+    if task is None:
+        raise ValueError(
+            f"{type(env).__name__} is not a ManiSkill put-on env (no maniskill_env attribute); "
+            "the scripted expert drives envs built by vla_torchrl.envs.make_env"
+        )
+    return [task]
+
+
+class ExpertPolicy:
+    """The expert as a policy of a TorchRL put-on env: ``policy(td)`` sets ``ACTION_KEY``.
+
+    Args:
+        env: the env (see :func:`maniskill_tasks`).
+        config: the expert's waypoints and gains.
+
+    Call it on the tensordict of the CURRENT step (after reset, or the ``"next"`` of the
+    previous step): it reads the simulator, not the tensordict.
+    """
+
+    def __init__(self, env, *, config: ExpertConfig | None = None):
+        self.batch_size = tuple(env.batch_size)
+        self.experts = [PutOnExpert(task, config=config) for task in maniskill_tasks(env)]
+
+    def actions(self) -> torch.Tensor:
+        """Actions of every scene, shaped ``[*batch_size, 7]``."""
+        return torch.cat([expert.act() for expert in self.experts]).reshape(*self.batch_size, 7)
+
+    def __call__(self, tensordict):
+        from vla_torchrl.keys import ACTION_KEY
+
+        tensordict.set(ACTION_KEY, self.actions().to(tensordict.device))
+        return tensordict
