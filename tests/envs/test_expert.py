@@ -33,7 +33,7 @@ SIZE = (32, 40)
 
 # -- idle-action filter (no scene) -------------------------------------------------------------
 def test_idle_filter_uses_the_papers_thresholds():
-    from vla_torchrl.envs.maniskill.expert import is_idle
+    from vla_torchrl.envs.demos import is_idle
 
     a = torch.zeros(6, 7)
     a[:, 6] = 1.0
@@ -47,7 +47,7 @@ def test_idle_filter_uses_the_papers_thresholds():
 
 
 def test_idle_filter_is_a_per_step_rule_a_plain_loop_agrees():
-    from vla_torchrl.envs.maniskill.expert import is_idle
+    from vla_torchrl.envs.demos import is_idle
 
     g = torch.Generator().manual_seed(0)
     a = torch.randn(200, 7, generator=g) * 0.02

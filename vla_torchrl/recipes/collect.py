@@ -46,6 +46,7 @@ from typing import Any
 import torch
 from tensordict import NonTensorData, NonTensorStack, TensorDict
 
+from vla_torchrl.envs.demos import save_demos
 from vla_torchrl.keys import (
     ACTION_KEY,
     ACTION_TOKENS_KEY,
@@ -169,7 +170,7 @@ def _play_round(env, expert, max_steps: int) -> tuple[list[dict], torch.Tensor, 
 
 def _episode(steps: list[dict], row: int, *, filter_idle: bool) -> tuple[TensorDict, int]:
     """Row ``row``'s transitions (idle ones dropped when asked) and its length before that."""
-    from vla_torchrl.envs.maniskill.expert import is_idle
+    from vla_torchrl.envs.demos import is_idle
 
     live = [s for s in steps if bool(s["alive"][row])]
     actions = torch.stack([s[ACTION_KEY][row] for s in live])
@@ -241,7 +242,7 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
     # OpenVLA action tokens, statistics-free (the tiny model's); training re-tokenizes
     data.set(ACTION_TOKENS_KEY, ActionTokenizer().actions_to_tokens(data.get(ACTION_KEY)))
     out.mkdir(parents=True, exist_ok=True)
-    data.memmap(out, num_threads=0)
+    save_demos(data, out)
     summary = {
         "episodes": cfg.episodes,
         "successes": n_success,
