@@ -23,7 +23,9 @@ applies the delta to (its target pose for WidowX, which accumulates deltas; the 
 for Panda), clipped to ``max_translation`` metres and ``max_rotation`` radians per step. The
 gripper points straight down with its closing axis across the object's long side.
 
-Measured (procedural and RL4VLA assets, WidowX-250S, CPU): see :data:`MEASURED_SUCCESS`.
+Measured (WidowX-250S, RL4VLA assets, CPU, 50 ``ind`` episodes): 90 % success, see
+:data:`MEASURED_SUCCESS`; about 0.8-0.9 s per episode at a 64x80 camera on an idle 2-core machine
+(3.3 s with the cores shared by five jobs).
 
 Examples:
     >>> cfg = ExpertConfig(max_translation=0.03)
@@ -67,9 +69,12 @@ PHASES: tuple[str, ...] = (
     "release",
     "retreat",
 )
-#: Success rate of the expert over the first 50 ``ind`` episodes (seed 0, 80 steps), filled in
-#: from the measurement reported in ``tests/envs/test_expert.py``.
-MEASURED_SUCCESS: dict[str, float] = {}
+#: Measured success of the expert (CPU sim, 80-step limit, seed 0, episodes 0-49 of ``ind``;
+#: ``tests/envs/test_expert.py::test_expert_solves_most_of_50_ind_episodes`` re-measures it).
+#: WidowX-250S + RL4VLA assets: 45/50; the failures are the "plant" (it tips over while the
+#: scene settles; 3 episodes) and the "kitchen shovel" (it slips out of the grasp; 2 episodes).
+#: Successful episodes take 23.7 steps on average.
+MEASURED_SUCCESS: dict[str, float] = {"widowx-rl4vla-ind": 0.90}
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,8 @@ class ExpertConfig:
             tolerances too (the PD controller lags its target by a few millimetres).
         stall_distance: descending or lowering ends when the end effector moved less than this
             in one step (it rests on the object or the object on the receptacle).
+        retry_shift: after a missed grasp, the next attempt grasps this far along the object's
+            long side (then as far the other way, then at the centre again).
     """
 
     approach_height: float = 0.06
@@ -110,6 +117,7 @@ class ExpertConfig:
     phase_timeout: int = 20
     measured_slack: float = 2.0
     stall_distance: float = 0.002
+    retry_shift: float = 0.025
 
     def __post_init__(self) -> None:
         for name in (
@@ -174,6 +182,7 @@ class PutOnExpert:
         self.phase: list[str] = ["approach"] * b
         self._phase_steps = [0] * b
         self._grasp_yaw = [0.0] * b
+        self._attempt = [0] * b
         self._previous_p: list[torch.Tensor | None] = [None] * b
         self._approach_axis: Literal["x", "z"] = "x" if task.robot_kind == "widowx" else "z"
 
@@ -195,7 +204,11 @@ class PutOnExpert:
         return torch.einsum("bji,bj->bi", r, p.cpu() - root.p.cpu())
 
     def _object_geometry(self):
-        """Object bbox centre, bottom and top heights, long-axis yaw; all in the root frame."""
+        """Object bbox centre, bottom and top heights, long-axis yaw; all in the root frame.
+
+        (The bbox centre grasps better than the centre of mass here: with the centre of mass
+        the RL4VLA toy bear fails in 2 of its 4 episodes among the first 50, measured.)
+        """
         p, q = self.task.target_object_pose()
         rot = quaternion_to_matrix(q.cpu())  # object -> world
         centres, bottoms, tops, yaws = [], [], [], []
@@ -274,6 +287,7 @@ class PutOnExpert:
         for e in range(b):
             if int(elapsed[e if elapsed.numel() > 1 else 0]) == 0:
                 self.phase[e], self._phase_steps[e] = "approach", 0
+                self._attempt[e] = 0
                 self._previous_p[e] = None
             self._env = e
             actions[e] = self._act_one(
@@ -306,6 +320,11 @@ class PutOnExpert:
             obj_bottom + cfg.min_grasp_height,
             obj_top - min(cfg.grasp_depth, 0.5 * height),
         )
+        # a retry grasps elsewhere along the object's long side (0, +d, -d, 0, ...)
+        shift = cfg.retry_shift * (0, 1, -1)[self._attempt[e] % 3]
+        obj_c = obj_c.clone()
+        obj_c[0] += shift * math.cos(long_yaw)
+        obj_c[1] += shift * math.sin(long_yaw)
         above_obj = torch.tensor([obj_c[0], obj_c[1], obj_top + cfg.approach_height])
         grip = 1.0
         goal = ref_p.clone()
@@ -333,6 +352,7 @@ class PutOnExpert:
                 goal, grip = torch.tensor([ref_p[0], ref_p[1], cfg.lift_height]), -1.0
                 if self._reached(ref_p, ref_r, goal, down) or timeout:
                     # missed or dropped: open and start over
+                    self._attempt[e] += 0 if grasped else 1
                     self._advance(e, "carry" if grasped else "approach")
                     continue
             elif phase == "carry":
