@@ -204,10 +204,10 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
     env = make_recipe_env(env_cfg, seed=cfg.seed, device="cpu")
     parts: list[TensorDict] = []
     n_success = n_grasped = n_kept = n_steps = 0
-    t0 = time.perf_counter()
     try:
-        expert = _expert(env, env_cfg.backend)
+        expert = _expert(env, env_cfg.backend)  # starts the scenes (a SerialEnv builds lazily)
         env.set_seed(cfg.seed)  # episode ids restart at 0: the scenes vla-torchrl-eval replays
+        t0 = time.perf_counter()  # seconds per episode: playing only, not building the scenes
         b = env.batch_size[0]
         bar = progress(
             cfg.episodes, desc="expert episodes", unit="ep", disable=not cfg.progress_bar or None
