@@ -1,4 +1,4 @@
-"""Demonstrations on disk as TorchRL memory-mapped storage.
+"""Demonstrations: the paper's idle-action filter, and storage on disk (memory-mapped).
 
 Examples:
     >>> import tempfile, torch
@@ -14,9 +14,54 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from tensordict import TensorDict, TensorDictBase
 
-__all__ = ["load_demos", "save_demos"]
+__all__ = ["IDLE_ROTATION", "IDLE_TRANSLATION", "is_idle", "load_demos", "save_demos"]
+
+# Paper's idle-action filter (issue #3 / RL4VLA demo collection): a step is idle when its
+# translation norm is < 0.01 m and its Euler-delta norm < 0.06 rad, and the gripper is unchanged.
+IDLE_TRANSLATION = 0.01
+IDLE_ROTATION = 0.06
+
+
+def is_idle(
+    actions: torch.Tensor,
+    *,
+    translation_tol: float = IDLE_TRANSLATION,
+    rotation_tol: float = IDLE_ROTATION,
+) -> torch.Tensor:
+    """Which steps of ONE episode's actions ``[T, 7]`` are idle.
+
+    A step is idle when ``||a[:3]|| < translation_tol`` and ``||a[3:6]|| < rotation_tol`` and
+    the gripper command (its sign: ``>= 0`` open, ``< 0`` closed) equals the previous step's.
+    The first step is never idle (there is no previous gripper command).
+
+    Args:
+        actions: env-unit actions of one episode, in time order.
+        translation_tol: metres.
+        rotation_tol: radians (norm of the Euler delta).
+
+    Returns:
+        bool ``[T]``.
+
+    Examples:
+        >>> a = torch.tensor([[0.0, 0, 0, 0, 0, 0, 1.0],    # first step: kept
+        ...                   [0.005, 0, 0, 0, 0, 0, 1.0],  # tiny move, same gripper: idle
+        ...                   [0.0, 0, 0, 0, 0, 0, -1.0],   # gripper closes: kept
+        ...                   [0.0, 0.02, 0, 0, 0, 0, -1.0]])  # 2 cm move: kept
+        >>> is_idle(a).tolist()
+        [False, True, False, False]
+    """
+    if actions.ndim != 2 or actions.shape[-1] != 7:
+        raise ValueError(f"actions of shape {tuple(actions.shape)}; expected [T, 7]")
+    still = (actions[:, :3].norm(dim=-1) < translation_tol) & (
+        actions[:, 3:6].norm(dim=-1) < rotation_tol
+    )
+    grip = actions[:, 6] >= 0
+    same_grip = torch.zeros_like(still)
+    same_grip[1:] = grip[1:] == grip[:-1]
+    return still & same_grip
 
 
 def save_demos(td: TensorDictBase, path: str | Path) -> Path:

@@ -433,7 +433,8 @@ def _load_demos(cfg: TrainConfig, bundle: PolicyBundle) -> TensorDictBase:
         demos = toy_oracle_demos(cfg, episodes=cfg.algo.demo_episodes)
     else:
         raise UserError("algo=sft needs algo.demos=<dir written by vla-torchrl-collect>")
-    tokens = bundle.processor.action_tokenizer.encode(demos.get(ACTION_KEY))
+    # env actions -> normalised with the model's q01/q99 (identity without stats) -> token ids
+    tokens = bundle.processor.action_tokenizer.actions_to_tokens(demos.get(ACTION_KEY))
     demos.set(ACTION_TOKENS_KEY, tokens)
     return demos
 

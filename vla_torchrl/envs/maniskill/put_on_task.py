@@ -379,6 +379,11 @@ class PutOnTask(BaseEnv):
         base = WIDOWX_BASE_POSE if self.robot_kind == "widowx" else PANDA_BASE_POSE
         self.agent.robot.set_pose(Pose.create_from_pq(p=base.p, q=base.q))
         self.agent.reset(init_qpos=qpos)
+        # hold the initial joints while settling: the drive targets otherwise keep the previous
+        # episode's last command, and the arm would start each episode from a history-dependent
+        # pose (same seed + episode id, different first frame)
+        robot = self.agent.robot
+        robot.set_joint_drive_targets(qpos.to(self.device), joints=robot.get_active_joints())
         self._settle(0.3)
         self.hold_count[env_idx] = 0
         self.grasped_so_far[env_idx] = False
@@ -520,9 +525,11 @@ class PutOnTask(BaseEnv):
         grip = torch.where(action[:, 6:7] >= 0, 1.0, -1.0)  # binary: >= 0 open, < 0 close
         if self.robot_kind == "widowx":
             return torch.cat([action[:, :6], grip], dim=1)
-        # Panda pd_ee_delta_pose normalises [-1, 1] to +-0.1 m and +-0.1 rad
-        arm = (action[:, :6] / 0.1).clamp(-1, 1)
-        return torch.cat([arm, grip], dim=1)
+        # Panda pd_ee_delta_pose normalises [-1, 1] to +-0.1 m and +-0.1 rad; mani_skill 3.0.1
+        # scales the rotation by ``rot_lower`` (= -0.1), which flips its sign: undo that here
+        pos = (action[:, :3] / 0.1).clamp(-1, 1)
+        rot = (-action[:, 3:6] / 0.1).clamp(-1, 1)
+        return torch.cat([pos, rot, grip], dim=1)
 
     def _after_control_step(self):
         super()._after_control_step()

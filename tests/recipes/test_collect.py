@@ -1,0 +1,132 @@
+"""vla-torchrl-collect: on-disk format, idle filter, errors, and collect -> SFT end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from tensordict import TensorDict
+
+from vla_torchrl.keys import (
+    ACTION_KEY,
+    ACTION_TOKENS_KEY,
+    EPISODE_ID_KEY,
+    IMAGE_KEY,
+    INSTRUCTION_KEY,
+)
+from vla_torchrl.recipes.collect import SUMMARY_FILE, CollectConfig, collect, main
+from vla_torchrl.recipes.config import EnvConfig
+
+TOY = EnvConfig(backend="toy", num_envs=4, max_episode_steps=10, width=16, height=16)
+
+
+def _toy(tmp_path, name, **kw):
+    cfg = CollectConfig(env=TOY, out=str(tmp_path / name), episodes=6, progress_bar=False, **kw)
+    return collect(cfg), TensorDict.load_memmap(tmp_path / name).to_tensordict()
+
+
+def _idle_by_hand(actions: torch.Tensor) -> list[bool]:
+    """The paper's rule, one step at a time: |dx| < 1 cm, |deuler| < 0.06, same gripper."""
+    a = actions.tolist()
+    out = [False]
+    for prev, cur in zip(a[:-1], a[1:]):
+        still = np.linalg.norm(cur[:3]) < 0.01 and np.linalg.norm(cur[3:6]) < 0.06
+        out.append(bool(still and (cur[6] >= 0) == (prev[6] >= 0)))
+    return out
+
+
+def test_toy_demos_format_tokens_and_idle_filter(tmp_path):
+    raw_summary, raw = _toy(tmp_path, "raw", filter_idle=False)
+    summary, kept = _toy(tmp_path, "kept")
+    n = kept.batch_size[0]
+    # format: the keys SFT reads, with the documented dtypes and shapes
+    assert kept.get(IMAGE_KEY).dtype == torch.uint8 and kept.get(IMAGE_KEY).shape == (n, 16, 16, 3)
+    assert kept.get(ACTION_KEY).dtype == torch.float32 and kept.get(ACTION_KEY).shape == (n, 7)
+    assert kept.get(EPISODE_ID_KEY).dtype == torch.int64
+    texts = kept.get(INSTRUCTION_KEY).tolist()
+    assert len(texts) == n and all(t.startswith("put dot on ") for t in texts)
+    # tokens: OpenVLA's formula (FACTS.md), id = 32000 - digitize(clip(a, -1, 1), bins)
+    bins = np.linspace(-1, 1, 256)
+    expected = 32000 - np.digitize(np.clip(kept.get(ACTION_KEY).numpy(), -1, 1), bins)
+    assert np.array_equal(kept.get(ACTION_TOKENS_KEY).numpy(), expected)
+    # the oracle solves every toy episode; all 6 kept, ids 0..5 (the seed's first episodes)
+    assert summary["successes"] == summary["kept_episodes"] == 6
+    assert sorted(set(kept.get(EPISODE_ID_KEY).tolist())) == list(range(6))
+    # idle filter: the kept steps are the unfiltered ones minus those the rule marks idle
+    keep_rows = []
+    for episode in range(6):
+        rows = (raw.get(EPISODE_ID_KEY) == episode).nonzero().flatten()
+        idle = _idle_by_hand(raw.get(ACTION_KEY)[rows])
+        keep_rows += [int(r) for r, i in zip(rows, idle) if not i]
+    assert torch.equal(kept.get(ACTION_KEY), raw.get(ACTION_KEY)[keep_rows])
+    assert summary["kept_steps"] == n == len(keep_rows)
+    assert raw_summary["kept_steps"] == raw_summary["steps"] == summary["steps"]
+    assert json.loads((tmp_path / "kept" / SUMMARY_FILE).read_text())["kept_steps"] == n
+
+
+def test_existing_output_is_a_one_line_error(tmp_path, capsys):
+    out = tmp_path / "demos"
+    out.mkdir()
+    (out / "something").write_text("x")
+    status = main(["env=toy", "episodes=1", f"out={out}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert len(err) == 1 and "already exists" in err[0] and "overwrite=true" in err[0]
+
+
+def test_bad_episode_count_is_a_one_line_error(tmp_path, capsys):
+    status = main(["env=toy", "episodes=0", f"out={tmp_path / 'd'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and "episodes=0" in err[0]
+
+
+@pytest.mark.slow
+@pytest.mark.maniskill
+def test_maniskill_collect_then_sft_reads_the_demos(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    demos, run = tmp_path / "demos", tmp_path / "sft"
+    collect_cmd = [
+        sys.executable,
+        "-m",
+        "vla_torchrl.recipes.collect",
+        "episodes=2",
+        "env.width=40",
+        "env.height=32",
+        "+env.options.asset_source=procedural",
+        "seed=1",
+        "progress_bar=false",
+        f"out={demos}",
+    ]
+    # seed 1's first two procedural episodes (the expert solves both, 50 steps in all, measured)
+    result = subprocess.run(collect_cmd, capture_output=True, text=True, timeout=400, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((demos / SUMMARY_FILE).read_text())
+    assert summary["episodes"] == 2 and summary["kept_episodes"] >= 1
+    assert "[collect] 2 episodes" in result.stdout
+    data = TensorDict.load_memmap(demos)
+    assert data.get(IMAGE_KEY).shape[1:] == (32, 40, 3)
+    train_cmd = [
+        sys.executable,
+        "-m",
+        "vla_torchrl.recipes.train",
+        "--config-name",
+        "train_cpu",
+        "algo=sft",
+        f"algo.demos={demos}",
+        f"run_dir={run}",
+        "optim.minibatch_size=8",
+        "optim.grad_accum_steps=1",
+        "logger.progress_bar=false",
+    ]
+    result = subprocess.run(train_cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    # one SFT epoch over exactly the collected transitions
+    assert records[-1]["step"] == summary["kept_steps"]
+    assert np.isfinite(records[-1]["losses/loss_sft"])
+    assert (run / "policy" / "policy.json").is_file()

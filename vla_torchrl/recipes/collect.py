@@ -1,0 +1,308 @@
+"""``vla-torchrl-collect``: scripted-expert demonstrations, written as a memory-mapped TensorDict.
+
+Usage (Hydra overrides)::
+
+    vla-torchrl-collect episodes=64 out=data/demos                    # ManiSkill ``ind``, 640x480
+    vla-torchrl-collect env=toy episodes=256 out=data/toy-demos        # the toy env's oracle
+    vla-torchrl-train algo=sft algo.demos=data/demos                   # SFT on them
+
+Expert: :class:`~vla_torchrl.envs.maniskill.expert.PutOnExpert` on ManiSkill (``env.backend=
+maniskill``; the scenes run in this process, one after the other, since the expert reads the
+simulator), the toy env's oracle on ``env.backend=toy``. Episodes ``0 .. episodes - 1`` of
+``seed`` are played (the same scenes as ``vla-torchrl-eval`` with that seed). An episode is kept
+when it ends in success after a grasp (``keep_failures=true`` keeps every episode); its idle
+steps are dropped (the paper's filter: translation < 1 cm, rotation < 0.06 rad, gripper
+unchanged; ``filter_idle=false`` keeps them).
+
+On-disk layout: ``out`` is a ``TensorDict.memmap`` directory (``TensorDict.load_memmap(out)``
+reads it back; ``vla-torchrl-train algo=sft algo.demos=<out>`` reads it), batch ``[N]``
+transitions in episode order:
+
+- ``IMAGE_KEY`` uint8 ``[N, H, W, 3]``: the frame the action was taken on;
+- ``INSTRUCTION_KEY``: one string per transition (non-tensor);
+- ``ACTION_KEY`` float32 ``[N, 7]``: the env action (xyz delta m, Euler delta rad, gripper);
+- ``ACTION_TOKENS_KEY`` int64 ``[N, 7]``: its OpenVLA tokens under the statistics-free
+  tokenizer (actions in [-1, 1], the tiny model's); training re-tokenizes with its model's
+  ``norm_stats``;
+- ``EPISODE_ID_KEY`` int64 ``[N]``: the episode each transition comes from;
+
+plus ``summary.json`` (episodes, successes, kept episodes and steps, seconds per episode, the
+config). Memory: the transitions are gathered in RAM before writing (about 0.9 MB per kept step
+at 640x480; ``env.width=224 env.height=224`` for large sets).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tensordict import NonTensorData, NonTensorStack, TensorDict
+
+from vla_torchrl.envs.demos import save_demos
+from vla_torchrl.keys import (
+    ACTION_KEY,
+    ACTION_TOKENS_KEY,
+    DONE_KEY,
+    EPISODE_ID_KEY,
+    GRASPED_KEY,
+    IMAGE_KEY,
+    INSTRUCTION_KEY,
+    SUCCESS_KEY,
+)
+from vla_torchrl.recipes.config import EnvConfig, _build
+from vla_torchrl.recipes.errors import ConfigError, UserError, run_cli
+from vla_torchrl.recipes.metrics_log import progress
+
+__all__ = ["SUMMARY_FILE", "CollectConfig", "collect", "main"]
+
+_log = logging.getLogger("vla_torchrl.recipes.collect")
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass
+class CollectConfig:
+    """What ``vla-torchrl-collect`` does.
+
+    Args:
+        env: the env group (``backend``, ``task``, ``num_envs``, ``max_episode_steps``, camera).
+        out: output directory (the memory-mapped TensorDict + ``summary.json``).
+        episodes: episodes to play (ids ``0 .. episodes - 1``).
+        seed: env seed (scenes are a function of seed and episode id).
+        filter_idle: drop idle steps (the paper's filter).
+        keep_failures: keep unsuccessful episodes too.
+        overwrite: replace an existing ``out``.
+        progress_bar: show a progress bar (only on a terminal).
+
+    Examples:
+        >>> CollectConfig(episodes=0)
+        Traceback (most recent call last):
+        ...
+        vla_torchrl.recipes.errors.ConfigError: episodes=0 must be >= 1 (how many expert episodes to play)
+    """
+
+    env: EnvConfig = field(default_factory=lambda: EnvConfig(num_envs=1))
+    out: str = "data/demos"
+    episodes: int = 64
+    seed: int = 0
+    filter_idle: bool = True
+    keep_failures: bool = False
+    overwrite: bool = False
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ConfigError(
+                f"episodes={self.episodes} must be >= 1 (how many expert episodes to play)"
+            )
+        if self.seed < 0:
+            raise ConfigError(f"seed={self.seed} must be >= 0")
+        if not str(self.out).strip():
+            raise ConfigError("out is empty; give the output directory, e.g. out=data/demos")
+
+
+def _expert(env, backend: str):
+    """A function returning the expert's actions ``[B, 7]`` for the env's current state."""
+    if backend == "toy":
+        return env.oracle_action
+    from vla_torchrl.envs.maniskill.expert import ExpertPolicy
+
+    try:
+        return ExpertPolicy(env).actions
+    except ValueError as err:
+        raise UserError(str(err)) from err
+
+
+def _prepare_out(cfg: CollectConfig) -> Path:
+    out = Path(cfg.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not cfg.overwrite:
+            raise UserError(
+                f"out={str(out)!r} already exists and is not empty; choose another out= or pass "
+                "overwrite=true to replace it"
+            )
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    return out
+
+
+def _play_round(env, expert, max_steps: int) -> tuple[list[dict], torch.Tensor, torch.Tensor]:
+    """One episode per env row, until every row is done or ``max_steps``.
+
+    Returns:
+        the per-step records (image, instruction, action, episode id; all rows), and the
+        rows' final ``success`` / ``grasped`` flags ``[B]``.
+    """
+    td = env.reset()
+    b = env.batch_size[0]
+    alive = torch.ones(b, dtype=torch.bool)
+    success = torch.zeros(b, dtype=torch.bool)
+    grasped = torch.zeros(b, dtype=torch.bool)
+    steps = []
+    for _ in range(max_steps):
+        action = expert().reshape(b, 7).float().cpu()
+        steps.append(
+            {
+                "alive": alive.clone(),
+                IMAGE_KEY: td.get(IMAGE_KEY).cpu(),
+                INSTRUCTION_KEY: list(td.get(INSTRUCTION_KEY)),
+                ACTION_KEY: action,
+                EPISODE_ID_KEY: td.get(EPISODE_ID_KEY).reshape(b).cpu(),
+            }
+        )
+        td.set(ACTION_KEY, action.to(td.device))
+        nxt = env.step(td).get("next")
+        # metrics are "so far" flags: their value at an episode's last step is the metric
+        success = torch.where(alive, nxt.get(SUCCESS_KEY).reshape(b).cpu(), success)
+        grasped = torch.where(alive, nxt.get(GRASPED_KEY).reshape(b).cpu(), grasped)
+        alive &= ~nxt.get(DONE_KEY).reshape(b).cpu()
+        if not alive.any():
+            break
+        td = nxt
+    return steps, success, grasped
+
+
+def _episode(steps: list[dict], row: int, *, filter_idle: bool) -> tuple[TensorDict, int]:
+    """Row ``row``'s transitions (idle ones dropped when asked) and its length before that."""
+    from vla_torchrl.envs.demos import is_idle
+
+    live = [s for s in steps if bool(s["alive"][row])]
+    actions = torch.stack([s[ACTION_KEY][row] for s in live])
+    keep = ~is_idle(actions) if filter_idle else torch.ones(len(live), dtype=torch.bool)
+    idx = keep.nonzero().flatten().tolist()
+    ep = TensorDict(
+        {
+            IMAGE_KEY: torch.stack([live[i][IMAGE_KEY][row] for i in idx]),
+            ACTION_KEY: actions[idx],
+            EPISODE_ID_KEY: torch.stack([live[i][EPISODE_ID_KEY][row] for i in idx]),
+        },
+        batch_size=[len(idx)],
+    )
+    ep.set(
+        INSTRUCTION_KEY,
+        NonTensorStack(*[NonTensorData(live[i][INSTRUCTION_KEY][row]) for i in idx]),
+    )
+    return ep, len(live)
+
+
+def collect(cfg: CollectConfig) -> dict[str, Any]:
+    """Play ``cfg.episodes`` expert episodes, keep the good ones, write them; returns the summary."""
+    from vla_torchrl.modules.processors.action import ActionTokenizer
+    from vla_torchrl.recipes.environments import make_recipe_env
+
+    out = _prepare_out(cfg)
+    env_cfg = cfg.env
+    if env_cfg.backend == "maniskill":
+        # the expert reads the simulator: scenes in this process (SerialEnv), not in workers
+        env_cfg = dataclasses.replace(env_cfg, options={**env_cfg.options, "parallel": False})
+    env = make_recipe_env(env_cfg, seed=cfg.seed, device="cpu")
+    parts: list[TensorDict] = []
+    n_success = n_grasped = n_kept = n_steps = 0
+    try:
+        expert = _expert(env, env_cfg.backend)  # starts the scenes (a SerialEnv builds lazily)
+        env.set_seed(cfg.seed)  # episode ids restart at 0: the scenes vla-torchrl-eval replays
+        t0 = time.perf_counter()  # seconds per episode: playing only, not building the scenes
+        b = env.batch_size[0]
+        bar = progress(
+            cfg.episodes, desc="expert episodes", unit="ep", disable=not cfg.progress_bar or None
+        )
+        try:
+            for start in range(0, cfg.episodes, b):
+                steps, success, grasped = _play_round(env, expert, env_cfg.max_episode_steps)
+                rows = min(b, cfg.episodes - start)
+                for row in range(rows):
+                    n_success += int(success[row])
+                    n_grasped += int(grasped[row])
+                    # a success without a grasp (object settled onto the receptacle) shows nothing
+                    if not cfg.keep_failures and not (success[row] and grasped[row]):
+                        continue
+                    ep, length = _episode(steps, row, filter_idle=cfg.filter_idle)
+                    n_kept += 1
+                    n_steps += length
+                    parts.append(ep)
+                bar.update(rows)
+                bar.set_postfix(success=f"{n_success / (start + rows):.2f}")
+        finally:
+            bar.close()
+    finally:
+        env.close()
+    seconds = time.perf_counter() - t0
+    if not parts:
+        raise UserError(
+            f"the expert succeeded in none of {cfg.episodes} episodes of "
+            f"{env_cfg.backend}/{env_cfg.task}; nothing to save (keep_failures=true keeps them)"
+        )
+    data = torch.cat(parts)
+    # OpenVLA action tokens, statistics-free (the tiny model's); training re-tokenizes
+    data.set(ACTION_TOKENS_KEY, ActionTokenizer().actions_to_tokens(data.get(ACTION_KEY)))
+    out.mkdir(parents=True, exist_ok=True)
+    save_demos(data, out)
+    summary = {
+        "episodes": cfg.episodes,
+        "successes": n_success,
+        "success_rate": n_success / cfg.episodes,
+        "grasped": n_grasped,
+        "kept_episodes": n_kept,
+        "steps": n_steps,
+        "kept_steps": int(data.batch_size[0]),
+        "seconds_per_episode": seconds / cfg.episodes,
+        "path": str(out),
+        "config": dataclasses.asdict(cfg),
+    }
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    print(
+        f"[collect] {s['episodes']} episodes, {s['successes']} successes "
+        f"({100 * s['success_rate']:.1f}%), {s['kept_episodes']} kept: "
+        f"{s['kept_steps']} of {s['steps']} steps after the idle filter, "
+        f"{s['seconds_per_episode']:.2f} s/episode -> {s['path']}",
+        flush=True,
+    )
+
+
+def to_collect_config(cfg: Any) -> CollectConfig:
+    """Build a :class:`CollectConfig` from a Hydra ``DictConfig`` (or a plain dict).
+
+    Examples:
+        >>> to_collect_config({"episodes": 3, "env": {"backend": "toy"}}).env.backend
+        'toy'
+    """
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    data = {k: v for k, v in dict(cfg).items() if k != "hydra"}
+    return _build(CollectConfig, data, "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point (Hydra): ``vla-torchrl-collect [env=toy] key=value ...``."""
+
+    def _main(dict_cfg) -> None:
+        from vla_torchrl.utils import setup_logging
+
+        setup_logging()
+        _print_summary(collect(to_collect_config(dict_cfg)))
+
+    return run_cli(
+        _main,
+        config_name="collect",
+        argv=argv,
+        hydra_overrides=("hydra/job_logging=none", "hydra/hydra_logging=none"),
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
