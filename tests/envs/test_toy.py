@@ -7,7 +7,7 @@ import torch
 from torchrl.envs import TransformedEnv
 from torchrl.envs.utils import check_env_specs
 
-from vla_torchrl.envs.toy import ToyReachConfig, ToyReachEnv, make_toy_env
+from vla_torchrl.envs.toy import TOY_TASKS, ToyReachConfig, ToyReachEnv, make_toy_env
 from vla_torchrl.keys import (
     ACTION_KEY,
     CONTINUOUS_GRASP_KEY,
@@ -289,6 +289,9 @@ def test_uniform_random_tokens_succeed_sometimes():
         ({"hold_steps": 0}, "hold_steps"),
         ({"instruction_template": "go to {receptacle}"}, "instruction_template"),
         ({"image_size": 4}, "image_size"),
+        ({"target_box": (0.5, 0.0, 0.2, 0.3)}, "target_box"),
+        ({"start_box": (-2.0, 0.0, 0.0, 0.3)}, "start_box"),
+        ({"start_box": (0.0, 0.0, 0.3)}, "start_box"),
     ],
 )
 def test_bad_config_is_refused(options, match):
@@ -345,3 +348,36 @@ def test_same_start_groups_share_initial_state_on_full_reset_only():
     partial["_reset"] = torch.tensor([True, False, False, False, False, False]).unsqueeze(-1)
     again = env.reset(partial)
     assert again[EPISODE_ID_KEY][0].item() not in ids
+
+
+def test_boxes_bound_the_square_centres_and_the_start():
+    env = make_toy_env(
+        200,
+        seed=3,
+        num_targets=1,
+        target_box=(0.2, -0.1, 0.4, 0.3),
+        start_box=(-0.9, 0.5, -0.6, 0.8),
+    )
+    env.reset()
+    cx, cy = env.targets[:, 0, 0], env.targets[:, 0, 1]
+    assert ((cx >= 0.2) & (cx <= 0.4) & (cy >= -0.1) & (cy <= 0.3)).all()
+    ax, ay = env.agent[:, 0], env.agent[:, 1]
+    assert ((ax >= -0.9) & (ax <= -0.6) & (ay >= 0.5) & (ay <= 0.8)).all()
+    # the boxes are filled, not collapsed to a point
+    assert cx.std() > 0.03 and ay.std() > 0.03
+
+
+def test_reach_corner_task_rates_random_vs_moving_up_right():
+    """The learning-test task: ~14 % for uniform random tokens, 100 % for "always up-right"."""
+    options = {**TOY_TASKS["reach-corner"], "max_steps": 6}
+    g = torch.Generator().manual_seed(0)
+
+    def random_tokens(env):
+        return _decode_tokens(torch.randint(31744, 32000, (env.batch_size[0], 7), generator=g))
+
+    def up_right(env):
+        return _act(1.0, 1.0, 0.0, env.batch_size[0])
+
+    rand = _success_rate(make_toy_env(2000, seed=1, **options), random_tokens)["success"]
+    assert 0.09 < rand < 0.2, rand  # binomial std ~0.008 around the documented 14 %
+    assert _success_rate(make_toy_env(300, seed=1, **options), up_right)["success"] == 1.0

@@ -32,7 +32,7 @@ from vla_torchrl.keys import (
     TRUNCATED_KEY,
 )
 
-__all__ = ["COLOURS", "ToyReachConfig", "ToyReachEnv", "make_toy_env"]
+__all__ = ["COLOURS", "TOY_TASKS", "ToyReachConfig", "ToyReachEnv", "make_toy_env"]
 
 #: Square colours (name -> RGB); the instruction names the target by colour.
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -46,6 +46,29 @@ _AGENT = (255, 255, 255)
 # Potential of the paper's reward (Sec. 5.1 / FACTS): 0.1 grasped, +0.1 held, +1.0 success.
 _POTENTIAL = (0.1, 0.1, 1.0)
 _MAX_TRIES = 256
+
+#: Named toy tasks: :class:`ToyReachConfig` options on top of the defaults.
+#:
+#: - ``ind``: the default task (two coloured squares, the instruction names the target, hold
+#:   then release). A random policy succeeds ~10 %; learning it from pixels needs far more samples
+#:   than a CPU test affords (see :class:`ToyReachEnv`).
+#: - ``reach-corner``: the learning-test task. One large square in the top-right corner region,
+#:   the dot starts in the bottom-left one (both jittered), success = reaching the square. With
+#:   6-step episodes (the learning tests) a uniformly random policy succeeds 14 %; moving up-right succeeds always, so the best
+#:   action depends little on the observation: the task checks that an objective's gradients move
+#:   the 7 x 256-way token distribution toward rewarded actions end to end (rollout, log-probs,
+#:   advantages, update), not perception.
+TOY_TASKS: dict[str, dict] = {
+    "ind": {},
+    "reach-corner": {
+        "num_targets": 1,
+        "target_half_size": 0.5,
+        "use_gripper": False,
+        "hold_steps": 1,
+        "target_box": (0.3, 0.3, 0.5, 0.5),
+        "start_box": (-0.6, -0.6, -0.3, -0.3),
+    },
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +90,9 @@ class ToyReachConfig:
         same_start_groups: when ``> 1``, a reset of ALL envs gives each run of
             ``same_start_groups`` consecutive envs the same episode (same initial state): the
             groups of GRPO(s) (paper Sec. 4.1). Partial resets still draw fresh episodes.
+        target_box: ``(x_min, y_min, x_max, y_max)`` box the square centres are drawn from
+            (``None``: anywhere in the arena they fit).
+        start_box: box the dot's start is drawn from (``None``: anywhere off the squares).
     """
 
     image_size: int = 32
@@ -79,8 +105,20 @@ class ToyReachConfig:
     instruction_template: str = "put {object} on {receptacle}"
     object_name: str = "dot"
     same_start_groups: int = 1
+    target_box: tuple[float, float, float, float] | None = None
+    start_box: tuple[float, float, float, float] | None = None
 
     def __post_init__(self) -> None:
+        for name in ("target_box", "start_box"):
+            box = getattr(self, name)
+            if box is None:
+                continue
+            if len(box) != 4 or not (-1 <= box[0] <= box[2] <= 1 and -1 <= box[1] <= box[3] <= 1):
+                raise ValueError(
+                    f"{name}={box} should be (x_min, y_min, x_max, y_max) with "
+                    "-1 <= x_min <= x_max <= 1 and -1 <= y_min <= y_max <= 1"
+                )
+            object.__setattr__(self, name, tuple(float(v) for v in box))
         if self.same_start_groups < 1:
             raise ValueError(f"same_start_groups={self.same_start_groups} must be >= 1")
         if self.image_size < 8:
@@ -244,15 +282,21 @@ class ToyReachEnv(EnvBase):
         rng = np.random.default_rng([self.seed, int(episode_id)])
         half = cfg.target_half_size
         colours = rng.permutation(len(COLOURS))[: cfg.num_targets]
+        low, high = np.full(2, -(1 - half)), np.full(2, 1 - half)
+        if cfg.target_box is not None:
+            low, high = np.asarray(cfg.target_box[:2]), np.asarray(cfg.target_box[2:])
         for _ in range(_MAX_TRIES):
-            centres = rng.uniform(-(1 - half), 1 - half, size=(cfg.num_targets, 2))
+            centres = rng.uniform(low, high, size=(cfg.num_targets, 2))
             gaps = np.abs(centres[:, None] - centres[None]).max(-1) + 9.0 * np.eye(cfg.num_targets)
             if gaps.min() > 2 * half + 0.1:  # squares apart by at least 0.1
                 break
         else:
             raise RuntimeError(f"could not place {cfg.num_targets} squares; lower target_half_size")
+        low, high = np.full(2, -1.0), np.full(2, 1.0)
+        if cfg.start_box is not None:
+            low, high = np.asarray(cfg.start_box[:2]), np.asarray(cfg.start_box[2:])
         for _ in range(_MAX_TRIES):
-            agent = rng.uniform(-1.0, 1.0, size=2)
+            agent = rng.uniform(low, high, size=2)
             if (np.abs(centres - agent).max(-1) > half + 0.05).all():  # start off every square
                 break
         else:

@@ -39,6 +39,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from vla_torchrl.modules.action_head_init import smooth_action_head_
 from vla_torchrl.modules.actor import OpenVLAActor
 from vla_torchrl.modules.config import OpenVLAConfig
 from vla_torchrl.modules.critic import (
@@ -141,8 +142,14 @@ def build_model(
     checkpoint_path: str | os.PathLike[str] | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
+    action_head_init: Literal["smooth", "random"] = "smooth",
 ) -> OpenVLA:
-    """The bare OpenVLA: ``"tiny"`` / ``"random"`` (7B layout) random weights, or a checkpoint."""
+    """The bare OpenVLA: ``"tiny"`` / ``"random"`` (7B layout) random weights, or a checkpoint.
+
+    ``action_head_init="smooth"`` gives random-init models action-head rows that vary smoothly
+    with the bin index (:mod:`vla_torchrl.modules.action_head_init`: without it RL on a
+    random-init model hardly learns); checkpoints keep their weights.
+    """
     overrides = overrides or {}
     if model_source == "checkpoint":
         if checkpoint_path is None:
@@ -163,6 +170,10 @@ def build_model(
             model = OpenVLA(config)
     finally:
         torch.set_default_dtype(previous)
+    if action_head_init == "smooth":
+        smooth_action_head_(model)
+    elif action_head_init != "random":
+        raise ValueError(f"action_head_init={action_head_init!r} must be 'smooth' or 'random'")
     return model.eval()
 
 
@@ -186,6 +197,7 @@ def build_policy(
     lr_lora: float = 1e-4,
     lr_value: float = 3e-3,
     lr_full: float = 1e-5,
+    action_head_init: Literal["smooth", "random"] = "smooth",
 ) -> PolicyBundle:
     """Build model, processing, actor, evaluator, critic and optimizer groups.
 
@@ -204,6 +216,8 @@ def build_policy(
         text_tokenizer: ``"auto"`` (Llama-2 model when found), ``"builtin"`` or an object.
         unnorm_key: the ``norm_stats`` entry that un-normalises actions.
         gradient_checkpointing: activation checkpointing in the LLM and the ViTs.
+        action_head_init: action rows of a random-init ``lm_head``: ``"smooth"`` over the bin
+            index (default; see :func:`build_model`) or left ``"random"``.
         device, dtype: where and in which precision the model lives (value heads stay fp32).
 
     Returns:
@@ -216,6 +230,7 @@ def build_policy(
         checkpoint_path=checkpoint_path,
         device=device,
         dtype=dtype,
+        action_head_init=action_head_init,
     )
     processor = OpenVLAProcessor.from_config(
         model.config, text_tokenizer=text_tokenizer, unnorm_key=unnorm_key, dtype=dtype

@@ -4,7 +4,8 @@ This is the one place where recipes turn an :class:`~vla_torchrl.recipes.config.
 TorchRL env, so that training, evaluation and demo collection see the same environments.
 
 Examples:
-    >>> from vla_torchrl.recipes.config import EnvConfig
+    >>> from vla_torchrl.envs.toy import TOY_TASKS as TOY_TASK_OPTIONS
+from vla_torchrl.recipes.config import EnvConfig
     >>> env = make_recipe_env(EnvConfig(backend="toy", num_envs=2, width=16, height=16), seed=0)
     >>> tuple(env.batch_size), env.reset()["observation", "image"].shape[-3:]
     ((2,), torch.Size([16, 16, 3]))
@@ -15,13 +16,15 @@ from __future__ import annotations
 import torch
 from torchrl.envs import EnvBase
 
+from vla_torchrl.envs.toy import TOY_TASKS as TOY_TASK_OPTIONS
 from vla_torchrl.recipes.config import EnvConfig
 from vla_torchrl.recipes.errors import ConfigError
 
 __all__ = ["TOY_TASKS", "make_recipe_env", "task_names"]
 
-#: The toy backend has one task; it stands in for ``ind`` in fast CPU runs.
-TOY_TASKS = ("ind",)
+#: Tasks of the toy backend (``ind`` stands in for the SUITE's ``ind`` in fast CPU runs;
+#: ``reach-corner`` is the one RL learns in a CPU test budget): ``vla_torchrl.envs.toy.TOY_TASKS``.
+TOY_TASKS = tuple(TOY_TASK_OPTIONS)
 
 
 def task_names(backend: str) -> list[str]:
@@ -69,13 +72,14 @@ def make_recipe_env(
             raise ConfigError(
                 f"the toy env is square: env.width={env.width} and env.height={env.height} differ"
             )
-        return make_toy_env(
-            num_envs,
-            seed=seed,
-            device=device,
-            image_size=env.width,
-            max_steps=env.max_episode_steps,
-        )
+        # the task's preset, then the config's episode length and image size, then env.options
+        options = {
+            **TOY_TASK_OPTIONS[task],
+            "image_size": env.width,
+            "max_steps": env.max_episode_steps,
+            **env.options,
+        }
+        return make_toy_env(num_envs, seed=seed, device=device, **options)
     from vla_torchrl.envs import make_env
 
     return make_env(
