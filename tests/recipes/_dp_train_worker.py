@@ -72,11 +72,11 @@ def main(out: str, mode: str) -> None:
         cfg.model, cfg.algo, lr=cfg.optim.lr, value_lr=cfg.optim.value_lr, device="cpu"
     )
     if info.is_main:
-        save_file(full_trainables(bundle._trainable_named()), f"{out}.init")
+        save_file(full_trainables(bundle.trainable_named_parameters()), f"{out}.init")
     if mode == "ppo-fsdp2":
         shard_policy(bundle, info)
     optimizer = torch.optim.AdamW(bundle.param_groups, betas=tuple(cfg.optim.betas))
-    trainables = bundle._trainable_named()
+    trainables = bundle.trainable_named_parameters()
     loss_fn, advantage = make_objective(cfg, bundle)
     env = make_recipe_env(cfg.env, seed=0, device="cpu")
     # an easy task, so that the random tiny policy earns a reward in 3 steps (one env succeeds,

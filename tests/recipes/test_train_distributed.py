@@ -192,7 +192,7 @@ def test_fsdp2_cli_run_checkpoints_whole_tensors_and_resumes_under_ddp(tmp_path)
     assert _steps(run) == [16, 32]
     saved = load_file(run / "checkpoints" / "step_000000000032" / "tensors.safetensors")
     policy = load_policy(run / "policy")
-    named = policy._trainable_named()
+    named = policy.trainable_named_parameters()
     assert saved.keys() == named.keys()
     assert all(saved[k].shape == named[k].shape for k in saved)  # whole, not a shard
     assert all(torch.equal(saved[k], named[k].detach()) for k in saved)

@@ -23,10 +23,10 @@ from typing import Literal
 
 import torch
 from tensordict import NonTensorData, NonTensorStack, TensorDict, TensorDictBase
-from torchrl.data import Binary, Bounded, Composite, NonTensor, Unbounded
 from torchrl.envs import EnvBase
 
 from vla_torchrl.envs.instructions import TRAIN_INSTRUCTION_TEMPLATE
+from vla_torchrl.envs.specs import set_vla_specs
 from vla_torchrl.keys import (
     ACTION_KEY,
     CONTINUOUS_GRASP_KEY,
@@ -130,40 +130,13 @@ class PutOnEnv(EnvBase):
         return self._ms.robot_kind
 
     def _make_specs(self) -> None:
-        b = self.batch_size
-        h, w = self.image_size
-        flag = Binary(n=1, shape=(*b, 1), dtype=torch.bool, device=self.device)
-        self.observation_spec = Composite(
-            {
-                IMAGE_KEY: Bounded(
-                    0, 255, shape=(*b, h, w, 3), dtype=torch.uint8, device=self.device
-                ),
-                FOREGROUND_MASK_KEY: Binary(
-                    n=w, shape=(*b, h, w), dtype=torch.bool, device=self.device
-                ),
-                INSTRUCTION_KEY: NonTensor(
-                    shape=b, example_data="put carrot on plate", device=self.device
-                ),
-                EPISODE_ID_KEY: Unbounded(shape=b, dtype=torch.int64, device=self.device),
-                STATE_KEY: Unbounded(
-                    shape=(*b, self._state_dim), dtype=torch.float32, device=self.device
-                ),
-                GRASPED_KEY: flag.clone(),
-                CONTINUOUS_GRASP_KEY: flag.clone(),
-                SUCCESS_KEY: flag.clone(),
-            },
-            shape=b,
-        )
-        self.action_spec = Bounded(
-            torch.tensor(ACTION_LOW).expand(*b, 7),
-            torch.tensor(ACTION_HIGH).expand(*b, 7),
-            shape=(*b, 7),
-            dtype=torch.float32,
-            device=self.device,
-        )
-        self.reward_spec = Unbounded(shape=(*b, 1), dtype=torch.float32, device=self.device)
-        self.done_spec = Composite(
-            {k: flag.clone() for k in (DONE_KEY, TERMINATED_KEY, TRUNCATED_KEY)}, shape=b
+        set_vla_specs(
+            self,
+            image_size=self.image_size,
+            state_dim=self._state_dim,
+            instruction_example="put carrot on plate",
+            action_low=ACTION_LOW,
+            action_high=ACTION_HIGH,
         )
 
     # -- helpers ---------------------------------------------------------------------------------

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from tensordict import NonTensorStack, TensorDict, TensorDictBase
-from torchrl.data import Binary, Bounded, Categorical, Composite, NonTensor, Unbounded
 from torchrl.envs import EnvBase
 
+from vla_torchrl.envs.specs import set_vla_specs
 from vla_torchrl.keys import (
     ACTION_KEY,
     CONTINUOUS_GRASP_KEY,
@@ -231,38 +231,12 @@ class ToyReachEnv(EnvBase):
         self._colour_names = list(COLOURS)
         self._palette = torch.tensor([COLOURS[c] for c in self._colour_names], dtype=torch.uint8)
         size = config.image_size
-        b = (num_envs,)
-        self.observation_spec = Composite(shape=b, device=self.device)
-        self.observation_spec[IMAGE_KEY] = Bounded(
-            0, 255, shape=(*b, size, size, 3), dtype=torch.uint8, device=self.device
-        )
-        self.observation_spec[FOREGROUND_MASK_KEY] = Binary(
-            n=size, shape=(*b, size, size), dtype=torch.bool, device=self.device
-        )
-        self.observation_spec[STATE_KEY] = Bounded(
-            -1.0, 1.0, shape=(*b, 2), dtype=torch.float32, device=self.device
-        )
-        self.observation_spec[INSTRUCTION_KEY] = NonTensor(
-            shape=b, example_data="put dot on red square", device=self.device
-        )
-        self.observation_spec[EPISODE_ID_KEY] = Unbounded(
-            shape=b, dtype=torch.int64, device=self.device
-        )
-        for key in (GRASPED_KEY, CONTINUOUS_GRASP_KEY, SUCCESS_KEY):
-            self.observation_spec[key] = Categorical(
-                2, shape=(*b, 1), dtype=torch.bool, device=self.device
-            )
-        self.action_spec = Bounded(
-            -1.0, 1.0, shape=(*b, 7), dtype=torch.float32, device=self.device
-        )
-        self.reward_spec = Unbounded(shape=(*b, 1), dtype=torch.float32, device=self.device)
-        self.done_spec = Composite(
-            {
-                k: Categorical(2, shape=(*b, 1), dtype=torch.bool, device=self.device)
-                for k in (DONE_KEY, TERMINATED_KEY, TRUNCATED_KEY)
-            },
-            shape=b,
-            device=self.device,
+        set_vla_specs(
+            self,
+            image_size=(size, size),
+            state_dim=2,
+            state_range=(-1.0, 1.0),
+            instruction_example="put dot on red square",
         )
         # per-env state (CPU; outputs are moved to self.device)
         self.agent = torch.zeros(num_envs, 2)

@@ -57,8 +57,9 @@ from vla_torchrl.modules.critic import (
     CriticInput,
     SeparateBackboneCritic,
     ValueHead,
-    critic_input_dim,
+    check_shared_head,
     select_critic_input,
+    write_critic_value,
 )
 from vla_torchrl.modules.openvla import OpenVLA
 from vla_torchrl.modules.passes import prefix_inputs, restricted_log_probs
@@ -181,15 +182,7 @@ class OpenVLAActor(TensorDictModuleBase):
             )
         if mode not in ("sample", "greedy"):
             raise ValueError(f"OpenVLAActor.mode={mode!r} must be 'sample' or 'greedy'.")
-        if isinstance(critic, ValueHead):
-            expected = critic_input_dim(
-                model.config.llm_hidden_size, critic_input, action_dim=model.config.action_dim
-            )
-            if critic.in_dim != expected:
-                raise ValueError(
-                    f"ValueHead.in_dim={critic.in_dim} does not match critic_input="
-                    f"{critic_input!r} (expects {expected})."
-                )
+        check_shared_head(critic, model.config, critic_input)
         self.model = model
         self.processor = processor
         self.temperature = float(temperature)
@@ -233,9 +226,5 @@ class OpenVLAActor(TensorDictModuleBase):
         tensordict.set(TOKEN_LOG_PROBS_KEY, out["log_probs"].reshape(*batch, -1))
         tensordict.set(ACTION_LOG_PROB_KEY, out["log_probs"].sum(-1).reshape(batch))  # Eq. (1)
         tensordict.set(HIDDEN_KEY, features.detach().reshape(*batch, -1))
-        if shared:
-            value = self.critic(features).float()
-            tensordict.set(VALUE_KEY, value.reshape(*batch, 1))
-        elif self.critic is not None:
-            self.critic(tensordict)
+        write_critic_value(tensordict, self.critic, out["hidden"], self.critic_input)
         return tensordict

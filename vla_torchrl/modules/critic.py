@@ -34,6 +34,7 @@ from torch import nn
 from torchrl.modules import ValueOperator
 
 from vla_torchrl.keys import ACTION_TOKENS_KEY, IMAGE_KEY, INSTRUCTION_KEY, VALUE_KEY
+from vla_torchrl.modules.config import OpenVLAConfig
 from vla_torchrl.modules.openvla import OpenVLA
 from vla_torchrl.modules.passes import teacher_forced_hidden
 from vla_torchrl.modules.processors.bundle import OpenVLAProcessor, read_observation
@@ -43,9 +44,11 @@ __all__ = [
     "SeparateBackboneCritic",
     "SharedValueNetwork",
     "ValueHead",
+    "check_shared_head",
     "critic_input_dim",
     "select_critic_input",
     "value_operator",
+    "write_critic_value",
 ]
 
 CriticInput = Literal["h0", "hn", "concat"]
@@ -68,6 +71,65 @@ def select_critic_input(hidden: torch.Tensor, mode: CriticInput) -> torch.Tensor
     if mode == "concat":
         return hidden.flatten(1)
     raise ValueError(f"critic input {mode!r} is not one of {_MODES}.")
+
+
+def check_shared_head(
+    critic: ValueHead | SeparateBackboneCritic | None,
+    config: OpenVLAConfig,
+    critic_input: CriticInput,
+) -> None:
+    """Raise when a shared-backbone :class:`ValueHead` does not fit ``critic_input``.
+
+    The check the actor and the evaluator make on their ``critic`` argument; other critics
+    (``None``, :class:`SeparateBackboneCritic`) pass.
+
+    Args:
+        critic: the critic given to the actor / evaluator.
+        config: the policy's model config (hidden size, action dim).
+        critic_input: ``"h0"``, ``"hn"`` or ``"concat"``.
+
+    Examples:
+        >>> from vla_torchrl.modules.config import OpenVLAConfig
+        >>> cfg = OpenVLAConfig.tiny()
+        >>> check_shared_head(ValueHead(cfg.llm_hidden_size), cfg, "h0")
+        >>> check_shared_head(ValueHead(cfg.llm_hidden_size), cfg, "concat")
+        Traceback (most recent call last):
+        ...
+        ValueError: ValueHead.in_dim=... does not match critic_input='concat' (expects ...).
+    """
+    if not isinstance(critic, ValueHead):
+        return
+    expected = critic_input_dim(config.llm_hidden_size, critic_input, action_dim=config.action_dim)
+    if critic.in_dim != expected:
+        raise ValueError(
+            f"ValueHead.in_dim={critic.in_dim} does not match critic_input="
+            f"{critic_input!r} (expects {expected})."
+        )
+
+
+def write_critic_value(
+    tensordict: TensorDictBase,
+    critic: ValueHead | SeparateBackboneCritic | None,
+    hidden: torch.Tensor,
+    critic_input: CriticInput,
+) -> None:
+    """Write ``VALUE_KEY`` ``[*B, 1]`` into ``tensordict`` from the actor's / evaluator's critic.
+
+    A shared :class:`ValueHead` reads ``critic_input`` from ``hidden`` (``[N, K + 1, H]``,
+    h^0..h^K of the pass just run); a :class:`SeparateBackboneCritic` runs on ``tensordict``
+    itself; ``None`` writes nothing.
+
+    Args:
+        tensordict: the batch (``VALUE_KEY`` is written here).
+        critic: ``None``, a shared :class:`ValueHead` or a :class:`SeparateBackboneCritic`.
+        hidden: the policy's hidden states h^0..h^K (used by a shared head only).
+        critic_input: ``"h0"``, ``"hn"`` or ``"concat"`` (shared head only).
+    """
+    if isinstance(critic, ValueHead):
+        value = critic(select_critic_input(hidden, critic_input)).float()
+        tensordict.set(VALUE_KEY, value.reshape(*tensordict.batch_size, 1))
+    elif critic is not None:
+        critic(tensordict)
 
 
 class ValueHead(nn.Module):

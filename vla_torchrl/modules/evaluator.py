@@ -50,8 +50,8 @@ from vla_torchrl.modules.critic import (
     CriticInput,
     SeparateBackboneCritic,
     ValueHead,
-    critic_input_dim,
-    select_critic_input,
+    check_shared_head,
+    write_critic_value,
 )
 from vla_torchrl.modules.openvla import OpenVLA
 from vla_torchrl.modules.passes import entropy, restricted_log_probs, teacher_forced_hidden
@@ -91,15 +91,7 @@ class OpenVLAEvaluator(TensorDictModuleBase):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"OpenVLAEvaluator.temperature={temperature} must be > 0.")
-        if isinstance(critic, ValueHead):
-            expected = critic_input_dim(
-                model.config.llm_hidden_size, critic_input, action_dim=model.config.action_dim
-            )
-            if critic.in_dim != expected:
-                raise ValueError(
-                    f"ValueHead.in_dim={critic.in_dim} does not match critic_input="
-                    f"{critic_input!r} (expects {expected})."
-                )
+        check_shared_head(critic, model.config, critic_input)
         self.model = model
         self.processor = processor
         self.temperature = float(temperature)
@@ -156,9 +148,5 @@ class OpenVLAEvaluator(TensorDictModuleBase):
         token_logp = logp.gather(-1, idx).squeeze(-1)
         tensordict.set(EVAL_TOKEN_LOG_PROBS_KEY, token_logp.reshape(*batch, n_steps))
         tensordict.set(EVAL_ENTROPY_KEY, entropy(logp).reshape(*batch, n_steps))
-        if isinstance(self.critic, ValueHead):
-            value = self.critic(select_critic_input(hidden, self.critic_input)).float()
-            tensordict.set(VALUE_KEY, value.reshape(*batch, 1))
-        elif self.critic is not None:
-            self.critic(tensordict)
+        write_critic_value(tensordict, self.critic, hidden, self.critic_input)
         return tensordict

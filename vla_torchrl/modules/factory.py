@@ -81,7 +81,26 @@ class PolicyBundle:
     peft_model: nn.Module | None
     param_groups: list[dict[str, Any]] = field(default_factory=list)
 
-    def _trainable_named(self) -> dict[str, nn.Parameter]:
+    def trainable_named_parameters(self) -> dict[str, nn.Parameter]:
+        """The trainable parameters (``requires_grad``) of the policy and the critic, by name.
+
+        Names are ``"policy.<name>"`` (in the ``PeftModel`` when LoRA is on, else the OpenVLA)
+        and ``"critic.<name>"``. These are the tensors :meth:`save_trainable` writes and
+        :meth:`load_trainable` reads (recipes also use them for checkpoints and data-parallel
+        synchronisation).
+
+        Returns:
+            ``{name: parameter}`` in module order (the parameters themselves, not copies).
+
+        Examples:
+            >>> bundle = build_policy("tiny", lora=LoRASettings(rank=2), critic="shared",
+            ...                       text_tokenizer="builtin")
+            >>> named = bundle.trainable_named_parameters()
+            >>> all(p.requires_grad for p in named.values())
+            True
+            >>> sorted({name.split(".")[0] for name in named})
+            ['critic', 'policy']
+        """
         owners: list[tuple[str, nn.Module]] = [("policy", self.peft_model or self.model)]
         if self.critic is not None:
             owners.append(("critic", self.critic))
@@ -98,7 +117,10 @@ class PolicyBundle:
         (``<path>.adapters/``)."""
         from safetensors.torch import save_file
 
-        state = {k: p.detach().to("cpu").contiguous() for k, p in self._trainable_named().items()}
+        state = {
+            k: p.detach().to("cpu").contiguous()
+            for k, p in self.trainable_named_parameters().items()
+        }
         save_file(state, str(path), metadata={"format": "pt"})
         if self.peft_model is not None:
             from vla_torchrl.modules.lora import save_adapters
@@ -110,7 +132,7 @@ class PolicyBundle:
         from safetensors.torch import load_file
 
         state = load_file(str(path))
-        named = self._trainable_named()
+        named = self.trainable_named_parameters()
         missing, unexpected = sorted(set(named) - set(state)), sorted(set(state) - set(named))
         if missing or unexpected:
             raise ValueError(

@@ -196,7 +196,7 @@ def shard_policy(bundle, info: DistInfo) -> None:
             "dist.strategy=fsdp2 shards the model over the ranks of a torchrun launch, but this "
             "process is not one; launch with torchrun --nproc-per-node N, or use dist.strategy=ddp"
         )
-    names = {id(p): name for name, p in bundle._trainable_named().items()}
+    names = {id(p): name for name, p in bundle.trainable_named_parameters().items()}
     owners = [bundle.model]
     if bundle.critic is not None and any(
         isinstance(m, nn.ModuleList) for m in bundle.critic.modules()
@@ -204,7 +204,7 @@ def shard_policy(bundle, info: DistInfo) -> None:
         owners.append(bundle.critic)  # a separate critic has its own decoder layers
     for owner in owners:
         shard_fsdp2(owner, info, mixed_precision=None, shard_root=False)
-    sharded = bundle._trainable_named()
+    sharded = bundle.trainable_named_parameters()
     bundle.param_groups = [
         {**group, "params": [sharded[names[id(p)]] for p in group["params"]]}
         for group in bundle.param_groups

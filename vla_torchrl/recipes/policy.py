@@ -229,7 +229,7 @@ def _load_trainable(bundle: PolicyBundle, path: Path, *, strict_critic: bool) ->
     from safetensors.torch import load_file
 
     state = load_file(str(path))
-    named = bundle._trainable_named()
+    named = bundle.trainable_named_parameters()
     policy = {k for k in named if k.startswith("policy.")}
     saved = {k for k in state if k.startswith("policy.")}
     if policy != saved:

@@ -208,7 +208,7 @@ def _train(cfg: TrainConfig, info: DistInfo) -> Path:
     )
     if cfg.dist.strategy == "fsdp2":
         shard_policy(bundle, info)  # before the optimizer: it must see the sharded parameters
-    trainables = bundle._trainable_named()
+    trainables = bundle.trainable_named_parameters()
     # FACTS.md: AdamW, lr 1e-4 for LoRA and 3e-3 for the value head (separate groups).
     optimizer = torch.optim.AdamW(
         bundle.param_groups, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
