@@ -19,8 +19,8 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import zlib
 import sys
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -94,6 +94,10 @@ def evaluate(
         raise UserError(f"--episodes={episodes} must be >= 1")
     if temperature <= 0 and not greedy:
         raise UserError(f"--temperature={temperature} must be > 0 (or use --greedy)")
+    try:
+        dev = select_device(device)
+    except ValueError as err:
+        raise UserError(f"--device: {err}") from err
     known = task_names(backend)
     unknown = [t for t in tasks if t not in known]
     if unknown:
@@ -107,7 +111,6 @@ def evaluate(
     todo = store.pending(policies, tasks, seeds)
     if len(todo) < len(policies) * len(tasks) * len(seeds):
         _log.info("continuing an earlier evaluation: %d groups left", len(todo))
-    dev = select_device(device)
     env_cfg = EnvConfig(
         backend=backend,
         num_envs=min(num_envs, episodes),

@@ -157,11 +157,7 @@ def train(cfg: TrainConfig) -> Path:
     optimizer = torch.optim.AdamW(
         bundle.param_groups, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
     )
-    if ctx.resumed is not None:
-        with torch.no_grad():
-            for name, param in trainables.items():
-                param.copy_(ctx.resumed.tensors[name].to(param.device, param.dtype))
-        optimizer.load_state_dict(ctx.resumed.optimizer_states["optimizer"])
+    ctx.restore_training_state(trainables, {"optimizer": optimizer})  # checks names and shapes
     loss_fn, advantage = make_objective(cfg, bundle)
     # ---- collector: built before the RNG restore, since building it runs the policy once -------
     collector = None if env is None else _make_collector(cfg, env, bundle)
