@@ -29,6 +29,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.collectors import Collector
 
+from vla_torchrl.envs.sim_errors import count_sim_errors, guard_sim_errors, void_step_mask
 from vla_torchrl.keys import (
     ACTION_KEY,
     ACTION_TOKENS_KEY,
@@ -38,6 +39,8 @@ from vla_torchrl.keys import (
     INSTRUCTION_KEY,
     METRIC_KEYS,
     REWARD_KEY,
+    SIM_ERROR_KEY,
+    VALID_STEP_KEY,
     next_key,
 )
 from vla_torchrl.modules import PolicyBundle, SharedValueNetwork
@@ -103,7 +106,11 @@ def make_objective(cfg: TrainConfig, bundle: PolicyBundle):
         # GRPO: a group is every trajectory of the rollout (one task episode per env);
         # GRPO(s): trajectories that start from the same initial state (same episode id).
         group_key = EPISODE_ID_KEY if algo.name == "grpo-s" else None
-        return loss, GroupRelativeAdvantage(mode=algo.grpo_mode, group_key=group_key)
+        # episodes void by a simulator error are left out of the groups' statistics
+        advantage = GroupRelativeAdvantage(
+            mode=algo.grpo_mode, group_key=group_key, mask_key=VALID_STEP_KEY
+        )
+        return loss, advantage
     if algo.name == "tpo":
         return VLATPOLoss(bundle.evaluator, beta=algo.beta), None
     if algo.name == "sft":
@@ -129,6 +136,10 @@ def episode_stats(rollout: TensorDictBase) -> dict[str, float]:
     done = rollout.get(next_key(DONE_KEY)).squeeze(-1)
     ids = F.segment_ids(done)
     returns = F.segment_sum(reward, ids, int(ids.max()) + 1)
+    # an episode cut by a simulator error is void: it did not end, it was discarded
+    error = rollout.get(next_key(SIM_ERROR_KEY), None)
+    if error is not None:
+        done = done & ~error.squeeze(-1)
     ended = torch.zeros_like(returns, dtype=torch.bool)
     ended[ids[done]] = True
     episodes = int(ended.sum())
@@ -189,7 +200,8 @@ def _make_env(cfg: TrainConfig, device: torch.device):
         env.config = type(env.config)(
             **{**env.config.__dict__, "same_start_groups": cfg.algo.group_size}
         )
-    return env
+    # a simulator error resets the failing env and voids its episode instead of ending the run
+    return guard_sim_errors(env)
 
 
 def _make_collector(cfg: TrainConfig, env, bundle: PolicyBundle) -> Collector:
@@ -211,6 +223,7 @@ def _train_rl(cfg, ctx: RunContext, env, collector, loss_fn, advantage, optimize
     iteration = int(ctx.counters.get("iteration", 0))
     skips_in_a_row = int(ctx.counters.get("skips_in_a_row", 0))
     skipped_total = int(ctx.counters.get("skipped_updates", 0))
+    sim_errors = int(ctx.counters.get("sim_errors", 0))
     params = list(trainables.values())
     batches = iter(collector)
     bar = progress(
@@ -224,6 +237,10 @@ def _train_rl(cfg, ctx: RunContext, env, collector, loss_fn, advantage, optimize
             with torch.no_grad():
                 rollout = next(batches)  # [B, T]
             t_collect = time.perf_counter() - t0
+            # episodes cut short by a simulator error: counted, left out of the update
+            void = void_step_mask(rollout)
+            sim_errors += count_sim_errors(rollout)
+            rollout.set(VALID_STEP_KEY, ~void)
             # ---- advantages -----------------------------------------------------------------
             t0 = time.perf_counter()
             if advantage is not None:
@@ -231,10 +248,15 @@ def _train_rl(cfg, ctx: RunContext, env, collector, loss_fn, advantage, optimize
                     rollout = advantage(rollout)
             if isinstance(loss_fn, VLAPPOLoss) and cfg.algo.normalize_advantage:
                 # normalise with statistics of the whole rollout, not of each minibatch of 8
-                loss_fn.advantage_stats_fn = F.frozen_advantage_stats(rollout.get("advantage"))
+                loss_fn.advantage_stats_fn = F.frozen_advantage_stats(
+                    rollout.get("advantage"), ~void[..., None]
+                )
             # ---- update ---------------------------------------------------------------------
             trajectory_loss = isinstance(loss_fn, VLATPOLoss)
             batch = rollout if trajectory_loss else rollout.reshape(-1)
+            keep = ~void.any(-1) if trajectory_loss else ~void.reshape(-1)
+            if not keep.all():
+                batch = batch[keep]
             stats = run_update(
                 batch,
                 loss_fn,
@@ -262,6 +284,7 @@ def _train_rl(cfg, ctx: RunContext, env, collector, loss_fn, advantage, optimize
             record.update(
                 {
                     "train/skipped_updates": skipped_total,
+                    "train/sim_errors": sim_errors,
                     "train/iteration": iteration,
                     "perf/env_steps_per_s": rollout.numel() / max(t_collect, 1e-9),
                     "perf/collect_s": t_collect,
@@ -278,7 +301,16 @@ def _train_rl(cfg, ctx: RunContext, env, collector, loss_fn, advantage, optimize
                 )
             # ---- checkpoint -----------------------------------------------------------------
             if _due(step, rollout.numel(), cfg.checkpoint_every) or step >= total:
-                _save(ctx, step, trainables, optimizer, iteration, skips_in_a_row, skipped_total)
+                _save(
+                    ctx,
+                    step,
+                    trainables,
+                    optimizer,
+                    iteration,
+                    skips_in_a_row,
+                    skipped_total,
+                    sim_errors=sim_errors,
+                )
     finally:
         bar.close()
 
@@ -369,7 +401,9 @@ def _due(step: int, frames: int, every: int) -> bool:
     return every > 0 and step // every != (step - frames) // every
 
 
-def _save(ctx, step, trainables, optimizer, iteration, skips_in_a_row, skipped_total) -> None:
+def _save(
+    ctx, step, trainables, optimizer, iteration, skips_in_a_row, skipped_total, *, sim_errors=0
+) -> None:
     ctx.save(
         step,
         tensors={name: p.detach() for name, p in trainables.items()},
@@ -379,6 +413,7 @@ def _save(ctx, step, trainables, optimizer, iteration, skips_in_a_row, skipped_t
             "iteration": iteration,
             "skips_in_a_row": skips_in_a_row,
             "skipped_updates": skipped_total,
+            "sim_errors": sim_errors,
         },
     )
 
