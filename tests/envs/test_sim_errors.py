@@ -179,3 +179,34 @@ def test_guard_sim_errors_wraps_once_and_forwards_attributes():
     assert env.oracle_action().shape == (2, 7)  # the toy env's own method
     with pytest.raises(AttributeError):
         env.no_such_attribute  # noqa: B018
+
+
+@pytest.mark.maniskill
+@pytest.mark.slow
+def test_maniskill_scene_error_resets_only_that_scene(monkeypatch):
+    from vla_torchrl.envs.factory import make_env
+    from vla_torchrl.envs.put_on_env import PutOnEnv
+
+    env = make_env(
+        "ind", num_envs=2, image_size=(32, 40), parallel=False, asset_source="procedural"
+    )
+    original = PutOnEnv._step
+    calls = {"n": 0}
+
+    def flaky(self, tensordict):
+        calls["n"] += 1
+        if calls["n"] == 3:  # scene 0's 2nd step (SerialEnv steps scene 0, then scene 1)
+            raise RuntimeError("injected PhysX failure")
+        return original(self, tensordict)
+
+    monkeypatch.setattr(PutOnEnv, "_step", flaky)
+    try:
+        td = env.rollout(3, _zero_policy, break_when_any_done=False)
+    finally:
+        env.close()
+    error = td[next_key(SIM_ERROR_KEY)].reshape(2, 3)
+    assert error.tolist() == [[False, True, False], [False, False, False]]
+    assert td[next_key(DONE_KEY)].reshape(2, 3).tolist() == error.tolist()
+    ids = td[EPISODE_ID_KEY].reshape(2, 3)
+    assert ids[1].tolist() == [1, 1, 1]  # scene 1 kept its episode (ids i, i + 2, ...)
+    assert ids[0, :2].tolist() == [0, 0] and ids[0, 2] != 0

@@ -256,3 +256,41 @@ def test_train_subprocess_exit_status_and_debug_traceback(tmp_path):
         [*base, *args, "--debug"], capture_output=True, text=True, timeout=120, env=env
     )
     assert loud.returncode != 0 and "Traceback" in loud.stderr and "ConfigError" in loud.stderr
+
+
+@pytest.mark.slow
+def test_evaluation_replaces_episodes_void_by_a_simulator_error(tmp_path, monkeypatch):
+    from vla_torchrl.recipes.config import AlgoConfig, ModelConfig
+    from vla_torchrl.recipes.policy import build_policy_from_config, save_policy
+
+    model, algo = ModelConfig(name="tiny", lora_rank=2, dtype="float32"), AlgoConfig(name="ppo")
+    policy = str(save_policy(build_policy_from_config(model, algo), tmp_path / "p", model, algo))
+    original = ToyReachEnv._step
+    calls = {"n": 0}
+
+    def flaky(self, tensordict):
+        calls["n"] += 1
+        if calls["n"] == 2:  # 2nd step of the first round: both envs' episodes are void
+            raise RuntimeError("injected simulator failure")
+        return original(self, tensordict)
+
+    monkeypatch.setattr(ToyReachEnv, "_step", flaky)
+    evaluate_module.evaluate(
+        {"RL": policy},
+        tasks=["ind"],
+        seeds=[0],
+        episodes=2,
+        out_dir=tmp_path / "eval",
+        backend="toy",
+        num_envs=2,
+        max_episode_steps=3,
+        width=16,
+        height=16,
+        videos_per_task=0,
+    )
+    rows = [
+        json.loads(line) for line in (tmp_path / "eval" / "episodes.jsonl").read_text().splitlines()
+    ]
+    episodes = [r for r in rows if "episode_id" in r]
+    # the two void episodes (ids 0 and 1) are not reported as failures; a 2nd round replaced them
+    assert len(episodes) == 2 and not {0, 1} & {r["episode_id"] for r in episodes}
