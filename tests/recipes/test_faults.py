@@ -3,15 +3,13 @@ during training costs one episode, and damaged checkpoints are never resumed fro
 
 Bad inputs go through the real entry points (``vla_torchrl.recipes.train.main`` and
 ``vla_torchrl.recipes.evaluate.cli``, i.e. ``run_cli``) in this process, which is what the console
-scripts call; ``test_train.py`` / the last test here check the exit status in a subprocess.
+scripts call; ``test_train.py`` and ``test_errors.py`` check the exit status and ``--debug`` in
+subprocesses.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -241,21 +239,6 @@ def test_simulator_error_during_training_is_counted_and_its_episodes_discarded(
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["train/sim_errors"] for r in records] == [0, 4, 4]
     assert sizes == [16, 12, 16]
-
-
-@pytest.mark.slow
-def test_train_subprocess_exit_status_and_debug_traceback(tmp_path):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("VLA_TORCHRL_DEBUG", None)
-    base = [sys.executable, "-m", "vla_torchrl.recipes.train", "--config-name", "train_cpu"]
-    args = [*SMALL, f"run_dir={tmp_path}", "algo=grpo", "algo.critic=separate"]
-    quiet = subprocess.run([*base, *args], capture_output=True, text=True, timeout=120, env=env)
-    assert quiet.returncode == 2
-    assert _one_line(quiet.stderr).startswith("error: algo.name=grpo estimates its baseline")
-    loud = subprocess.run(
-        [*base, *args, "--debug"], capture_output=True, text=True, timeout=120, env=env
-    )
-    assert loud.returncode != 0 and "Traceback" in loud.stderr and "ConfigError" in loud.stderr
 
 
 @pytest.mark.slow
