@@ -63,11 +63,13 @@ __all__ = [
     "REF_ACTION_LOG_PROB_KEY",
     "REWARD_KEY",
     "STATE_KEY",
+    "SIM_ERROR_KEY",
     "SUCCESS_KEY",
     "TERMINATED_KEY",
     "TOKEN_LOG_PROBS_KEY",
     "TRUNCATED_KEY",
     "VALUE_KEY",
+    "VALID_STEP_KEY",
     "VALUE_TARGET_KEY",
     "VLA_ACTION_KEY",
     "next_key",
@@ -101,6 +103,11 @@ REWARD_KEY: NestedKey = "reward"
 DONE_KEY: NestedKey = "done"
 TERMINATED_KEY: NestedKey = "terminated"
 TRUNCATED_KEY: NestedKey = "truncated"
+# bool [B, 1]: the simulator raised during this step; the env was reset and the step (with the
+# rest of its episode) is void (vla_torchrl.envs.sim_errors)
+SIM_ERROR_KEY: NestedKey = "sim_error"
+# bool [B, T] (recipes): False on the steps of episodes void by a simulator error
+VALID_STEP_KEY: NestedKey = "valid_step"
 
 # -- episode metrics (paper Sec. 5: grasp accuracy, continuous grasp accuracy, success) -------
 GRASPED_KEY: NestedKey = "grasped"

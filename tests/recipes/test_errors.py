@@ -93,3 +93,16 @@ def test_hydra_entry_point_debug_and_success(tmp_path):
     assert ok.returncode == 0, ok.stderr
     assert '"name": "grpo"' in ok.stdout
     assert list(tmp_path.iterdir()) == []  # the dry run leaves no Hydra output behind
+
+
+def test_hydra_parse_value_error_is_one_line(tmp_path, monkeypatch, capsys):
+    """Hydra raises a plain ValueError for ``algo=true`` while composing (found by the fuzz
+    test); before the task starts that is a command-line mistake, not a bug."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VLA_TORCHRL_DEBUG", raising=False)
+    ran = []
+    status = run_cli(ran.append, config_name="train_cpu", argv=["algo=true"])
+    err = capsys.readouterr().err
+    assert status == 2 and not ran
+    assert err.startswith("error: bad command line 'algo=true'") and err.count("\n") == 1
+    assert "Config group override must be a string" in err

@@ -59,6 +59,20 @@ def _single_env(
     return PutOnEnv(build_scene_config(SUITE[task], library), **env_kwargs)
 
 
+def _guarded_single_env(
+    task: str,
+    asset_source: str,
+    asset_seed: int,
+    rl4vla_dir: str | None,
+    env_kwargs: dict,
+):
+    """:func:`_single_env` inside a :class:`~vla_torchrl.envs.sim_errors.SimErrorGuard`: a
+    simulator error resets this scene only, instead of killing its ``ParallelEnv`` worker."""
+    from vla_torchrl.envs.sim_errors import SimErrorGuard
+
+    return SimErrorGuard(_single_env(task, asset_source, asset_seed, rl4vla_dir, env_kwargs))
+
+
 def _unseen_templates() -> Sequence[str]:
     from vla_torchrl.envs.instruction_templates import UNSEEN_INSTRUCTION_TEMPLATES
 
@@ -96,6 +110,7 @@ def make_env(
     rl4vla_dir: str | None = None,
     asset_seed: int = 0,
     perturb: bool = True,
+    guard_sim_errors: bool = True,
 ) -> EnvBase:
     """A task of :data:`SUITE` as a TorchRL env with batch size ``[num_envs]``.
 
@@ -115,6 +130,9 @@ def make_env(
         rl4vla_dir: RL4VLA asset directory (default: found by :class:`AssetPaths`).
         asset_seed: seed of the procedural images.
         perturb: append the task's perturbation transform (texture/noise/instruct).
+        guard_sim_errors: wrap each scene (CPU) or the batched simulation (GPU) in a
+            :class:`~vla_torchrl.envs.sim_errors.SimErrorGuard`: a simulator error resets the
+            failing env and marks its step ``SIM_ERROR_KEY`` instead of ending the run.
 
     Returns:
         the env (a ``TransformedEnv`` when a perturbation is appended).
@@ -131,12 +149,13 @@ def make_env(
     if sim_backend == "gpu":
         # GPU simulation: one ManiSkill env object holding num_envs scenes (not tested on CPU CI)
         env_kwargs.update(num_envs=num_envs, sim_backend="gpu", device=device or "cuda")
-        env: EnvBase = _single_env(task, source, asset_seed, rl4vla_dir, env_kwargs)
+        build = _guarded_single_env if guard_sim_errors else _single_env
+        env: EnvBase = build(task, source, asset_seed, rl4vla_dir, env_kwargs)
     else:
         env_kwargs["device"] = device or "cpu"
         fns = [
             functools.partial(
-                _single_env,
+                _guarded_single_env if guard_sim_errors else _single_env,
                 task,
                 source,
                 asset_seed,

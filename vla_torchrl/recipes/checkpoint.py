@@ -28,7 +28,7 @@ import random
 import re
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointManager",
     "capture_rng_states",
+    "check_tensors",
     "restore_rng_states",
 ]
 
@@ -129,6 +130,20 @@ def restore_rng_states(states: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(cuda_states)
 
 
+def _check_rng_states(states: Mapping[str, Any], file: Path) -> None:
+    """Try ``states`` out (restore them, then put the current states back)."""
+    current = capture_rng_states()
+    try:
+        restore_rng_states(states)
+    except Exception as err:
+        raise CheckpointError(
+            f"checkpoint file {file} holds no valid RNG states ({type(err).__name__}: {err}); "
+            "load an older checkpoint"
+        ) from err
+    finally:
+        restore_rng_states(current)
+
+
 # ------------------------------------------------------------------------------------ helpers
 
 
@@ -186,6 +201,66 @@ def _check_name(name: str) -> None:
         raise CheckpointError(
             f"extra file name {name!r} must be a relative path inside the checkpoint "
             "(no '..', not absolute)"
+        )
+
+
+def _read(file: Path, reader: Callable[[Path], Any], kind: type | None = None) -> Any:
+    """``reader(file)``, with any failure (or a result that is not a ``kind``) turned into a
+    :class:`CheckpointError` naming the file."""
+    try:
+        value = reader(file)
+    except Exception as err:
+        raise CheckpointError(
+            f"checkpoint file {file} cannot be read ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); load an older checkpoint"
+        ) from err
+    if kind is not None and not isinstance(value, kind):
+        raise CheckpointError(
+            f"checkpoint file {file} holds a {type(value).__name__}, expected a "
+            f"{kind.__name__}; load an older checkpoint"
+        )
+    return value
+
+
+def check_tensors(
+    loaded: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], *, where: str
+) -> None:
+    """Check that ``loaded`` has exactly the names and shapes of ``expected``.
+
+    Args:
+        loaded: tensors read from a checkpoint.
+        expected: the tensors they will be copied into (e.g. the trainable parameters).
+        where: the checkpoint, for the message.
+
+    Raises:
+        CheckpointError: naming the missing, unexpected and mis-shaped tensors.
+
+    Examples:
+        >>> check_tensors({"w": torch.zeros(2, 3)}, {"w": torch.zeros(2, 4)}, where="ckpt")
+        Traceback (most recent call last):
+        ...
+        vla_torchrl.recipes.checkpoint.CheckpointError: ckpt does not match the model being resumed: shape of w: [2, 3] in the checkpoint, [2, 4] in the model; resume with the config the checkpoint was written with (e.g. the same model.lora_rank), or start a new run_dir
+    """
+    problems = []
+    missing = sorted(set(expected) - set(loaded))
+    unexpected = sorted(set(loaded) - set(expected))
+    if missing:
+        problems.append(f"missing {len(missing)} tensor(s), e.g. {missing[:3]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[:3]}")
+    for name in sorted(set(expected) & set(loaded)):
+        a, b = loaded[name], expected[name]
+        if tuple(a.shape) != tuple(b.shape):
+            problems.append(
+                f"shape of {name}: {list(a.shape)} in the checkpoint, {list(b.shape)} in the model"
+            )
+            if len(problems) >= 5:
+                break
+    if problems:
+        raise CheckpointError(
+            f"{where} does not match the model being resumed: {'; '.join(problems)}; resume with "
+            "the config the checkpoint was written with (e.g. the same model.lora_rank), or "
+            "start a new run_dir"
         )
 
 
@@ -340,10 +415,12 @@ class CheckpointManager:
             manifest = json.loads(manifest_path.read_text())
             files = manifest["files"]
             step = int(manifest["step"])
-        except (ValueError, KeyError, TypeError) as err:
+            if not isinstance(files, dict):
+                raise TypeError(f"'files' is a {type(files).__name__}, not a mapping")
+        except Exception as err:  # bad JSON, wrong types, absurd nesting: never trust it
             raise CheckpointError(
-                f"{manifest_path} is corrupt ({err}); the checkpoint cannot be trusted, "
-                "load an older one"
+                f"{manifest_path} is corrupt ({type(err).__name__}: {err}); the checkpoint "
+                "cannot be trusted, load an older one"
             ) from err
         if manifest.get("format") != FORMAT_VERSION:
             raise CheckpointError(
@@ -351,16 +428,24 @@ class CheckpointManager:
                 f"(expected {FORMAT_VERSION})"
             )
         for rel, meta in files.items():
+            try:
+                _check_name(rel)
+                size_expected, sha_expected = int(meta["size"]), str(meta["sha256"])
+            except Exception as err:
+                raise CheckpointError(
+                    f"{manifest_path} is corrupt: bad entry {rel!r}: {meta!r} ({err}); "
+                    "load an older checkpoint"
+                ) from err
             file = path / rel
             if not file.is_file():
                 raise CheckpointError(f"checkpoint file {file} is missing (listed in manifest)")
             size = file.stat().st_size
-            if size != meta["size"]:
+            if size != size_expected:
                 raise CheckpointError(
                     f"checkpoint file {file} is truncated or altered: {size} bytes, the manifest "
-                    f"says {meta['size']}; load an older checkpoint"
+                    f"says {size_expected}; load an older checkpoint"
                 )
-            if _sha256(file) != meta["sha256"]:
+            if _sha256(file) != sha_expected:
                 raise CheckpointError(
                     f"checkpoint file {file} is corrupt: its sha256 differs from the manifest; "
                     "load an older checkpoint"
@@ -390,16 +475,23 @@ class CheckpointManager:
         files = manifest["files"]
         ckpt = Checkpoint(path=path, step=manifest["step"])
         device = str(map_location)
+        # The checksums only prove the files are the ones the manifest names; a file can still
+        # be unreadable (a manifest rewritten by hand, a bug in an older writer): name it.
         if TENSORS in files:
-            ckpt.tensors = load_file(str(path / TENSORS), device=device)
+            ckpt.tensors = _read(path / TENSORS, lambda f: load_file(str(f), device=device))
         if OPTIMIZER in files:
-            ckpt.optimizer_states = torch.load(
-                path / OPTIMIZER, map_location=map_location, weights_only=True
+            ckpt.optimizer_states = _read(
+                path / OPTIMIZER,
+                lambda f: torch.load(f, map_location=map_location, weights_only=True),
+                dict,
             )
         if RNG in files:
-            ckpt.rng_states = torch.load(path / RNG, map_location="cpu", weights_only=True)
+            ckpt.rng_states = _read(
+                path / RNG, lambda f: torch.load(f, map_location="cpu", weights_only=True), dict
+            )
+            _check_rng_states(ckpt.rng_states, path / RNG)
         if COUNTERS in files:
-            ckpt.counters = json.loads((path / COUNTERS).read_text())
+            ckpt.counters = _read(path / COUNTERS, lambda f: json.loads(f.read_text()), dict)
         prefix = EXTRA_DIR + "/"
         ckpt.extra_files = {
             rel[len(prefix) :]: (path / rel).read_bytes() for rel in files if rel.startswith(prefix)

@@ -126,6 +126,11 @@ class EnvConfig:
             f"env.backend={self.backend!r} is unknown; use 'maniskill' or 'toy'",
         )
         _check(bool(self.task), "env.task is empty; name a task, e.g. env.task=ind")
+        _check(
+            isinstance(self.options, dict),
+            f"env.options={self.options!r} must be a mapping of backend options, e.g. "
+            "env.options={asset_source: procedural}",
+        )
         for name in ("num_envs", "max_episode_steps", "width", "height"):
             value = getattr(self, name)
             _check(value >= 1, f"env.{name}={value} must be >= 1")
@@ -750,5 +755,8 @@ def compose_config(
 
     conf_dir = str(Path(__file__).resolve().parent / "conf")
     with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
-        raw = compose(config_name=config_name, overrides=list(overrides or []))
+        try:
+            raw = compose(config_name=config_name, overrides=list(overrides or []))
+        except ValueError as err:  # Hydra's own parser errors, e.g. a group set to ``true``
+            raise ConfigError(f"bad override(s) {list(overrides or [])}: {err}") from err
     return to_train_config(raw)

@@ -79,9 +79,35 @@ def make_recipe_env(
             "max_steps": env.max_episode_steps,
             **env.options,
         }
-        return make_toy_env(num_envs, seed=seed, device=device, **options)
-    from vla_torchrl.envs import make_env
+        try:
+            return make_toy_env(num_envs, seed=seed, device=device, **options)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"env.options for the toy backend: {err}") from err
+    import inspect
 
+    from vla_torchrl.envs import make_env
+    from vla_torchrl.envs.asset_library import resolve_asset_source
+
+    allowed = set(inspect.signature(make_env).parameters) - {
+        "task",
+        "num_envs",
+        "image_size",
+        "seed",
+        "max_steps",
+        "device",
+    }
+    unknown = sorted(set(env.options) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"env.options {unknown} are not options of the maniskill backend; known: "
+            f"{', '.join(sorted(allowed))}"
+        )
+    try:  # assets first: a missing asset folder is reported before any scene is built
+        resolve_asset_source(
+            env.options.get("asset_source", "auto"), rl4vla_dir=env.options.get("rl4vla_dir")
+        )
+    except (ValueError, FileNotFoundError) as err:
+        raise ConfigError(f"env.options: {err}") from err
     return make_env(
         task,
         num_envs=num_envs,

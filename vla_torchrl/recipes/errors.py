@@ -162,6 +162,7 @@ def _run_hydra(
     def task(cfg: Any) -> None:
         # A user error raised by the task is carried out of Hydra, which would otherwise print
         # "Error executing job with overrides: ..." before re-raising it.
+        result["started"] = True
         try:
             result["status"] = main_fn(cfg)
         except catch as err:  # type: ignore[misc]
@@ -173,6 +174,12 @@ def _run_hydra(
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach run_cli instead of Hydra's printer
     try:
         wrapped()
+    except Exception as err:
+        # Before the task starts, Hydra only parses the command line and composes the config;
+        # it raises plain ValueErrors for some bad overrides (e.g. ``algo=true``): user errors.
+        if catch and "started" not in result:
+            raise UserError(f"bad command line {' '.join(args)!r}: {err}") from err
+        raise
     finally:
         sys.argv = saved_argv
         if saved_env is None:

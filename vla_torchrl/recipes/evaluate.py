@@ -19,14 +19,15 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import zlib
 import sys
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from tensordict import TensorDictBase
 
+from vla_torchrl.envs.sim_errors import guard_sim_errors, void_step_mask
 from vla_torchrl.keys import EPISODE_ID_KEY, IMAGE_KEY, METRIC_KEYS, REWARD_KEY, next_key
 from vla_torchrl.recipes.config import EnvConfig
 from vla_torchrl.recipes.environments import make_recipe_env, task_names
@@ -45,6 +46,9 @@ RESULTS_FILE = "episodes.jsonl"
 def episode_records(rollout: TensorDictBase) -> list[dict]:
     """The first episode of each env row of a ``[B, T]`` rollout that started with a reset.
 
+    A row whose first episode was cut short by a simulator error (``SIM_ERROR_KEY``, see
+    :mod:`vla_torchrl.envs.sim_errors`) gives no record: that episode is void, not a failure.
+
     Examples:
         >>> import torch
         >>> from tensordict import TensorDict
@@ -57,10 +61,13 @@ def episode_records(rollout: TensorDictBase) -> list[dict]:
     """
     done = rollout.get(next_key("done")).squeeze(-1)
     reward = rollout.get(next_key(REWARD_KEY)).squeeze(-1)
+    void = void_step_mask(rollout)
     records = []
     for row in range(done.shape[0]):
         ends = done[row].nonzero()
         last = int(ends[0]) if len(ends) else done.shape[1] - 1
+        if void[row, last]:
+            continue
         record = {
             "episode_id": int(rollout.get(EPISODE_ID_KEY)[row, 0]),
             "return": float(reward[row, : last + 1].sum()),
@@ -94,6 +101,10 @@ def evaluate(
         raise UserError(f"--episodes={episodes} must be >= 1")
     if temperature <= 0 and not greedy:
         raise UserError(f"--temperature={temperature} must be > 0 (or use --greedy)")
+    try:
+        dev = select_device(device)
+    except ValueError as err:
+        raise UserError(f"--device: {err}") from err
     known = task_names(backend)
     unknown = [t for t in tasks if t not in known]
     if unknown:
@@ -107,7 +118,6 @@ def evaluate(
     todo = store.pending(policies, tasks, seeds)
     if len(todo) < len(policies) * len(tasks) * len(seeds):
         _log.info("continuing an earlier evaluation: %d groups left", len(todo))
-    dev = select_device(device)
     env_cfg = EnvConfig(
         backend=backend,
         num_envs=min(num_envs, episodes),
@@ -122,7 +132,7 @@ def evaluate(
     for label, task, seed in todo:
         by_env.setdefault((task, seed), []).append(label)
     for (task, seed), labels in by_env.items():
-        env = make_recipe_env(env_cfg, seed=seed, task=task, device="cpu")
+        env = guard_sim_errors(make_recipe_env(env_cfg, seed=seed, task=task, device="cpu"))
         try:
             for label in labels:
                 if label not in actors:
@@ -135,7 +145,12 @@ def evaluate(
                 # action sampling seeded per group: repeated evaluations give identical tables
                 torch.manual_seed(zlib.crc32(f"{task}:{seed}".encode()))
                 records: list[dict] = []
-                for round_index in range(math.ceil(episodes / env_cfg.num_envs)):
+                rounds = math.ceil(episodes / env_cfg.num_envs)
+                # extra rounds (at most as many again) make up for episodes void by a simulator
+                # error; the episode ids go on, so the replacements are new episodes
+                for round_index in range(2 * rounds):
+                    if len(records) >= episodes:
+                        break
                     with torch.no_grad():
                         rollout = env.rollout(
                             max_episode_steps, actors[label], break_when_any_done=False

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from vla_torchrl.modules import BuiltinTokenizer, LoRASettings, PolicyBundle, build_policy
 from vla_torchrl.recipes.config import AlgoConfig, ModelConfig
@@ -111,11 +112,20 @@ def build_policy_from_config(
                 "(HF layout)>; nothing is downloaded. For CPU runs use model=tiny."
             )
         _require_dir(model.checkpoint, "model.checkpoint")
-        return build_policy("checkpoint", checkpoint_path=model.checkpoint, device=device, **kwargs)
+        return _from_checkpoint(model.checkpoint, "model.checkpoint", device=device, **kwargs)
     if model.checkpoint:
         _require_dir(model.checkpoint, "model.checkpoint")
-        return build_policy("checkpoint", checkpoint_path=model.checkpoint, device=device, **kwargs)
+        return _from_checkpoint(model.checkpoint, "model.checkpoint", device=device, **kwargs)
     return _build_tiny(device=device, **kwargs)
+
+
+def _from_checkpoint(path: str, what: str, **kwargs: Any) -> PolicyBundle:
+    """``build_policy("checkpoint", ...)``, its file errors (missing config / shards, truncated
+    or mis-shaped tensors) turned into a one-line :class:`UserError` naming the directory."""
+    try:
+        return build_policy("checkpoint", checkpoint_path=path, **kwargs)
+    except (ValueError, OSError, SafetensorError) as err:
+        raise UserError(f"{what}={str(path)!r} cannot be loaded: {err}") from err
 
 
 def _build_tiny(**kwargs: Any) -> PolicyBundle:
@@ -185,8 +195,17 @@ def _load(
             f"{directory} is not a saved policy: {POLICY_FILE} is missing. Pass the 'policy' "
             "directory of a finished run (or a checkpoint's policy directory)."
         )
-    spec = json.loads(spec_file.read_text())
-    model = ModelConfig(**spec["model"])
+    try:
+        spec = json.loads(spec_file.read_text())
+        model = ModelConfig(**spec["model"])
+        spec["critic"], spec["base_checkpoint"]  # noqa: B018 - present?
+    except UserError:
+        raise
+    except Exception as err:  # bad JSON, missing or unknown fields
+        raise UserError(
+            f"{spec_file} is not a valid policy description ({type(err).__name__}: {err}); "
+            "pass the 'policy' directory written by a training run"
+        ) from err
     # A run starting from a saved policy may attach another critic (e.g. PPO after SFT): the
     # policy weights come from the file, a critic it lacks starts fresh.
     kwargs = _policy_kwargs(model, critic or spec["critic"], (1e-4, 3e-3))
@@ -209,15 +228,19 @@ def _load(
         bundle = _build_tiny(device=device, text_tokenizer=tokenizer, **kwargs)
     else:
         _require_dir(base, f"the base checkpoint of {directory}")
-        bundle = build_policy(
-            "checkpoint", checkpoint_path=base, device=device, text_tokenizer=tokenizer, **kwargs
+        bundle = _from_checkpoint(
+            base,
+            f"the base checkpoint of {directory}",
+            device=device,
+            text_tokenizer=tokenizer,
+            **kwargs,
         )
     trainable = directory / TRAINABLE_FILE
     if not trainable.is_file():
         raise UserError(f"{trainable} is missing: the policy directory is incomplete")
     try:
         _load_trainable(bundle, trainable, strict_critic=critic in (None, spec["critic"]))
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, SafetensorError, RuntimeError) as err:
         raise UserError(f"could not load {trainable}: {err}") from err
     return bundle
 

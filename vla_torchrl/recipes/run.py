@@ -28,14 +28,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from vla_torchrl.recipes.checkpoint import Checkpoint, CheckpointManager, restore_rng_states
+from vla_torchrl.recipes.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointManager,
+    check_tensors,
+    restore_rng_states,
+)
 from vla_torchrl.recipes.config import TrainConfig, validate
 from vla_torchrl.recipes.errors import UserError
 from vla_torchrl.recipes.metrics_log import METRICS_FILE, MetricLogger
@@ -76,6 +82,54 @@ class RunContext:
             counters={"env_steps": step, **dict(counters or {})},
             extra_files={CONFIG_FILE: config},
         )
+
+    def restore_training_state(
+        self,
+        tensors: Mapping[str, torch.Tensor],
+        optimizers: Mapping[str, torch.optim.Optimizer],
+        *,
+        load_tensors: Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]], None]
+        | None = None,
+        adapt_optimizer_state: Callable[[torch.optim.Optimizer, dict], dict] | None = None,
+    ) -> None:
+        """Copy the resumed checkpoint into ``tensors`` (in place) and ``optimizers``.
+
+        No-op on a fresh run. Names, shapes and optimizer states are checked first, so a
+        checkpoint of another model (e.g. another ``model.lora_rank``) is refused with a
+        :class:`~vla_torchrl.recipes.checkpoint.CheckpointError` before anything is changed.
+        ``load_tensors(tensors, saved)`` and ``adapt_optimizer_state(optimizer, state)`` replace
+        the plain copies (e.g. to cut whole saved tensors into this rank's FSDP2 shards).
+        """
+        if self.resumed is None:
+            return
+        where = f"checkpoint {self.resumed.path}"
+        check_tensors(self.resumed.tensors, tensors, where=where)
+        states = self.resumed.optimizer_states
+        missing = sorted(set(optimizers) - set(states))
+        if missing:
+            raise CheckpointError(
+                f"{where} has no state for optimizer(s) {missing}; start a new run_dir"
+            )
+        for name, optimizer in optimizers.items():
+            backup = optimizer.state_dict()
+            try:
+                state = states[name]
+                if adapt_optimizer_state is not None:
+                    state = adapt_optimizer_state(optimizer, state)
+                optimizer.load_state_dict(state)
+            except Exception as err:
+                optimizer.load_state_dict(backup)
+                raise CheckpointError(
+                    f"{where}: the state of optimizer {name!r} does not fit this model "
+                    f"({type(err).__name__}: {err}); resume with the config the checkpoint was "
+                    "written with, or start a new run_dir"
+                ) from err
+        with torch.no_grad():
+            if load_tensors is not None:
+                load_tensors(tensors, self.resumed.tensors)
+                return
+            for name, tensor in tensors.items():
+                tensor.copy_(self.resumed.tensors[name].to(tensor.device, tensor.dtype))
 
     def restore_rng(self) -> None:
         """Put the RNGs back to the checkpoint's states (no-op on a fresh run).

@@ -38,6 +38,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.collectors import Collector
 
+from vla_torchrl.envs.sim_errors import count_sim_errors, guard_sim_errors, void_step_mask
 from vla_torchrl.keys import (
     ACTION_KEY,
     ACTION_TOKENS_KEY,
@@ -48,6 +49,8 @@ from vla_torchrl.keys import (
     INSTRUCTION_KEY,
     METRIC_KEYS,
     REWARD_KEY,
+    SIM_ERROR_KEY,
+    VALID_STEP_KEY,
     next_key,
 )
 from vla_torchrl.modules import PolicyBundle, SharedValueNetwork
@@ -133,7 +136,11 @@ def make_objective(cfg: TrainConfig, bundle: PolicyBundle):
         # GRPO: a group is every trajectory of the rollout (one task episode per env);
         # GRPO(s): trajectories that start from the same initial state (same episode id).
         group_key = EPISODE_ID_KEY if algo.name == "grpo-s" else None
-        return loss, GroupRelativeAdvantage(mode=algo.grpo_mode, group_key=group_key)
+        # episodes void by a simulator error are left out of the groups' statistics
+        advantage = GroupRelativeAdvantage(
+            mode=algo.grpo_mode, group_key=group_key, mask_key=VALID_STEP_KEY
+        )
+        return loss, advantage
     if algo.name == "tpo":
         return VLATPOLoss(bundle.evaluator, beta=algo.beta), None
     if algo.name == "sft":
@@ -159,6 +166,10 @@ def episode_stats(rollout: TensorDictBase) -> dict[str, float]:
     done = rollout.get(next_key(DONE_KEY)).squeeze(-1)
     ids = F.segment_ids(done)
     returns = F.segment_sum(reward, ids, int(ids.max()) + 1)
+    # an episode cut by a simulator error is void: it did not end, it was discarded
+    error = rollout.get(next_key(SIM_ERROR_KEY), None)
+    if error is not None:
+        done = done & ~error.squeeze(-1)
     ended = torch.zeros_like(returns, dtype=torch.bool)
     ended[ids[done]] = True
     episodes = int(ended.sum())
@@ -213,10 +224,14 @@ def _train(cfg: TrainConfig, info: DistInfo) -> Path:
     optimizer = torch.optim.AdamW(
         bundle.param_groups, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
     )
-    if ctx.resumed is not None:
-        load_trainables(trainables, ctx.resumed.tensors)
-        state = ctx.resumed.optimizer_states["optimizer"]
-        optimizer.load_state_dict(optimizer_state_for(optimizer, state))
+    # names, shapes and optimizer state checked first; whole saved tensors cut into this rank's
+    # shards under FSDP2
+    ctx.restore_training_state(
+        trainables,
+        {"optimizer": optimizer},
+        load_tensors=load_trainables,
+        adapt_optimizer_state=optimizer_state_for,
+    )
     broadcast_parameters(trainables.values(), info)  # every replica starts from rank 0's weights
     loss_fn, advantage = make_objective(cfg, bundle)
     # ---- collector: built before the RNG restore, since building it runs the policy once -------
@@ -254,7 +269,8 @@ def _make_env(cfg: TrainConfig, device: torch.device, info: DistInfo):
         env.config = type(env.config)(
             **{**env.config.__dict__, "same_start_groups": cfg.algo.group_size}
         )
-    return env
+    # a simulator error resets the failing env and voids its episode instead of ending the run
+    return guard_sim_errors(env)
 
 
 def _make_collector(cfg: TrainConfig, env, bundle: PolicyBundle) -> Collector:
@@ -285,9 +301,15 @@ def rl_update(
     averaged over ranks once per optimizer step. With equal shards, the result equals one process
     updating on the concatenated rollout (``tests/recipes/test_train_distributed.py``).
 
+    Steps flagged invalid (``VALID_STEP_KEY`` false: an episode void by a simulator error) are
+    left out of GRPO groups and advantage statistics; a single process drops them from the
+    update batch, several ranks zero their advantages instead (every rank must run the same
+    number of synchronised optimizer steps).
+
     Returns:
         the update's statistics (see :func:`~vla_torchrl.recipes.update.run_update`).
     """
+    valid = rollout.get(VALID_STEP_KEY, None)
     if advantage is not None:
         with torch.no_grad():
             if isinstance(advantage, GroupRelativeAdvantage):
@@ -299,10 +321,20 @@ def rl_update(
                 rollout = advantage(rollout)  # GAE (Eq. 2) is per trajectory: no communication
     if isinstance(loss_fn, VLAPPOLoss) and cfg.algo.normalize_advantage:
         # normalise with statistics of the whole (global) rollout, not of each minibatch of 8
-        loss_fn.advantage_stats_fn = global_advantage_stats(rollout.get(ADVANTAGE_KEY))
+        mask = None if valid is None else valid[..., None]
+        loss_fn.advantage_stats_fn = global_advantage_stats(rollout.get(ADVANTAGE_KEY), mask)
     trajectory_loss = isinstance(loss_fn, VLATPOLoss)
+    batch = rollout if trajectory_loss else rollout.reshape(-1)
+    if valid is not None and not valid.all():
+        keep = valid.all(-1) if trajectory_loss else valid.reshape(-1)
+        if info.enabled and info.world_size > 1:
+            if ADVANTAGE_KEY in batch.keys():  # noqa: SIM118 (TensorDict has no __contains__)
+                adv = batch.get(ADVANTAGE_KEY)
+                batch.set(ADVANTAGE_KEY, adv * keep.reshape(-1, *[1] * (adv.ndim - 1)).to(adv))
+        else:
+            batch = batch[keep]
     return run_update(
-        rollout if trajectory_loss else rollout.reshape(-1),
+        batch,
         loss_fn,
         optimizer,
         params,
@@ -327,6 +359,7 @@ def _train_rl(
     iteration = int(ctx.counters.get("iteration", 0))
     skips_in_a_row = int(ctx.counters.get("skips_in_a_row", 0))
     skipped_total = int(ctx.counters.get("skipped_updates", 0))
+    sim_errors = int(ctx.counters.get("sim_errors", 0))
     params = list(trainables.values())
     batches = iter(collector)
     bar = progress(
@@ -344,6 +377,9 @@ def _train_rl(
             with torch.no_grad():
                 rollout = next(batches)  # [B, T]
             t_collect = time.perf_counter() - t0
+            # episodes cut short by a simulator error: counted, left out of the update
+            sim_errors += count_sim_errors(rollout)
+            rollout.set(VALID_STEP_KEY, ~void_step_mask(rollout))
             # ---- advantages and update (global over ranks) -----------------------------------
             t0 = time.perf_counter()
             stats = rl_update(cfg, rollout, loss_fn, advantage, optimizer, params, info)
@@ -361,6 +397,7 @@ def _train_rl(
             record.update(
                 {
                     "train/skipped_updates": skipped_total,
+                    "train/sim_errors": sim_errors,
                     "train/iteration": iteration,
                     "perf/env_steps_per_s": rollout.numel() / max(t_collect, 1e-9),
                     "perf/collect_s": t_collect,
@@ -379,7 +416,15 @@ def _train_rl(
             # ---- checkpoint -----------------------------------------------------------------
             if _due(step, frames, cfg.checkpoint_every) or step >= total:
                 _save(
-                    ctx, step, trainables, optimizer, iteration, skips_in_a_row, skipped_total, info
+                    ctx,
+                    step,
+                    trainables,
+                    optimizer,
+                    iteration,
+                    skips_in_a_row,
+                    skipped_total,
+                    info,
+                    sim_errors=sim_errors,
                 )
     finally:
         bar.close()
@@ -488,20 +533,38 @@ def _global_record(record: dict[str, float], info: DistInfo) -> dict[str, float]
     return combine_records(records, episode_keys=episode_keys, count_key="train/episodes")
 
 
-def _save(ctx, step, trainables, optimizer, iteration, skips_in_a_row, skipped_total, info) -> None:
+def _save(
+    ctx,
+    step,
+    trainables,
+    optimizer,
+    iteration,
+    skips_in_a_row,
+    skipped_total,
+    info,
+    *,
+    sim_errors: int = 0,
+) -> None:
     # whole tensors (gathered from FSDP2 shards; replicated otherwise): rank 0 writes them, so
     # a checkpoint loads on any number of ranks
     tensors, optimizer_state = full_trainables(trainables), full_optimizer_state(optimizer)
     if info.is_main:
         _write_checkpoint(
-            ctx, step, tensors, optimizer_state, iteration, skips_in_a_row, skipped_total
+            ctx,
+            step,
+            tensors,
+            optimizer_state,
+            iteration,
+            skips_in_a_row,
+            skipped_total,
+            sim_errors,
         )
     barrier(info)
 
 
 def _write_checkpoint(
-    ctx, step, tensors, optimizer_state, iteration, skips_in_a_row, skipped_total
-):
+    ctx, step, tensors, optimizer_state, iteration, skips_in_a_row, skipped_total, sim_errors
+) -> None:
     ctx.save(
         step,
         tensors=tensors,
@@ -511,6 +574,7 @@ def _write_checkpoint(
             "iteration": iteration,
             "skips_in_a_row": skips_in_a_row,
             "skipped_updates": skipped_total,
+            "sim_errors": sim_errors,
         },
     )
 
