@@ -122,7 +122,7 @@ def plan_study(
         >>> [(r.role, r.label, r.seed) for r in runs][:3]
         [('prerequisite', 'warmup', 0), ('variant', 'epoch 1', 0), ('variant', 'epoch 1', 1)]
         >>> [o for o in runs[1].overrides if "init_from" in o or "epochs" in o]
-        ['model.init_from=/s/runs/warmup/policy', 'algo.epochs=1']
+        ['algo.epochs=1', 'model.init_from=/s/runs/warmup/policy']
     """
     if scale not in SCALES:
         raise UserError(f"--scale={scale!r} is unknown; use one of {', '.join(SCALES)}")
