@@ -146,7 +146,9 @@ def test_algorithm_comparison_runs_and_plots_every_algorithm(tmp_path):
     summary = _summary(tmp_path)
     assert list(summary["variants"]) == labels
     assert all(v["env_steps"]["mean"] == 16 for v in summary["variants"].values())
-    fig = curves_figure(summary["runs"], metrics=["train/episode_return"])
+    runs = {label: [tmp_path / d for d in dirs] for label, dirs in summary["runs"].items()}
+    assert runs["PPO"] == [tmp_path / "runs" / "ppo-seed0"]
+    fig = curves_figure(runs, metrics=["train/episode_return"])
     assert _legend_labels(fig) == [set(labels)]
 
 
@@ -177,9 +179,8 @@ def test_epochs_study_plots_steps_and_wall_clock_and_resumes(tmp_path, monkeypat
     files = run_study("epochs", scale="tiny", seeds=[0], out=tmp_path, overrides=ONE_ITERATION)
     summary = _summary(tmp_path)
     assert list(summary["variants"]) == ["epoch 1", "epoch 2", "epoch 4"]
-    fig = curves_figure(
-        summary["runs"], metrics=["train/episode_return"], x_axes=["env_steps", "wall_clock"]
-    )
+    runs = {label: [tmp_path / d for d in dirs] for label, dirs in summary["runs"].items()}
+    fig = curves_figure(runs, metrics=["train/episode_return"], x_axes=["env_steps", "wall_clock"])
     assert [ax.get_xlabel() for ax in fig.axes] == ["environment steps", "wall-clock time (min)"]
     assert _legend_labels(fig) == [{"epoch 1", "epoch 2", "epoch 4"}] * 2
     # a re-run finds every run finished and trains nothing

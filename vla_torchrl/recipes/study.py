@@ -309,11 +309,21 @@ def _load_plan(out: Path) -> dict[str, Any]:
 def plot_study(name: str, *, out: str | Path) -> dict[str, Path]:
     """Turn the logs of study ``name`` in ``out`` into its figure and summary."""
     study = _study(name)
-    out = Path(out)
+    out = Path(out).resolve()
     plan = _load_plan(out)
     if plan["study"] != name:
         raise UserError(f"{out} holds study {plan['study']!r}, not {name!r}")
-    runs = [PlannedRun(**{**r, "overrides": tuple(r["overrides"])}) for r in plan["runs"]]
+    # runs live in <out>/runs/: found there even when the study folder was moved or cloned
+    runs = [
+        PlannedRun(
+            **{
+                **r,
+                "overrides": tuple(r["overrides"]),
+                "run_dir": str(out / "runs" / Path(r["run_dir"]).name),
+            }
+        )
+        for r in plan["runs"]
+    ]
     variants = [r for r in runs if r.role == "variant"]
     title = f"{study.figure}: {study.title} ({plan['scale']} scale)"
     common = {"name": name, "title": title, "command": plan["command"], "seeds": plan["seeds"]}

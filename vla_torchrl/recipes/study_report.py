@@ -275,13 +275,23 @@ def write_curves_report(
                         }
                         for label, row in summary.items()
                     },
-                    "runs": {label: [str(d) for d in dirs] for label, dirs in groups.items()},
+                    "runs": {
+                        label: [_relative(d, out) for d in dirs] for label, dirs in groups.items()
+                    },
                 }
             ),
             indent=1,
         )
     )
     return {"figure": png, "markdown": md, "json": js}
+
+
+def _relative(path: str | Path, root: Path) -> str:
+    """``path`` relative to ``root`` when inside it (portable summaries), else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _finite_or_none(value: Any) -> Any:
