@@ -130,6 +130,8 @@ def test_paper_scale_needs_demos_and_dry_run_prints_train_commands(tmp_path, cap
 def test_unknown_study_and_missing_runs_are_user_errors(tmp_path, capsys):
     with pytest.raises(UserError, match="known studies: algorithms, coverage"):
         run_study("nope", scale="tiny", seeds=[0], out=tmp_path)
+    with pytest.raises(UserError, match="launcher='threads' is unknown"):
+        run_study("epochs", scale="tiny", seeds=[0], out=tmp_path, launcher="threads")
     assert study_mod.run_cli(main, argv=["plot", "epochs", "--out", str(tmp_path)]) == 2
     assert "run the study first" in capsys.readouterr().err
 

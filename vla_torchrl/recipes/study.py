@@ -33,7 +33,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from vla_torchrl.recipes.errors import UserError, run_cli
 from vla_torchrl.recipes.studies import (
@@ -231,6 +231,7 @@ def execute_run(run: PlannedRun) -> dict[str, Any]:
     info: dict[str, Any] = {
         **asdict(run),
         "command": run.command(),
+        "launcher": "inprocess",
         "wall_s": round(time.perf_counter() - start, 3),
         "finished_unix": time.time(),
     }
@@ -244,6 +245,37 @@ def execute_run(run: PlannedRun) -> dict[str, Any]:
     return info
 
 
+def execute_run_subprocess(run: PlannedRun) -> dict[str, Any]:
+    """Train ``run`` in a fresh ``vla-torchrl-train`` process; write ``study_run.json``.
+
+    Memory: the child's peak resident set (``wait4``'s ``ru_maxrss``): per run, unaffected by
+    what earlier runs left in this process's allocator.
+    """
+    import os
+    import subprocess
+
+    cmd = [sys.executable, "-m", "vla_torchrl.recipes.train", "--config-name", run.config_name]
+    start = time.perf_counter()
+    proc = subprocess.Popen([*cmd, *run.overrides])
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise UserError(
+            f"run {run.label!r} seed {run.seed} failed (exit status {proc.returncode}): "
+            f"{run.command()}; fix the cause and re-run the study (finished runs are kept)"
+        )
+    info: dict[str, Any] = {
+        **asdict(run),
+        "command": run.command(),
+        "launcher": "subprocess",
+        "wall_s": round(time.perf_counter() - start, 3),
+        "finished_unix": time.time(),
+        "rss_peak_mb": round(usage.ru_maxrss / 1024, 1),  # Linux: KiB
+    }
+    (Path(run.run_dir) / RUN_INFO_FILE).write_text(json.dumps(info, indent=1))
+    return info
+
+
 def run_study(
     name: str,
     *,
@@ -253,8 +285,15 @@ def run_study(
     overrides: Sequence[str] = (),
     demos: str | None = None,
     plot: bool = True,
+    launcher: Literal["inprocess", "subprocess"] = "inprocess",
 ) -> dict[str, Path]:
-    """Run (or continue) study ``name`` and write its report; returns the report's files."""
+    """Run (or continue) study ``name`` and write its report; returns the report's files.
+
+    ``launcher="subprocess"`` trains each run in its own process (clean per-run peak memory,
+    a few seconds of start-up each); ``"inprocess"`` (default) reuses this one.
+    """
+    if launcher not in ("inprocess", "subprocess"):
+        raise UserError(f"launcher={launcher!r} is unknown; use inprocess or subprocess")
     study = _study(name)
     out_arg, out = str(out), Path(out).resolve()
     runs = plan_study(study, scale=scale, seeds=seeds, out=out, overrides=overrides, demos=demos)
@@ -270,6 +309,7 @@ def run_study(
             "--out",
             out_arg,
             *(["--demos", demos] if demos else []),
+            *(["--launcher", launcher] if launcher != "inprocess" else []),
             *overrides,
         ]
     )
@@ -286,7 +326,7 @@ def run_study(
             _log.info("[%d/%d] %s seed %d: finished, skipped", i, len(runs), run.label, run.seed)
             continue
         _log.info("[%d/%d] %s seed %d: %s", i, len(runs), run.label, run.seed, run.command())
-        execute_run(run)
+        (execute_run if launcher == "inprocess" else execute_run_subprocess)(run)
     return plot_study(name, out=out) if plot else {}
 
 
@@ -392,6 +432,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--demos", default=None, help="demonstration folders (paper scale)")
     parser.add_argument("--dry-run", action="store_true", help="print the train commands only")
     parser.add_argument("--no-plot", action="store_true", help="skip the figure and summary")
+    parser.add_argument(
+        "--launcher",
+        choices=("inprocess", "subprocess"),
+        default="inprocess",
+        help="train in this process, or each run in its own (clean per-run peak memory)",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every run")
     opts = parser.parse_intermixed_args(args)
     out = opts.out or f"studies/{opts.name}-{opts.scale}"
@@ -416,6 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides=opts.overrides,
         demos=opts.demos,
         plot=not opts.no_plot,
+        launcher=opts.launcher,
     )
     for key, path in files.items():
         print(f"{key}: {path}")
