@@ -23,6 +23,7 @@ import torch
 from vla_torchrl.keys import ACTION_KEY, DONE_KEY, STATE_KEY, next_key
 from vla_torchrl.recipes.errors import UserError
 from vla_torchrl.recipes.study_report import mean_std
+from vla_torchrl.utils import select_device
 
 __all__ = ["coverage_report", "grid_coverage", "sft_eval_report", "sft_vs_rl_report"]
 
@@ -48,7 +49,7 @@ def _eval_kwargs(cfg, scale: str) -> dict[str, Any]:
         "width": cfg.env.width,
         "height": cfg.env.height,
         "temperature": cfg.model.eval_temperature,  # paper: 0.6
-        "device": "cuda" if str(cfg.device).startswith("cuda") else "cpu",
+        "device": select_device(cfg.device).type,  # device=auto: the GPU when there is one
         "episodes": _EPISODES[scale],
         "videos_per_task": 0,
     }
