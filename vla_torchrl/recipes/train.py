@@ -77,6 +77,7 @@ from vla_torchrl.recipes.distributed import (
 from vla_torchrl.recipes.environments import make_recipe_env, task_names
 from vla_torchrl.recipes.errors import UserError, run_cli
 from vla_torchrl.recipes.metrics_log import progress
+from vla_torchrl.recipes.periodic_eval import PeriodicEvaluation, eval_due
 from vla_torchrl.recipes.policy import build_policy_from_config, save_policy
 from vla_torchrl.recipes.run import RunContext
 from vla_torchrl.recipes.update import run_update
@@ -236,13 +237,28 @@ def _train(cfg: TrainConfig, info: DistInfo) -> Path:
     loss_fn, advantage = make_objective(cfg, bundle)
     # ---- collector: built before the RNG restore, since building it runs the policy once -------
     collector = None if env is None else _make_collector(cfg, env, bundle)
+    # evaluation during training: rank 0 only, on fixed episodes (recipes.periodic_eval)
+    evaluation = PeriodicEvaluation(cfg, bundle) if env is not None and info.is_main else None
     ctx.restore_rng()  # last thing before the loop (see recipes.run)
     try:
         if collector is None:
             _train_sft(cfg, ctx, bundle, loss_fn, optimizer, trainables, device, info)
         else:
-            _train_rl(cfg, ctx, env, collector, loss_fn, advantage, optimizer, trainables, info)
+            _train_rl(
+                cfg,
+                ctx,
+                env,
+                collector,
+                loss_fn,
+                advantage,
+                optimizer,
+                trainables,
+                info,
+                evaluation,
+            )
     finally:
+        if evaluation is not None:
+            evaluation.close()
         if collector is not None:
             collector.shutdown()
         if env is not None:
@@ -352,7 +368,16 @@ def rl_update(
 
 
 def _train_rl(
-    cfg, ctx: RunContext, env, collector, loss_fn, advantage, optimizer, trainables, info
+    cfg,
+    ctx: RunContext,
+    env,
+    collector,
+    loss_fn,
+    advantage,
+    optimizer,
+    trainables,
+    info,
+    evaluation: PeriodicEvaluation | None = None,
 ):
     total = cfg.collector.total_env_steps
     step = int(ctx.counters.get("env_steps", 0))
@@ -405,6 +430,9 @@ def _train_rl(
                 }
             )
             record = _global_record(record, info)
+            due = eval_due(step, frames, every=cfg.collector.eval_every, total=total)
+            if evaluation is not None and due:
+                record.update(evaluation())
             ctx.logger.log(record, step=step)
             bar.update(frames)
             bar.set_postfix(success=f"{record.get('train/success', float('nan')):.2f}")
