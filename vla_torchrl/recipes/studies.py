@@ -61,22 +61,25 @@ _TINY = (
     "model.finetune=full",
     "logger.progress_bar=false",
 )
-# cpu: the toy env at 32 px, 16 envs x 16-step episodes (as `make demo`), 8 iterations
+# cpu: the toy env's learning-test task (reach-corner, 6-step episodes, 28 px = the tiny model's
+# input), 8 envs x 16 steps per iteration, 3072 env steps (as tests/recipes/test_learning.py)
 _CPU = (
-    "env.width=32",
-    "env.height=32",
-    "env.num_envs=16",
-    "env.max_episode_steps=16",
+    "env.task=reach-corner",
+    "env.width=28",
+    "env.height=28",
+    "env.num_envs=8",
+    "env.max_episode_steps=6",
     "collector.steps_per_env=16",
-    "collector.total_env_steps=2048",
+    "collector.total_env_steps=3072",
     "model.finetune=full",  # the tiny model is random: LoRA on frozen random weights is pointless
+    "optim.lr=1e-3",
     "logger.progress_bar=false",
 )
 _BASE: dict[str, tuple[str, ...]] = {"tiny": _TINY, "cpu": _CPU, "paper": ()}
 # the SFT warm-up (Sec. 4.2: 140 demonstrations) at each scale
 _WARMUP: dict[str, tuple[str, ...]] = {
     "tiny": ("algo=sft", "algo.epochs=1", "algo.demo_episodes=2"),
-    "cpu": ("algo=sft", "algo.epochs=4", "algo.demo_episodes=32", "optim.lr=1e-3"),
+    "cpu": ("algo=sft", "algo.epochs=1", "algo.demo_episodes=8"),  # a weak warm-up: RL has room
     "paper": ("algo=sft", "algo.epochs=10", "algo.demos={demos}/warmup-140"),
 }
 # GRPO groups must divide the number of envs
