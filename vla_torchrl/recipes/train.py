@@ -237,8 +237,10 @@ def _train(cfg: TrainConfig, info: DistInfo) -> Path:
     loss_fn, advantage = make_objective(cfg, bundle)
     # ---- collector: built before the RNG restore, since building it runs the policy once -------
     collector = None if env is None else _make_collector(cfg, env, bundle)
-    # evaluation during training: rank 0 only, on fixed episodes (recipes.periodic_eval)
-    evaluation = PeriodicEvaluation(cfg, bundle) if env is not None and info.is_main else None
+    # evaluation during training on fixed episodes (recipes.periodic_eval): rank 0 only, except
+    # under FSDP2, where every forward pass all-gathers shards and so every rank must evaluate
+    evaluates = info.is_main or (info.enabled and cfg.dist.strategy == "fsdp2")
+    evaluation = PeriodicEvaluation(cfg, bundle) if env is not None and evaluates else None
     ctx.restore_rng()  # last thing before the loop (see recipes.run)
     try:
         if collector is None:
@@ -325,7 +327,8 @@ def rl_update(
     Returns:
         the update's statistics (see :func:`~vla_torchrl.recipes.update.run_update`).
     """
-    valid = rollout.get(VALID_STEP_KEY, None)
+    valid = ~void_step_mask(rollout)
+    rollout.set(VALID_STEP_KEY, valid)  # read by the GRPO advantage module (its mask)
     if advantage is not None:
         with torch.no_grad():
             if isinstance(advantage, GroupRelativeAdvantage):
@@ -337,11 +340,11 @@ def rl_update(
                 rollout = advantage(rollout)  # GAE (Eq. 2) is per trajectory: no communication
     if isinstance(loss_fn, VLAPPOLoss) and cfg.algo.normalize_advantage:
         # normalise with statistics of the whole (global) rollout, not of each minibatch of 8
-        mask = None if valid is None else valid[..., None]
+        mask = valid[..., None]
         loss_fn.advantage_stats_fn = global_advantage_stats(rollout.get(ADVANTAGE_KEY), mask)
     trajectory_loss = isinstance(loss_fn, VLATPOLoss)
     batch = rollout if trajectory_loss else rollout.reshape(-1)
-    if valid is not None and not valid.all():
+    if not valid.all():
         keep = valid.all(-1) if trajectory_loss else valid.reshape(-1)
         if info.enabled and info.world_size > 1:
             if ADVANTAGE_KEY in batch.keys():  # noqa: SIM118 (TensorDict has no __contains__)
@@ -404,7 +407,6 @@ def _train_rl(
             t_collect = time.perf_counter() - t0
             # episodes cut short by a simulator error: counted, left out of the update
             sim_errors += count_sim_errors(rollout)
-            rollout.set(VALID_STEP_KEY, ~void_step_mask(rollout))
             # ---- advantages and update (global over ranks) -----------------------------------
             t0 = time.perf_counter()
             stats = rl_update(cfg, rollout, loss_fn, advantage, optimizer, params, info)
@@ -432,7 +434,7 @@ def _train_rl(
             record = _global_record(record, info)
             due = eval_due(step, frames, every=cfg.collector.eval_every, total=total)
             if evaluation is not None and due:
-                record.update(evaluation())
+                record.update(evaluation())  # the same on every rank; rank 0 logs it
             ctx.logger.log(record, step=step)
             bar.update(frames)
             bar.set_postfix(success=f"{record.get('train/success', float('nan')):.2f}")
