@@ -155,11 +155,15 @@ _FROM_WARMUP = "model.init_from={run:warmup}"
 
 def _algorithms(scale: Scale) -> list[Variant]:
     group = _GROUP[scale]
+    # cpu (reach-corner): every non-zero reward is the same 1.2, so the process form's Eq. (4)
+    # maps them all to 0 (no signal); compare the whole-trajectory form, Eq. (5)-(6), there.
+    # The grpo_variants study keeps both modes.
+    grpo = (group, "algo.grpo_mode=whole") if scale == "cpu" else (group,)
     return [
         Variant("PPO", ("algo=ppo", _FROM_WARMUP)),
         Variant("PPO-ORZ", ("algo=ppo-orz", _FROM_WARMUP)),
-        Variant("GRPO", ("algo=grpo", group, _FROM_WARMUP)),
-        Variant("GRPO(s)", ("algo=grpo-s", group, _FROM_WARMUP)),
+        Variant("GRPO", ("algo=grpo", *grpo, _FROM_WARMUP)),
+        Variant("GRPO(s)", ("algo=grpo-s", *grpo, _FROM_WARMUP)),
         Variant("DPO (TPO)", ("algo=tpo", _FROM_WARMUP)),
     ]
 
