@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -14,6 +15,24 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 def _seed_torch():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _isolate_logging():
+    """Entry points run in-process configure the ``vla_torchrl`` logger (and Hydra the root one);
+    undo that after each test so that no test sees another's handlers or levels (pytest's own
+    capture handlers, which it adds and removes per test phase, are left to pytest)."""
+    package = logging.getLogger("vla_torchrl")
+    saved = (list(package.handlers), package.level, package.propagate)
+    root_before = set(logging.getLogger().handlers)
+    yield
+    package.handlers[:] = saved[0]
+    package.setLevel(saved[1])
+    package.propagate = saved[2]
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if handler not in root_before and not type(handler).__module__.startswith("_pytest"):
+            root.removeHandler(handler)
 
 
 def pytest_collection_modifyitems(config, items):

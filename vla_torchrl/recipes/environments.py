@@ -4,8 +4,7 @@ This is the one place where recipes turn an :class:`~vla_torchrl.recipes.config.
 TorchRL env, so that training, evaluation and demo collection see the same environments.
 
 Examples:
-    >>> from vla_torchrl.envs.toy import TOY_TASKS as TOY_TASK_OPTIONS
-from vla_torchrl.recipes.config import EnvConfig
+    >>> from vla_torchrl.recipes.config import EnvConfig
     >>> env = make_recipe_env(EnvConfig(backend="toy", num_envs=2, width=16, height=16), seed=0)
     >>> tuple(env.batch_size), env.reset()["observation", "image"].shape[-3:]
     ((2,), torch.Size([16, 16, 3]))

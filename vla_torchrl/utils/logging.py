@@ -3,8 +3,30 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 __all__ = ["setup_logging"]
+
+
+class _CurrentStderrHandler(logging.StreamHandler):
+    """A stream handler that writes to whatever ``sys.stderr`` is at each record.
+
+    A plain ``StreamHandler()`` keeps the stream it was created with; when that stream is later
+    replaced and closed (pytest's output capture, a notebook cell, a redirect) every record then
+    fails with "I/O operation on closed file".
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # StreamHandler.__init__ / setStream assign it
+        pass
+
 
 _FORMAT = "%(asctime)s %(levelname).1s %(name)s: %(message)s"
 
@@ -22,7 +44,7 @@ def setup_logging(level: int | str = "INFO") -> logging.Logger:
         level = level.upper()
     logger.setLevel(level)
     if not any(getattr(h, "_vla_torchrl", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
+        handler = _CurrentStderrHandler()
         handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
         handler._vla_torchrl = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
