@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="outputs/demo", help="where runs and the report go")
     parser.add_argument("--ppo-steps", type=int, default=4096, help="PPO environment steps")
-    parser.add_argument("--skip-maniskill", action="store_true", help="evaluate on the toy task only")
+    parser.add_argument(
+        "--skip-maniskill", action="store_true", help="evaluate on the toy task only"
+    )
     args = parser.parse_args(argv)
     log = setup_logging()
     out = Path(args.out).resolve()
@@ -58,8 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     # ---- 1. SFT warm-up on expert demonstrations ----------------------------------------------
     banner("1/3 SFT warm-up of the tiny OpenVLA on 64 expert demonstrations")
     sft_cfg = compose_config(
-        [*TOY, "algo=sft", "algo.epochs=8", "algo.demo_episodes=64", "optim.lr=1e-3",
-         f"run_dir={out / 'sft'}"],
+        [
+            *TOY,
+            "algo=sft",
+            "algo.epochs=8",
+            "algo.demo_episodes=64",
+            "optim.lr=1e-3",
+            f"run_dir={out / 'sft'}",
+        ],
         config_name="train_cpu",
     )
     sft_policy = train(sft_cfg)
@@ -67,8 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     # ---- 2. PPO from the warm-up policy ---------------------------------------------------------
     banner(f"2/3 PPO for {args.ppo_steps} environment steps from the warm-up policy")
     ppo_cfg = compose_config(
-        [*TOY, "algo=ppo", "optim.lr=1e-4", f"collector.total_env_steps={args.ppo_steps}",
-         f"model.init_from={sft_policy}", f"run_dir={out / 'ppo'}"],
+        [
+            *TOY,
+            "algo=ppo",
+            "optim.lr=1e-4",
+            f"collector.total_env_steps={args.ppo_steps}",
+            f"model.init_from={sft_policy}",
+            f"run_dir={out / 'ppo'}",
+        ],
         config_name="train_cpu",
     )
     ppo_policy = train(ppo_cfg)
@@ -76,22 +90,42 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- 3. evaluation: SFT vs RL, same episodes ------------------------------------------------
     banner("3/3 evaluation, SFT vs RL, on the toy task")
-    toy = evaluate(policies, tasks=["ind"], seeds=[0, 1, 2], episodes=16, backend="toy",
-                   num_envs=16, max_episode_steps=16, width=32, height=32,
-                   out_dir=out / "eval-toy")
+    toy = evaluate(
+        policies,
+        tasks=["ind"],
+        seeds=[0, 1, 2],
+        episodes=16,
+        backend="toy",
+        num_envs=16,
+        max_episode_steps=16,
+        width=32,
+        height=32,
+        out_dir=out / "eval-toy",
+    )
     reports = [toy]
     if not args.skip_maniskill:
         banner(f"3/3 evaluation on ManiSkill SUITE tasks {MANISKILL_TASKS} (builds scenes)")
         reports.append(
-            evaluate(policies, tasks=MANISKILL_TASKS, seeds=[0], episodes=2, backend="maniskill",
-                     num_envs=2, max_episode_steps=10, width=224, height=224,
-                     out_dir=out / "eval-maniskill")
+            evaluate(
+                policies,
+                tasks=MANISKILL_TASKS,
+                seeds=[0],
+                episodes=2,
+                backend="maniskill",
+                num_envs=2,
+                max_episode_steps=10,
+                width=224,
+                height=224,
+                out_dir=out / "eval-maniskill",
+            )
         )
     banner("done")
     for files in reports:
         report = next(p for p in files.values() if str(p).endswith(".md"))
         print(f"report: {report}")
-    print(f"training curves: python -m vla_torchrl.recipes.plot_curves {out / 'ppo'} --out curves.png")
+    print(
+        f"training curves: python -m vla_torchrl.recipes.plot_curves {out / 'ppo'} --out curves.png"
+    )
     return 0
 
 
