@@ -167,6 +167,17 @@ def test_write_report(tmp_path):
         write_report([], tmp_path / "empty")
 
 
+def test_ind_only_report_shows_the_ind_table(tmp_path):
+    ind = [r for r in _records() if r.task == "ind"]
+    files = write_report(ind, tmp_path / "report")
+    md = files["report.md"].read_text()
+    assert "## In-distribution" in md and "Summary by axis" not in md
+    with open(files["table_ind.csv"], newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert row["task"] == "IND"
+    assert float(row["Suc. RL mean"]) == pytest.approx(11 / 12, abs=1e-6)  # as in the full report
+
+
 def test_incremental_results_survive_interruption(tmp_path):
     store = IncrementalResults(tmp_path / "eval" / "episodes.jsonl")
     rows = _records()

@@ -1,8 +1,9 @@
-"""The main job behind ``make demo``: the paper's pipeline, small enough for a CPU (~10 minutes).
+"""The main job behind ``make demo``: the paper's pipeline, small enough for a CPU (~3 minutes).
 
 1. SFT warm-up of the tiny OpenVLA on scripted-expert demonstrations (paper Sec. 4.2, "VLA
-   warm-up"). The demonstrations come from the toy task's oracle: the ManiSkill motion-planning
-   expert is not written yet.
+   warm-up"). The demonstrations come from the toy task's oracle, which makes them instant; the
+   ManiSkill expert (``vla_torchrl.envs.maniskill.expert``) writes real ones through
+   ``vla-torchrl-collect``.
 2. PPO from the warm-up policy (paper Sec. 4.2 recipe: shared h^0 critic, 1 epoch, GAE).
 3. Evaluation of both policies, SFT vs RL, on the toy task and on a handful of the paper's
    ManiSkill SUITE tasks (WidowX scene, Vision / Semantics / Execution perturbations), replaying

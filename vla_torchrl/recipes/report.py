@@ -539,10 +539,16 @@ def write_report(
         "means; relative drop = (OOD - IND) / IND on success (Sec. 5.3). Best in **bold**."
     )
     axes_present = [a for a in (*AXES, "other") if _axis_tasks(summary, task_axes, a, ind_task)[1:]]
+    if not axes_present:  # IND only (e.g. the toy backend): its table, no OOD summary
+        md += ["", "## In-distribution", ""]
+        md.append(table_markdown(summary, tasks=[ind_task], policies=policies))
+        _write_table_csv(summary, out / "table_ind.csv", tasks=[ind_task], policies=policies)
+        files["table_ind.csv"] = out / "table_ind.csv"
     # Fig. 7a: average OOD success and average relative drop per axis
-    md += ["", "## Summary by axis", ""]
+    md += ["", "## Summary by axis", ""] if axes_present else []
     head = ["Axis"] + [f"OOD Suc. {p}" for p in policies] + [f"Drop {p}" for p in policies]
-    md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    if axes_present:
+        md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     axis_rows = []
     for axis in axes_present:
         tasks = [t for t in _axis_tasks(summary, task_axes, axis, ind_task) if t != ind_task]
