@@ -450,10 +450,10 @@ def _train_rl(
                     step,
                     trainables,
                     optimizer,
-                    iteration,
-                    skips_in_a_row,
-                    skipped_total,
                     info,
+                    iteration=iteration,
+                    skips_in_a_row=skips_in_a_row,
+                    skipped_updates=skipped_total,
                     sim_errors=sim_errors,
                 )
     finally:
@@ -490,7 +490,7 @@ def _train_sft(cfg, ctx: RunContext, bundle, loss_fn, optimizer, trainables, dev
             record.update({"train/iteration": epoch, "perf/update_s": time.perf_counter() - t0})
             ctx.logger.log(_global_record(record, info), step=step)
             bar.update(1)
-            _save(ctx, step, trainables, optimizer, epoch, 0, 0, info)
+            _save(ctx, step, trainables, optimizer, info, iteration=epoch)
     finally:
         bar.close()
 
@@ -563,50 +563,19 @@ def _global_record(record: dict[str, float], info: DistInfo) -> dict[str, float]
     return combine_records(records, episode_keys=episode_keys, count_key="train/episodes")
 
 
-def _save(
-    ctx,
-    step,
-    trainables,
-    optimizer,
-    iteration,
-    skips_in_a_row,
-    skipped_total,
-    info,
-    *,
-    sim_errors: int = 0,
-) -> None:
+def _save(ctx, step, trainables, optimizer, info, **counters: int) -> None:
+    """Checkpoint at env step ``step`` with the loop's ``counters`` (iteration, skips, ...)."""
     # whole tensors (gathered from FSDP2 shards; replicated otherwise): rank 0 writes them, so
     # a checkpoint loads on any number of ranks
     tensors, optimizer_state = full_trainables(trainables), full_optimizer_state(optimizer)
     if info.is_main:
-        _write_checkpoint(
-            ctx,
+        ctx.save(
             step,
-            tensors,
-            optimizer_state,
-            iteration,
-            skips_in_a_row,
-            skipped_total,
-            sim_errors,
+            tensors=tensors,
+            optimizer_states={"optimizer": optimizer_state},
+            counters={"env_steps": step, **counters},
         )
     barrier(info)
-
-
-def _write_checkpoint(
-    ctx, step, tensors, optimizer_state, iteration, skips_in_a_row, skipped_total, sim_errors
-) -> None:
-    ctx.save(
-        step,
-        tensors=tensors,
-        optimizer_states={"optimizer": optimizer_state},
-        counters={
-            "env_steps": step,
-            "iteration": iteration,
-            "skips_in_a_row": skips_in_a_row,
-            "skipped_updates": skipped_total,
-            "sim_errors": sim_errors,
-        },
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
