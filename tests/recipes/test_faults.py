@@ -14,6 +14,7 @@ import json
 import pytest
 import torch
 
+from tests.helpers import SMALL_TRAIN as SMALL
 from vla_torchrl.envs.toy import ToyReachEnv
 from vla_torchrl.recipes import evaluate as evaluate_module
 from vla_torchrl.recipes import train as train_module
@@ -21,16 +22,6 @@ from vla_torchrl.recipes.checkpoint import CheckpointError, CheckpointManager
 from vla_torchrl.recipes.config import compose_config
 from vla_torchrl.recipes.run import start_run
 
-SMALL = [
-    "env.num_envs=4",
-    "collector.steps_per_env=4",
-    "env.max_episode_steps=4",
-    "env.width=16",
-    "env.height=16",
-    "optim.minibatch_size=8",
-    "optim.grad_accum_steps=1",
-    "logger.progress_bar=false",
-]
 # Hydra in-process: no log handlers on pytest's captured streams, no .hydra/ files
 QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none", "hydra.output_subdir=null"]
 

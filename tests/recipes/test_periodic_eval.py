@@ -6,19 +6,13 @@ import json
 
 from safetensors.torch import load_file
 
+from tests.helpers import SMALL_TRAIN
 from vla_torchrl.recipes.config import compose_config
 from vla_torchrl.recipes.periodic_eval import eval_due
 from vla_torchrl.recipes.train import train
 
 SMALL = [
-    "env.num_envs=4",
-    "collector.steps_per_env=4",
-    "env.max_episode_steps=4",
-    "env.width=16",
-    "env.height=16",
-    "optim.minibatch_size=8",
-    "optim.grad_accum_steps=1",
-    "logger.progress_bar=false",
+    *SMALL_TRAIN,
     "collector.total_env_steps=64",
     "collector.eval_episodes=6",
     "checkpoint_every=0",

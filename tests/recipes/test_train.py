@@ -15,20 +15,9 @@ import torch
 from safetensors.torch import load_file
 from tensordict import TensorDict
 
+from tests.helpers import SMALL_TRAIN as SMALL
 from vla_torchrl.recipes.config import compose_config
 from vla_torchrl.recipes.train import NonFiniteUpdates, episode_stats, train
-
-# 4 envs x 4 steps = 16 transitions per iteration; 16 px images (the tiny model resizes to 28).
-SMALL = [
-    "env.num_envs=4",
-    "collector.steps_per_env=4",
-    "env.max_episode_steps=4",
-    "env.width=16",
-    "env.height=16",
-    "optim.minibatch_size=8",
-    "optim.grad_accum_steps=1",
-    "logger.progress_bar=false",
-]
 
 
 def _cfg(tmp_path, *overrides):

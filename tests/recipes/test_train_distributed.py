@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.helpers import run_python, torchrun
 from vla_torchrl.recipes.config import compose_config, validate
 from vla_torchrl.recipes.distributed import combine_records
 from vla_torchrl.recipes.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("_dp_train_worker.py")
 # per rank: 2 envs x 4 steps = 8 transitions, one optimizer step of 2 minibatches of 4
 SMALL = [
@@ -33,39 +29,6 @@ SMALL = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _python(args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
-    proc = subprocess.run(
-        [sys.executable, *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
-def _torchrun(*args: str) -> subprocess.CompletedProcess:
-    return _python(
-        [
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-addr",
-            "127.0.0.1",
-            "--master-port",
-            str(_free_port()),
-            *args,
-        ]
-    )
-
-
 def _train_cli(*args: str) -> list[str]:
     return ["-m", "vla_torchrl.recipes.train", "--config-name", "train_cpu", *SMALL, *args]
 
@@ -79,7 +42,7 @@ def _steps(run_dir: Path) -> list[int]:
 @pytest.mark.timeout(600)
 def test_two_rank_cli_run_writes_one_run_and_resumes_on_one_process(tmp_path):
     run = tmp_path / "run"
-    _torchrun(*_train_cli("collector.total_env_steps=32", f"run_dir={run}"))
+    torchrun(*_train_cli("collector.total_env_steps=32", f"run_dir={run}"))
     # 2 ranks x 2 envs x 4 steps = 16 env steps per iteration, logged once per iteration
     assert _steps(run) == [16, 32]
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
@@ -92,7 +55,7 @@ def test_two_rank_cli_run_writes_one_run_and_resumes_on_one_process(tmp_path):
     assert saved.keys() == policy.keys()
     assert all(torch.equal(saved[k], policy[k]) for k in saved)  # the checkpoint is complete
     # resume the 2-rank run's checkpoint on 1 process (2 envs: 8 env steps per iteration)
-    _python(_train_cli("collector.total_env_steps=48", f"run_dir={run}"))
+    run_python(_train_cli("collector.total_env_steps=48", f"run_dir={run}"))
     assert _steps(run) == [16, 32, 40, 48]
 
 
@@ -113,8 +76,8 @@ def test_two_rank_update_equals_one_process_on_the_concatenated_batch(
 
     ``ppo-fsdp2``: the decoder layers sharded by FSDP2 (gloo on the CPU), the rest replicated.
     """
-    _python([str(WORKER), str(tmp_path / "single.st"), single_mode])
-    _torchrun(str(WORKER), str(tmp_path / "dp.st"), dp_mode)
+    run_python([str(WORKER), str(tmp_path / "single.st"), single_mode])
+    torchrun(str(WORKER), str(tmp_path / "dp.st"), dp_mode)
     single, dp = load_file(tmp_path / "single.st"), load_file(tmp_path / "dp.st")
     init = load_file(tmp_path / "single.st.init")
     assert init.keys() == dp.keys() == single.keys()
@@ -180,7 +143,7 @@ def test_fsdp2_cli_run_checkpoints_whole_tensors_and_resumes_under_ddp(tmp_path)
 
     run = tmp_path / "run"
     common = [f"run_dir={run}", "model.finetune=full"]
-    _torchrun(
+    torchrun(
         str(Path(__file__).with_name("_fsdp2_cpu_train.py")),
         "--config-name",
         "train_cpu",
@@ -196,7 +159,7 @@ def test_fsdp2_cli_run_checkpoints_whole_tensors_and_resumes_under_ddp(tmp_path)
     assert saved.keys() == named.keys()
     assert all(saved[k].shape == named[k].shape for k in saved)  # whole, not a shard
     assert all(torch.equal(saved[k], named[k].detach()) for k in saved)
-    _python(_train_cli(*common, "collector.total_env_steps=40"))
+    run_python(_train_cli(*common, "collector.total_env_steps=40"))
     assert _steps(run) == [16, 32, 40]
 
 
@@ -246,9 +209,9 @@ def test_gradient_checkpointing_option_reaches_the_model():
 @pytest.mark.timeout(900)
 def test_two_rank_resume_equals_an_uninterrupted_two_rank_run(tmp_path):
     full, split = tmp_path / "full", tmp_path / "split"
-    _torchrun(*_train_cli("collector.total_env_steps=48", f"run_dir={full}"))
-    _torchrun(*_train_cli("collector.total_env_steps=16", f"run_dir={split}"))
-    _torchrun(*_train_cli("collector.total_env_steps=48", f"run_dir={split}"))
+    torchrun(*_train_cli("collector.total_env_steps=48", f"run_dir={full}"))
+    torchrun(*_train_cli("collector.total_env_steps=16", f"run_dir={split}"))
+    torchrun(*_train_cli("collector.total_env_steps=48", f"run_dir={split}"))
     a = load_file(full / "policy" / "trainable.safetensors")
     b = load_file(split / "policy" / "trainable.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

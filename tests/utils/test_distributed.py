@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 from tensordict import TensorDict
 
+from tests.helpers import run_python, torchrun
 from vla_torchrl.objectives import GroupRelativeAdvantage
 from vla_torchrl.utils.distributed import (
     DistInfo,
@@ -25,7 +22,6 @@ from vla_torchrl.utils.distributed import (
 )
 
 WORKER = Path(__file__).with_name("_dp_ppo_worker.py")
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_single_process_is_a_noop_context(monkeypatch):
@@ -80,40 +76,6 @@ def test_grpo_single_process_equals_the_module():
     torch.testing.assert_close(out["advantage"].squeeze(-1), expected)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _run(args: list[str], env_extra: dict[str, str] | None = None) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
-    proc = subprocess.run(
-        [sys.executable, *args], env=env, capture_output=True, text=True, timeout=240
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-
-
-def _torchrun(out: Path, env_extra: dict[str, str] | None = None) -> None:
-    _run(
-        [
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-addr",
-            "127.0.0.1",
-            "--master-port",
-            str(_free_port()),
-            str(WORKER),
-            str(out),
-        ],
-        env_extra,
-    )
-
-
 def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     assert a.keys() == b.keys()
     return max((a[k] - b[k]).abs().max().item() for k in a)
@@ -125,9 +87,9 @@ def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 def test_two_rank_ppo_update_equals_one_process_on_the_concatenated_batch(tmp_path):
     """gloo, 2 ranks x 2 envs vs 1 process x 4 envs: same rollout, one PPO update (global
     advantage normalisation, 2 accumulated minibatches, synced gradients, clip, AdamW)."""
-    _run([str(WORKER), str(tmp_path / "single.st")])
-    _torchrun(tmp_path / "dp.st")
-    _torchrun(tmp_path / "nosync.st", {"VLA_TEST_SKIP_GRAD_SYNC": "1"})
+    run_python([str(WORKER), str(tmp_path / "single.st")])
+    torchrun(str(WORKER), str(tmp_path / "dp.st"))
+    torchrun(str(WORKER), str(tmp_path / "nosync.st"), env_extra={"VLA_TEST_SKIP_GRAD_SYNC": "1"})
     single, dp = load_file(tmp_path / "single.st"), load_file(tmp_path / "dp.st")
     init, nosync = load_file(tmp_path / "single.st.init"), load_file(tmp_path / "nosync.st")
     assert _max_diff(init, load_file(tmp_path / "dp.st.init")) == 0.0  # same start
@@ -142,20 +104,7 @@ def test_two_rank_collectives_use_the_global_batch(tmp_path):
     import json
 
     worker = Path(__file__).with_name("_dp_collectives_worker.py")
-    _run(
-        [
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-addr",
-            "127.0.0.1",
-            "--master-port",
-            str(_free_port()),
-            str(worker),
-            str(tmp_path / "r"),
-        ]
-    )
+    torchrun(str(worker), str(tmp_path / "r"))
     r0 = json.loads((tmp_path / "r.0").read_text())
     r1 = json.loads((tmp_path / "r.1").read_text())
     rewards = torch.tensor([[0.0, 1.0], [0.0, 0.0], [0.5, 0.0], [0.0, 2.0]])
