@@ -21,7 +21,8 @@ import logging
 import math
 import sys
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -37,7 +38,7 @@ from vla_torchrl.recipes.policy import load_policy
 from vla_torchrl.recipes.report import IncrementalResults, write_report
 from vla_torchrl.utils import select_device
 
-__all__ = ["cli", "episode_records", "evaluate", "main"]
+__all__ = ["cli", "episode_records", "evaluate", "main", "run_episodes"]
 
 _log = logging.getLogger("vla_torchrl.recipes.evaluate")
 RESULTS_FILE = "episodes.jsonl"
@@ -77,6 +78,34 @@ def episode_records(rollout: TensorDictBase) -> list[dict]:
             record[key] = int(rollout.get(next_key(key))[row, last].item())
         records.append(record)
     return records
+
+
+def run_episodes(
+    env,
+    actor,
+    *,
+    episodes: int,
+    max_steps: int,
+    on_first_rollout: Callable[[TensorDictBase], None] | None = None,
+) -> list[dict]:
+    """Roll ``actor`` out until ``episodes`` episode records are in (see :func:`episode_records`).
+
+    Each round resets every env and runs ``max_steps`` steps; the first episode of each env row
+    counts. Extra rounds (at most as many again) make up for episodes void by a simulator error;
+    the episode ids go on, so the replacements are new episodes. ``on_first_rollout`` sees the
+    first round's rollout (e.g. to write videos).
+    """
+    records: list[dict] = []
+    rounds = math.ceil(episodes / env.batch_size[0])
+    for round_index in range(2 * rounds):
+        if len(records) >= episodes:
+            break
+        with torch.no_grad():
+            rollout = env.rollout(max_steps, actor, break_when_any_done=False)
+        records.extend(episode_records(rollout))
+        if round_index == 0 and on_first_rollout is not None:
+            on_first_rollout(rollout)
+    return records[:episodes]
 
 
 def evaluate(
@@ -144,21 +173,22 @@ def evaluate(
                 env.set_seed(seed)  # restart the episode ids: the same episodes for each policy
                 # action sampling seeded per group: repeated evaluations give identical tables
                 torch.manual_seed(zlib.crc32(f"{task}:{seed}".encode()))
-                records: list[dict] = []
-                rounds = math.ceil(episodes / env_cfg.num_envs)
-                # extra rounds (at most as many again) make up for episodes void by a simulator
-                # error; the episode ids go on, so the replacements are new episodes
-                for round_index in range(2 * rounds):
-                    if len(records) >= episodes:
-                        break
-                    with torch.no_grad():
-                        rollout = env.rollout(
-                            max_episode_steps, actors[label], break_when_any_done=False
-                        )
-                    records.extend(episode_records(rollout))
-                    if round_index == 0 and seed == seeds[0]:
-                        _write_videos(rollout, out / "videos", f"{label}-{task}", videos_per_task)
-                store.append_group(label, task, seed, records[:episodes])
+                videos = None  # a few rollout videos per task, from the first seed
+                if seed == seeds[0]:
+                    videos = partial(
+                        _write_videos,
+                        folder=out / "videos",
+                        stem=f"{label}-{task}",
+                        count=videos_per_task,
+                    )
+                records = run_episodes(
+                    env,
+                    actors[label],
+                    episodes=episodes,
+                    max_steps=max_episode_steps,
+                    on_first_rollout=videos,
+                )
+                store.append_group(label, task, seed, records)
                 bar.update(1)
         finally:
             env.close()

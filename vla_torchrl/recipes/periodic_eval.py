@@ -19,7 +19,6 @@ Examples:
 
 from __future__ import annotations
 
-import math
 import time
 
 import torch
@@ -29,7 +28,7 @@ from vla_torchrl.keys import METRIC_KEYS
 from vla_torchrl.modules import PolicyBundle
 from vla_torchrl.recipes.config import TrainConfig
 from vla_torchrl.recipes.environments import make_recipe_env
-from vla_torchrl.recipes.evaluate import episode_records
+from vla_torchrl.recipes.evaluate import run_episodes
 
 __all__ = ["EVAL_SEED_OFFSET", "PeriodicEvaluation", "eval_due"]
 
@@ -68,19 +67,11 @@ class PeriodicEvaluation:
             self._env = guard_sim_errors(env)
         env = self._env
         env.set_seed(self.seed)  # restart the episode ids: the same episodes every time
-        records: list[dict] = []
-        rounds = math.ceil(self.episodes / self.num_envs)
-        with torch.random.fork_rng(), torch.no_grad():  # CPU and every CUDA generator
+        with torch.random.fork_rng():  # CPU and every CUDA generator
             torch.manual_seed(self.seed)
-            # extra rounds (at most as many again) replace episodes void by a simulator error
-            for _ in range(2 * rounds):
-                if len(records) >= self.episodes:
-                    break
-                rollout = env.rollout(
-                    self.cfg.env.max_episode_steps, self.actor, break_when_any_done=False
-                )
-                records.extend(episode_records(rollout))
-        records = records[: self.episodes]
+            records = run_episodes(
+                env, self.actor, episodes=self.episodes, max_steps=self.cfg.env.max_episode_steps
+            )
         n = max(len(records), 1)
         out = {f"eval/{key}": sum(r[key] for r in records) / n for key in METRIC_KEYS}
         out["eval/episode_return"] = sum(r["return"] for r in records) / n
