@@ -56,7 +56,7 @@ from vla_torchrl.modules.processors.prompt import TextTokenizer
 
 __all__ = ["PolicyBundle", "build_model", "build_policy"]
 
-ModelSource = Literal["tiny", "random", "checkpoint"]
+ModelSource = Literal["tiny", "small", "random", "checkpoint"]
 
 
 @dataclass
@@ -166,7 +166,8 @@ def build_model(
     dtype: torch.dtype = torch.float32,
     action_head_init: Literal["smooth", "random"] = "smooth",
 ) -> OpenVLA:
-    """The bare OpenVLA: ``"tiny"`` / ``"random"`` (7B layout) random weights, or a checkpoint.
+    """The bare OpenVLA: ``"tiny"`` / ``"small"`` / ``"random"`` (7B layout) random weights, or a
+    checkpoint.
 
     ``action_head_init="smooth"`` gives random-init models action-head rows that vary smoothly
     with the bin index (:mod:`vla_torchrl.modules.action_head_init`: without it RL on a
@@ -180,11 +181,17 @@ def build_model(
                 "safetensors shards> (e.g. a local copy of openvla/openvla-7b)."
             )
         return OpenVLA.from_pretrained(checkpoint_path, dtype=dtype, device=device)
-    if model_source not in ("tiny", "random"):
-        raise ValueError(f"model_source={model_source!r} must be 'tiny', 'random' or 'checkpoint'.")
+    presets = {
+        "tiny": OpenVLAConfig.tiny,
+        "small": OpenVLAConfig.small,
+        "random": OpenVLAConfig.openvla_7b,
+    }
+    if model_source not in presets:
+        raise ValueError(
+            f"model_source={model_source!r} must be 'tiny', 'small', 'random' or 'checkpoint'."
+        )
     if config is None:
-        preset = OpenVLAConfig.tiny if model_source == "tiny" else OpenVLAConfig.openvla_7b
-        config = preset(**overrides)
+        config = presets[model_source](**overrides)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -224,7 +231,8 @@ def build_policy(
     """Build model, processing, actor, evaluator, critic and optimizer groups.
 
     Args:
-        model_source: ``"tiny"`` (CPU tests/demos), ``"random"`` (7B layout, random weights,
+        model_source: ``"tiny"`` (CPU tests/demos), ``"small"`` (the CPU scale of ManiSkill,
+            :meth:`OpenVLAConfig.small`), ``"random"`` (7B layout, random weights,
             e.g. GPU throughput) or ``"checkpoint"`` (``checkpoint_path``).
         config, overrides: explicit config, or keyword overrides of the preset.
         lora: ``True`` (rank 32, all linear layers), a :class:`LoRASettings`, or ``False``
