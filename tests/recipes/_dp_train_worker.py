@@ -26,16 +26,16 @@ import sys
 import torch
 from safetensors.torch import save_file
 
-from vla_torchrl.recipes.config import compose_config
-from vla_torchrl.recipes.distributed import (
+from vla_torchrl.config.train_schema import compose_config
+from vla_torchrl.recipes.train import make_objective, rl_update
+from vla_torchrl.training.data_parallel import (
     full_optimizer_state,
     full_trainables,
     optimizer_state_for,
     shard_policy,
 )
-from vla_torchrl.recipes.environments import make_recipe_env
-from vla_torchrl.recipes.policy import build_policy_from_config
-from vla_torchrl.recipes.train import make_objective, rl_update
+from vla_torchrl.training.environments import make_recipe_env
+from vla_torchrl.training.policy import build_policy_from_config
 from vla_torchrl.utils import seed_everything
 from vla_torchrl.utils.distributed import barrier, destroy_distributed, init_distributed
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-import vla_torchrl.recipes.config as config
+import vla_torchrl.config.train_schema as config
 
 config._validate_dist = lambda cfg, *, cuda_available: None
 

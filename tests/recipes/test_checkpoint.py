@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from vla_torchrl.recipes.checkpoint import (
+from vla_torchrl.training.checkpointing import (
     CheckpointError,
     CheckpointManager,
     capture_rng_states,
@@ -151,7 +151,7 @@ def test_bad_extra_name(tmp_path):
 _WRITER = textwrap.dedent(
     """
     import sys, torch
-    from vla_torchrl.recipes.checkpoint import CheckpointManager
+    from vla_torchrl.training.checkpointing import CheckpointManager
     manager = CheckpointManager(sys.argv[1], keep_last=2)
     step = int(sys.argv[2])
     while True:

@@ -12,6 +12,7 @@ import pytest
 import torch
 from tensordict import TensorDict
 
+from vla_torchrl.config.train_schema import EnvConfig
 from vla_torchrl.keys import (
     ACTION_KEY,
     ACTION_TOKENS_KEY,
@@ -20,7 +21,6 @@ from vla_torchrl.keys import (
     INSTRUCTION_KEY,
 )
 from vla_torchrl.recipes.collect import SUMMARY_FILE, CollectConfig, collect, main
-from vla_torchrl.recipes.config import EnvConfig
 
 TOY = EnvConfig(backend="toy", num_envs=4, max_episode_steps=10, width=16, height=16)
 

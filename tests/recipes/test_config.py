@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from vla_torchrl.recipes.config import (
+from vla_torchrl.config.train_schema import (
     ALGORITHMS,
     AlgoConfig,
     TrainConfig,
@@ -11,7 +11,7 @@ from vla_torchrl.recipes.config import (
     to_train_config,
     validate,
 )
-from vla_torchrl.recipes.errors import ConfigError
+from vla_torchrl.recipes._cli import ConfigError
 
 SUITE = ["ind", "table", "obj", "obj-rep"]
 
@@ -126,7 +126,7 @@ def test_task_registry_hook():
         with pytest.raises(ConfigError, match="known tasks: ind, shelf"):
             validate(compose_config(["env.task=table"]), cuda_available=True)
     finally:
-        from vla_torchrl.recipes import config
+        from vla_torchrl.config import train_schema as config
 
         config._TASK_REGISTRY.pop("test-suite")
 

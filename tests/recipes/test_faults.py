@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from tests.helpers import SMALL_TRAIN as SMALL
+from vla_torchrl.config.train_schema import compose_config
 from vla_torchrl.envs.toy import ToyReachEnv
 from vla_torchrl.recipes import evaluate as evaluate_module
 from vla_torchrl.recipes import train as train_module
-from vla_torchrl.recipes.checkpoint import CheckpointError, CheckpointManager
-from vla_torchrl.recipes.config import compose_config
-from vla_torchrl.recipes.run import start_run
+from vla_torchrl.training.checkpointing import CheckpointError, CheckpointManager
+from vla_torchrl.training.run import start_run
 
 # Hydra in-process: no log handlers on pytest's captured streams, no .hydra/ files
 QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none", "hydra.output_subdir=null"]
@@ -115,9 +115,9 @@ def test_resume_from_a_checkpoint_of_another_model_is_refused(tmp_path, capsys):
 
 
 def test_assets_requested_but_not_found(tmp_path):
-    from vla_torchrl.recipes.config import EnvConfig
-    from vla_torchrl.recipes.environments import make_recipe_env
-    from vla_torchrl.recipes.errors import ConfigError
+    from vla_torchrl.config.train_schema import EnvConfig
+    from vla_torchrl.recipes._cli import ConfigError
+    from vla_torchrl.training.environments import make_recipe_env
 
     options = {"asset_source": "rl4vla", "rl4vla_dir": str(tmp_path / "no-assets")}
     env = EnvConfig(backend="maniskill", options=options)
@@ -234,8 +234,8 @@ def test_simulator_error_during_training_is_counted_and_its_episodes_discarded(
 
 @pytest.mark.slow
 def test_evaluation_replaces_episodes_void_by_a_simulator_error(tmp_path, monkeypatch):
-    from vla_torchrl.recipes.config import AlgoConfig, ModelConfig
-    from vla_torchrl.recipes.policy import build_policy_from_config, save_policy
+    from vla_torchrl.config.train_schema import AlgoConfig, ModelConfig
+    from vla_torchrl.training.policy import build_policy_from_config, save_policy
 
     model, algo = ModelConfig(name="tiny", lora_rank=2, dtype="float32"), AlgoConfig(name="ppo")
     policy = str(save_policy(build_policy_from_config(model, algo), tmp_path / "p", model, algo))

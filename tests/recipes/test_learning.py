@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from vla_torchrl.recipes.config import compose_config
+from vla_torchrl.config.train_schema import compose_config
 from vla_torchrl.recipes.train import train
 
 pytestmark = pytest.mark.slow

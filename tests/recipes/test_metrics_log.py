@@ -6,8 +6,8 @@ import types
 
 import pytest
 
-from vla_torchrl.recipes.errors import UserError
-from vla_torchrl.recipes.metrics_log import MetricLogger, progress, read_metrics
+from vla_torchrl.recipes._cli import UserError
+from vla_torchrl.training.metrics import MetricLogger, progress, read_metrics
 
 
 def _run_segment(run_dir, steps, *, resume_step=None, crash_tail=False):

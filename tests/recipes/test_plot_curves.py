@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vla_torchrl.recipes.errors import UserError, run_cli
+from vla_torchrl.recipes._cli import UserError, run_cli
 from vla_torchrl.recipes.plot_curves import aggregate, group_runs, load_curve, main
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vla_torchrl.recipes.errors import UserError
+from vla_torchrl.recipes._cli import UserError
 from vla_torchrl.recipes.report import (
     EpisodeResult,
     IncrementalResults,

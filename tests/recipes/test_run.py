@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from vla_torchrl.recipes.config import TrainConfig
-from vla_torchrl.recipes.errors import UserError
-from vla_torchrl.recipes.metrics_log import read_metrics
-from vla_torchrl.recipes.run import start_run
+from vla_torchrl.config.train_schema import TrainConfig
+from vla_torchrl.recipes._cli import UserError
+from vla_torchrl.training.metrics import read_metrics
+from vla_torchrl.training.run import start_run
 
 
 class _Crash(Exception):

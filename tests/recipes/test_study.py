@@ -8,10 +8,10 @@ import math
 import pytest
 
 from vla_torchrl.recipes import study as study_mod
-from vla_torchrl.recipes.errors import UserError
-from vla_torchrl.recipes.studies import STUDIES
+from vla_torchrl.recipes._cli import UserError
 from vla_torchrl.recipes.study import main, plan_study, run_study
-from vla_torchrl.recipes.study_report import (
+from vla_torchrl.studies.catalogue import STUDIES
+from vla_torchrl.studies.curves_report import (
     curves_figure,
     final_value,
     mean_std,

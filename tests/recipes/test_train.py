@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from tensordict import TensorDict
 
 from tests.helpers import SMALL_TRAIN as SMALL
-from vla_torchrl.recipes.config import compose_config
+from vla_torchrl.config.train_schema import compose_config
 from vla_torchrl.recipes.train import NonFiniteUpdates, episode_stats, train
 
 

@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 from tests.helpers import run_python, torchrun
-from vla_torchrl.recipes.config import compose_config, validate
-from vla_torchrl.recipes.distributed import combine_records
-from vla_torchrl.recipes.errors import ConfigError
+from vla_torchrl.config.train_schema import compose_config, validate
+from vla_torchrl.recipes._cli import ConfigError
+from vla_torchrl.training.data_parallel import combine_records
 
 WORKER = Path(__file__).with_name("_dp_train_worker.py")
 # per rank: 2 envs x 4 steps = 8 transitions, one optimizer step of 2 minibatches of 4
@@ -139,7 +139,7 @@ def test_dist_options_valid_on_gpus():
 def test_fsdp2_cli_run_checkpoints_whole_tensors_and_resumes_under_ddp(tmp_path):
     """dist.strategy=fsdp2 end to end on 2 gloo ranks (CUDA check lifted), then resumed on
     1 process with dist.strategy=ddp: the checkpoint holds whole tensors, not shards."""
-    from vla_torchrl.recipes.policy import load_policy
+    from vla_torchrl.training.policy import load_policy
 
     run = tmp_path / "run"
     common = [f"run_dir={run}", "model.finetune=full"]
@@ -166,7 +166,7 @@ def test_fsdp2_cli_run_checkpoints_whole_tensors_and_resumes_under_ddp(tmp_path)
 def test_bf16_autocast_reaches_the_loss_and_still_steps():
     from tensordict import TensorDict
 
-    from vla_torchrl.recipes.update import run_update
+    from vla_torchrl.training.update import run_update
 
     layer = torch.nn.Linear(3, 1)
     seen = []
@@ -195,7 +195,7 @@ def test_bf16_autocast_reaches_the_loss_and_still_steps():
 
 
 def test_gradient_checkpointing_option_reaches_the_model():
-    from vla_torchrl.recipes.policy import build_policy_from_config
+    from vla_torchrl.training.policy import build_policy_from_config
 
     for flag in (False, True):
         cfg = compose_config([f"model.gradient_checkpointing={flag}"], config_name="train_cpu")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from tensordict import TensorDict
 
-from vla_torchrl.recipes.update import run_update
+from vla_torchrl.training.update import run_update
 
 
 def _quadratic(w):

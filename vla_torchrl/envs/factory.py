@@ -53,7 +53,7 @@ def _single_env(
     env_kwargs: dict,
 ):
     """Build one CPU ``PutOnEnv`` (runs in the worker process for ``ParallelEnv``)."""
-    from vla_torchrl.envs.put_on_env import PutOnEnv
+    from vla_torchrl.envs.maniskill.put_on_env import PutOnEnv
 
     library = AssetLibrary.load(asset_source, rl4vla_dir=rl4vla_dir, seed=asset_seed)  # type: ignore[arg-type]
     return PutOnEnv(build_scene_config(SUITE[task], library), **env_kwargs)

@@ -46,6 +46,7 @@ from typing import Any
 import torch
 from tensordict import NonTensorData, NonTensorStack, TensorDict
 
+from vla_torchrl.config.train_schema import EnvConfig, _build
 from vla_torchrl.envs.demos import save_demos
 from vla_torchrl.keys import (
     ACTION_KEY,
@@ -57,9 +58,8 @@ from vla_torchrl.keys import (
     INSTRUCTION_KEY,
     SUCCESS_KEY,
 )
-from vla_torchrl.recipes.config import EnvConfig, _build
-from vla_torchrl.recipes.errors import ConfigError, UserError, run_cli
-from vla_torchrl.recipes.metrics_log import progress
+from vla_torchrl.recipes._cli import ConfigError, UserError, run_cli
+from vla_torchrl.training.metrics import progress
 
 __all__ = ["SUMMARY_FILE", "CollectConfig", "collect", "main"]
 
@@ -85,7 +85,7 @@ class CollectConfig:
         >>> CollectConfig(episodes=0)
         Traceback (most recent call last):
         ...
-        vla_torchrl.recipes.errors.ConfigError: episodes=0 must be >= 1 (how many expert episodes to play)
+        vla_torchrl.recipes._cli.ConfigError: episodes=0 must be >= 1 (how many expert episodes to play)
     """
 
     env: EnvConfig = field(default_factory=lambda: EnvConfig(num_envs=1))
@@ -194,7 +194,7 @@ def _episode(steps: list[dict], row: int, *, filter_idle: bool) -> tuple[TensorD
 def collect(cfg: CollectConfig) -> dict[str, Any]:
     """Play ``cfg.episodes`` expert episodes, keep the good ones, write them; returns the summary."""
     from vla_torchrl.modules.processors.action import ActionTokenizer
-    from vla_torchrl.recipes.environments import make_recipe_env
+    from vla_torchrl.training.environments import make_recipe_env
 
     out = _prepare_out(cfg)
     env_cfg = cfg.env

@@ -24,8 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from vla_torchrl.recipes.config import compose_config
-from vla_torchrl.recipes.errors import run_cli
+from vla_torchrl.config.train_schema import compose_config
+from vla_torchrl.recipes._cli import run_cli
 from vla_torchrl.recipes.evaluate import evaluate
 from vla_torchrl.recipes.train import train
 from vla_torchrl.utils import setup_logging

@@ -28,14 +28,14 @@ from pathlib import Path
 import torch
 from tensordict import TensorDictBase
 
+from vla_torchrl.config.train_schema import EnvConfig
 from vla_torchrl.envs.sim_errors import guard_sim_errors, void_step_mask
 from vla_torchrl.keys import EPISODE_ID_KEY, IMAGE_KEY, METRIC_KEYS, REWARD_KEY, next_key
-from vla_torchrl.recipes.config import EnvConfig
-from vla_torchrl.recipes.environments import make_recipe_env, task_names
-from vla_torchrl.recipes.errors import UserError, run_cli
-from vla_torchrl.recipes.metrics_log import progress
-from vla_torchrl.recipes.policy import load_policy
+from vla_torchrl.recipes._cli import UserError, run_cli
 from vla_torchrl.recipes.report import IncrementalResults, write_report
+from vla_torchrl.training.environments import make_recipe_env, task_names
+from vla_torchrl.training.metrics import progress
+from vla_torchrl.training.policy import load_policy
 from vla_torchrl.utils import select_device
 
 __all__ = ["cli", "episode_records", "evaluate", "main", "run_episodes"]

@@ -1,6 +1,6 @@
 """Training curves like the paper's Fig. 5/6: metrics vs environment steps (or wall clock).
 
-Reads the ``metrics.jsonl`` of one or several runs (:class:`~vla_torchrl.recipes.metrics_log.
+Reads the ``metrics.jsonl`` of one or several runs (:class:`~vla_torchrl.training.metrics.
 MetricLogger`), groups runs that differ only by seed, and plots the mean +- std over seeds on a
 common x grid (each run linearly interpolated, over the x range all runs of the group cover).
 
@@ -26,8 +26,8 @@ from typing import Literal
 
 import numpy as np
 
-from vla_torchrl.recipes.errors import UserError, run_cli
-from vla_torchrl.recipes.metrics_log import METRICS_FILE, read_metrics
+from vla_torchrl.recipes._cli import UserError, run_cli
+from vla_torchrl.training.metrics import METRICS_FILE, read_metrics
 
 __all__ = ["DEFAULT_METRICS", "aggregate", "group_runs", "load_curve", "main", "plot_curves"]
 

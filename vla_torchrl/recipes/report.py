@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from vla_torchrl.recipes.errors import UserError
+from vla_torchrl.recipes._cli import UserError
 
 __all__ = [
     "AXES",
@@ -808,6 +808,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from vla_torchrl.recipes.errors import run_cli
+    from vla_torchrl.recipes._cli import run_cli
 
     sys.exit(run_cli(main))

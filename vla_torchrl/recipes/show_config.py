@@ -14,8 +14,8 @@ import dataclasses
 import json
 import sys
 
-from vla_torchrl.recipes.config import to_train_config, validate
-from vla_torchrl.recipes.errors import run_cli
+from vla_torchrl.config.train_schema import to_train_config, validate
+from vla_torchrl.recipes._cli import run_cli
 
 
 def main(cfg) -> int:

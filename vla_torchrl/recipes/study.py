@@ -7,7 +7,7 @@ Usage::
     vla-torchrl-study plot algorithms --out studies/algorithms   # figure + table again
     vla-torchrl-study critics --scale paper --dry-run model.checkpoint=/data/openvla-7b
 
-A study (:mod:`vla_torchrl.recipes.studies`) is a set of ``vla-torchrl-train`` runs: its
+A study (:mod:`vla_torchrl.studies.catalogue`) is a set of ``vla-torchrl-train`` runs: its
 prerequisite runs (the SFT warm-up, once) then every variant x seed. They run one after the
 other in this process (Hydra compose API, the same code path as ``vla-torchrl-train``), each in
 ``<out>/runs/<variant>-seed<N>``. The study is resumable: a finished run (its saved policy and
@@ -17,7 +17,7 @@ overrides come last, so the factor under study always wins). ``--dry-run`` print
 ``vla-torchrl-train`` commands instead (the paper-scale recipe).
 
 At the end (or with ``plot``) the study's report goes to ``<out>/``: the figure ``<name>.png``,
-``summary.md`` and ``summary.json`` (:mod:`vla_torchrl.recipes.study_report`); evaluation studies
+``summary.md`` and ``summary.json`` (:mod:`vla_torchrl.studies.curves_report`); evaluation studies
 (``sft_demos``, ``sft_vs_rl``) also run ``vla-torchrl-eval``'s evaluation and report.
 """
 
@@ -35,8 +35,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from vla_torchrl.recipes.errors import UserError, run_cli
-from vla_torchrl.recipes.studies import (
+from vla_torchrl.recipes._cli import UserError, run_cli
+from vla_torchrl.studies.catalogue import (
     SCALES,
     STUDIES,
     Scale,
@@ -45,7 +45,7 @@ from vla_torchrl.recipes.studies import (
     config_name,
     get_study,
 )
-from vla_torchrl.recipes.study_report import RUN_INFO_FILE, write_curves_report
+from vla_torchrl.studies.curves_report import RUN_INFO_FILE, write_curves_report
 
 __all__ = ["PlannedRun", "is_finished", "main", "plan_study", "plot_study", "run_study"]
 
@@ -217,7 +217,7 @@ def execute_run(run: PlannedRun) -> dict[str, Any]:
     """
     import torch
 
-    from vla_torchrl.recipes.config import compose_config
+    from vla_torchrl.config.train_schema import compose_config
     from vla_torchrl.recipes.train import train
 
     cfg = compose_config(list(run.overrides), config_name=run.config_name)
@@ -374,7 +374,7 @@ def plot_study(name: str, *, out: str | Path) -> dict[str, Path]:
         return write_curves_report(
             groups, out, metrics=study.metrics, x_axes=study.x_axes, notes=study.notes, **common
         )
-    from vla_torchrl.recipes import study_eval
+    from vla_torchrl.studies import eval_reports as study_eval
 
     if study.kind == "sft_eval":
         return study_eval.sft_eval_report(study, variants, out, plan["scale"], **common)

@@ -9,7 +9,7 @@ Usage (Hydra overrides)::
 
 The run directory holds ``config.json``, ``metrics.jsonl`` (``train/``, ``losses/``, ``perf/``,
 ``eval/``), ``checkpoints/`` (atomic, resumed automatically with ``resume=true``) and ``policy/``
-(the final policy, reloadable with :func:`vla_torchrl.recipes.policy.load_policy`).
+(the final policy, reloadable with :func:`vla_torchrl.training.policy.load_policy`).
 
 One iteration reads top to bottom: reset all envs -> collect ``steps_per_env`` steps with the
 sampling actor (TorchRL ``Collector``) -> advantages (GAE | group-relative | none) -> minibatch
@@ -38,6 +38,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.collectors import Collector
 
+from vla_torchrl.config.train_schema import TrainConfig, to_train_config, validate
 from vla_torchrl.envs.sim_errors import count_sim_errors, guard_sim_errors, void_step_mask
 from vla_torchrl.keys import (
     ACTION_KEY,
@@ -63,8 +64,8 @@ from vla_torchrl.objectives import (
     VLATPOLoss,
 )
 from vla_torchrl.objectives import functional as F
-from vla_torchrl.recipes.config import TrainConfig, to_train_config, validate
-from vla_torchrl.recipes.distributed import (
+from vla_torchrl.recipes._cli import UserError, run_cli
+from vla_torchrl.training.data_parallel import (
     combine_records,
     full_optimizer_state,
     full_trainables,
@@ -74,13 +75,12 @@ from vla_torchrl.recipes.distributed import (
     shard_policy,
     start_run_on_ranks,
 )
-from vla_torchrl.recipes.environments import make_recipe_env, task_names
-from vla_torchrl.recipes.errors import UserError, run_cli
-from vla_torchrl.recipes.metrics_log import progress
-from vla_torchrl.recipes.periodic_eval import PeriodicEvaluation, eval_due
-from vla_torchrl.recipes.policy import build_policy_from_config, save_policy
-from vla_torchrl.recipes.run import RunContext
-from vla_torchrl.recipes.update import run_update
+from vla_torchrl.training.environments import make_recipe_env, task_names
+from vla_torchrl.training.metrics import progress
+from vla_torchrl.training.periodic_eval import PeriodicEvaluation, eval_due
+from vla_torchrl.training.policy import build_policy_from_config, save_policy
+from vla_torchrl.training.run import RunContext
+from vla_torchrl.training.update import run_update
 from vla_torchrl.utils import select_device
 from vla_torchrl.utils.distributed import (
     DistInfo,
@@ -325,7 +325,7 @@ def rl_update(
     number of synchronised optimizer steps).
 
     Returns:
-        the update's statistics (see :func:`~vla_torchrl.recipes.update.run_update`).
+        the update's statistics (see :func:`~vla_torchrl.training.update.run_update`).
     """
     valid = ~void_step_mask(rollout)
     rollout.set(VALID_STEP_KEY, valid)  # read by the GRPO advantage module (its mask)

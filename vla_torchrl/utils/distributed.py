@@ -60,7 +60,7 @@ Only rank 0 writes, and it writes the **unsharded** trainable tensors
 whole under DDP / :func:`sync_gradients`, so a checkpoint loads on any number of ranks (1 or N)
 without resharding. Under FSDP2 the sharded trainables and their optimizer state are gathered
 whole before rank 0 saves them and cut back into shards on load
-(:mod:`vla_torchrl.recipes.distributed`), so the format is the same for both strategies.
+(:mod:`vla_torchrl.training.data_parallel`), so the format is the same for both strategies.
 
 Launch::
 

@@ -15,7 +15,7 @@ run (``model.init_from=<dir>``, e.g. PPO after the SFT warm-up, paper Sec. 4.2).
 
 Examples:
     >>> import tempfile
-    >>> from vla_torchrl.recipes.config import AlgoConfig, ModelConfig
+    >>> from vla_torchrl.config.train_schema import AlgoConfig, ModelConfig
     >>> model = ModelConfig(name="tiny", lora_rank=4, dtype="float32")
     >>> bundle = build_policy_from_config(model, AlgoConfig(name="ppo"))
     >>> path = save_policy(bundle, tempfile.mkdtemp(), model, AlgoConfig(name="ppo"))
@@ -36,9 +36,9 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 
+from vla_torchrl.config.train_schema import AlgoConfig, ModelConfig
 from vla_torchrl.modules import BuiltinTokenizer, LoRASettings, PolicyBundle, build_policy
-from vla_torchrl.recipes.config import AlgoConfig, ModelConfig
-from vla_torchrl.recipes.errors import UserError
+from vla_torchrl.recipes._cli import UserError
 
 __all__ = ["build_policy_from_config", "load_policy", "save_policy"]
 

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from vla_torchrl.keys import ACTION_KEY, DONE_KEY, STATE_KEY, next_key
-from vla_torchrl.recipes.errors import UserError
-from vla_torchrl.recipes.study_report import mean_std
+from vla_torchrl.recipes._cli import UserError
+from vla_torchrl.studies.curves_report import mean_std
 from vla_torchrl.utils import select_device
 
 __all__ = ["coverage_report", "grid_coverage", "sft_eval_report", "sft_vs_rl_report"]
@@ -36,7 +36,7 @@ _TOY_DEMO_SEED_OFFSET = 7919
 
 
 def _config(run):
-    from vla_torchrl.recipes.config import compose_config
+    from vla_torchrl.config.train_schema import compose_config
 
     return compose_config(list(run.overrides), config_name=run.config_name)
 
@@ -176,8 +176,8 @@ def sft_vs_rl_report(
     The RL policy of the first training seed is evaluated (the paper: the converged RL policy),
     on environment seeds = the study's seeds (the paper: 3).
     """
-    from vla_torchrl.recipes.environments import task_names
     from vla_torchrl.recipes.evaluate import evaluate
+    from vla_torchrl.training.environments import task_names
 
     _require_policies([sft_run, *variants])
     cfg = _config(variants[0])
@@ -243,8 +243,8 @@ def _toy_demo_states(cfg, episodes: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _rl_states(cfg, policy_dir: Path, episodes: int) -> tuple[np.ndarray, np.ndarray]:
     """States (and time steps) of RL rollouts at the training temperature (until done)."""
-    from vla_torchrl.recipes.environments import make_recipe_env
-    from vla_torchrl.recipes.policy import load_policy
+    from vla_torchrl.training.environments import make_recipe_env
+    from vla_torchrl.training.policy import load_policy
 
     bundle = load_policy(policy_dir, device="cpu")
     actor = bundle.eval_actor(temperature=cfg.model.temperature)

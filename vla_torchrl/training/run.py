@@ -35,16 +35,16 @@ from typing import Any
 
 import torch
 
-from vla_torchrl.recipes.checkpoint import (
+from vla_torchrl.config.train_schema import TrainConfig, validate
+from vla_torchrl.recipes._cli import UserError
+from vla_torchrl.training.checkpointing import (
     Checkpoint,
     CheckpointError,
     CheckpointManager,
     check_tensors,
     restore_rng_states,
 )
-from vla_torchrl.recipes.config import TrainConfig, validate
-from vla_torchrl.recipes.errors import UserError
-from vla_torchrl.recipes.metrics_log import METRICS_FILE, MetricLogger
+from vla_torchrl.training.metrics import METRICS_FILE, MetricLogger
 from vla_torchrl.utils.seeding import seed_everything
 
 __all__ = ["RunContext", "start_run"]
@@ -96,7 +96,7 @@ class RunContext:
 
         No-op on a fresh run. Names, shapes and optimizer states are checked first, so a
         checkpoint of another model (e.g. another ``model.lora_rank``) is refused with a
-        :class:`~vla_torchrl.recipes.checkpoint.CheckpointError` before anything is changed.
+        :class:`~vla_torchrl.training.checkpointing.CheckpointError` before anything is changed.
         ``load_tensors(tensors, saved)`` and ``adapt_optimizer_state(optimizer, state)`` replace
         the plain copies (e.g. to cut whole saved tensors into this rank's FSDP2 shards).
         """
@@ -170,7 +170,7 @@ def start_run(
 
     Args:
         cfg: the training config.
-        tasks: known task names for :func:`~vla_torchrl.recipes.config.validate`.
+        tasks: known task names for :func:`~vla_torchrl.config.train_schema.validate`.
         cuda_available: override CUDA detection (tests).
         tensorboard, wandb: override ``cfg.logger`` (tests).
 
@@ -183,7 +183,7 @@ def start_run(
 
     Examples:
         >>> import tempfile
-        >>> from vla_torchrl.recipes.config import LoggerConfig
+        >>> from vla_torchrl.config.train_schema import LoggerConfig
         >>> cfg = TrainConfig(run_dir=tempfile.mkdtemp(), device="cpu",
         ...                   logger=LoggerConfig(tensorboard=False, wandb="off"))
         >>> ctx = start_run(cfg)

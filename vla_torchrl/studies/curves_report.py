@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from vla_torchrl.recipes.errors import UserError
-from vla_torchrl.recipes.metrics_log import read_metrics
+from vla_torchrl.recipes._cli import UserError
 from vla_torchrl.recipes.plot_curves import aggregate, load_curve
+from vla_torchrl.training.metrics import read_metrics
 
 __all__ = [
     "RUN_INFO_FILE",

@@ -1,10 +1,10 @@
 """Build the environment a recipe asks for: the ManiSkill SUITE task or the toy task.
 
-This is the one place where recipes turn an :class:`~vla_torchrl.recipes.config.EnvConfig` into a
+This is the one place where recipes turn an :class:`~vla_torchrl.config.train_schema.EnvConfig` into a
 TorchRL env, so that training, evaluation and demo collection see the same environments.
 
 Examples:
-    >>> from vla_torchrl.recipes.config import EnvConfig
+    >>> from vla_torchrl.config.train_schema import EnvConfig
     >>> env = make_recipe_env(EnvConfig(backend="toy", num_envs=2, width=16, height=16), seed=0)
     >>> tuple(env.batch_size), env.reset()["observation", "image"].shape[-3:]
     ((2,), torch.Size([16, 16, 3]))
@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 from torchrl.envs import EnvBase
 
+from vla_torchrl.config.train_schema import EnvConfig
 from vla_torchrl.envs.toy import TOY_TASKS as TOY_TASK_OPTIONS
-from vla_torchrl.recipes.config import EnvConfig
-from vla_torchrl.recipes.errors import ConfigError
+from vla_torchrl.recipes._cli import ConfigError
 
 __all__ = ["TOY_TASKS", "make_recipe_env", "task_names"]
 

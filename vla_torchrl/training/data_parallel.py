@@ -16,7 +16,7 @@ on the concatenated batch). This module holds what the recipe adds on top:
   any number of ranks) and :func:`load_trainables` / :func:`optimizer_state_for` cut them back
   into this run's shards.
 
-A single process (no ``torchrun``) goes through the usual :func:`~vla_torchrl.recipes.run.start_run`
+A single process (no ``torchrun``) goes through the usual :func:`~vla_torchrl.training.run.start_run`
 unchanged.
 """
 
@@ -31,10 +31,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from vla_torchrl.recipes.checkpoint import CheckpointManager
-from vla_torchrl.recipes.config import TrainConfig
-from vla_torchrl.recipes.errors import UserError
-from vla_torchrl.recipes.run import RunContext, start_run
+from vla_torchrl.config.train_schema import TrainConfig
+from vla_torchrl.recipes._cli import UserError
+from vla_torchrl.training.checkpointing import CheckpointManager
+from vla_torchrl.training.run import RunContext, start_run
 from vla_torchrl.utils.distributed import DistInfo, barrier, is_dtensor, shard_fsdp2
 from vla_torchrl.utils.seeding import seed_everything
 
@@ -49,7 +49,7 @@ __all__ = [
     "start_run_on_ranks",
 ]
 
-_log = logging.getLogger("vla_torchrl.recipes.distributed")
+_log = logging.getLogger("vla_torchrl.training.data_parallel")
 
 
 class _SilentLogger:
@@ -70,7 +70,7 @@ def start_run_on_ranks(
 ) -> RunContext:
     """Start or resume the run on every rank (collective when ``info.enabled``).
 
-    Rank 0 calls :func:`~vla_torchrl.recipes.run.start_run` (validation, run directory, metric
+    Rank 0 calls :func:`~vla_torchrl.training.run.start_run` (validation, run directory, metric
     log, newest complete checkpoint) and broadcasts the checkpoint it chose; every other rank
     seeds like rank 0 (so models initialise identically) and loads the same checkpoint from
     ``run_dir``, which must therefore be on a filesystem every node sees. The other ranks'
@@ -82,7 +82,7 @@ def start_run_on_ranks(
         tasks: known task names for validation.
 
     Returns:
-        this rank's :class:`~vla_torchrl.recipes.run.RunContext`.
+        this rank's :class:`~vla_torchrl.training.run.RunContext`.
 
     Raises:
         UserError: rank 0 could not start the run (the same message on every rank).

@@ -91,7 +91,7 @@ def run_cli(
     Two modes:
 
     - ``config_name`` given: ``main_fn(cfg: DictConfig)`` runs under ``hydra.main`` with the
-      config ``config_name`` from ``config_path`` (default: this package's ``conf/``); the
+      config ``config_name`` from ``config_path`` (default: ``vla_torchrl/config/conf/``); the
       command line is Hydra's (overrides like ``algo=grpo optim.lr=3e-4``).
     - otherwise: ``main_fn(argv: list[str])`` is called with the remaining arguments and may
       return an exit status.
@@ -156,7 +156,10 @@ def _run_hydra(
     import hydra
 
     if config_path is None:
-        config_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conf")
+        # the Hydra YAML lives next to the schema it fills (vla_torchrl/config/conf/)
+        config_path = os.path.join(
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config", "conf"
+        )
     result: dict[str, Any] = {}
 
     def task(cfg: Any) -> None:

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from vla_torchrl.recipes.errors import UserError
+from vla_torchrl.recipes._cli import UserError
 
 __all__ = [
     "Checkpoint",
@@ -239,7 +239,7 @@ def check_tensors(
         >>> check_tensors({"w": torch.zeros(2, 3)}, {"w": torch.zeros(2, 4)}, where="ckpt")
         Traceback (most recent call last):
         ...
-        vla_torchrl.recipes.checkpoint.CheckpointError: ckpt does not match the model being resumed: shape of w: [2, 3] in the checkpoint, [2, 4] in the model; resume with the config the checkpoint was written with (e.g. the same model.lora_rank), or start a new run_dir
+        vla_torchrl.training.checkpointing.CheckpointError: ckpt does not match the model being resumed: shape of w: [2, 3] in the checkpoint, [2, 4] in the model; resume with the config the checkpoint was written with (e.g. the same model.lora_rank), or start a new run_dir
     """
     problems = []
     missing = sorted(set(expected) - set(loaded))

@@ -12,7 +12,7 @@ Logged (``eval/`` names): ``success``, ``grasped``, ``continuous_grasp``, ``epis
 ``episodes``, and ``perf/eval_s``.
 
 Examples:
-    >>> from vla_torchrl.recipes.periodic_eval import eval_due
+    >>> from vla_torchrl.training.periodic_eval import eval_due
     >>> [eval_due(step, 128, every=512, total=2048) for step in (384, 512, 640, 2048)]
     [False, True, False, True]
 """
@@ -23,12 +23,12 @@ import time
 
 import torch
 
+from vla_torchrl.config.train_schema import TrainConfig
 from vla_torchrl.envs.sim_errors import guard_sim_errors
 from vla_torchrl.keys import METRIC_KEYS
 from vla_torchrl.modules import PolicyBundle
-from vla_torchrl.recipes.config import TrainConfig
-from vla_torchrl.recipes.environments import make_recipe_env
 from vla_torchrl.recipes.evaluate import run_episodes
+from vla_torchrl.training.environments import make_recipe_env
 
 __all__ = ["EVAL_SEED_OFFSET", "PeriodicEvaluation", "eval_due"]
 

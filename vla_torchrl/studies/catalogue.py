@@ -3,7 +3,7 @@
 A study is a set of ``vla-torchrl-train`` runs that differ in one factor (the *variants*), each
 repeated over seeds, plus optional *prerequisite* runs shared by every variant (the SFT warm-up
 the paper starts its RL runs from, Sec. 4.2). :mod:`vla_torchrl.recipes.study` runs them and
-:mod:`vla_torchrl.recipes.study_report` turns their logs into the study's figure and table.
+:mod:`vla_torchrl.studies.curves_report` turns their logs into the study's figure and table.
 
 Scales:
 

@@ -19,7 +19,7 @@ Examples:
     >>> AlgoConfig(name="ppo", clip_epsilon=0.0)
     Traceback (most recent call last):
     ...
-    vla_torchrl.recipes.errors.ConfigError: algo.clip_epsilon=0.0 must be > 0 (PPO clips the ratio to [1-eps, 1+eps]; the paper uses 0.2)
+    vla_torchrl.recipes._cli.ConfigError: algo.clip_epsilon=0.0 must be > 0 (PPO clips the ratio to [1-eps, 1+eps]; the paper uses 0.2)
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from vla_torchrl.recipes.errors import ConfigError
+from vla_torchrl.recipes._cli import ConfigError
 
 __all__ = [
     "ALGORITHMS",
@@ -557,7 +557,7 @@ def validate(
         >>> validate(TrainConfig(device="cpu"), tasks=["table"])
         Traceback (most recent call last):
         ...
-        vla_torchrl.recipes.errors.ConfigError: env.task='ind' is not a known task; known tasks: table
+        vla_torchrl.recipes._cli.ConfigError: env.task='ind' is not a known task; known tasks: table
     """
     names = set(tasks) if tasks is not None else known_tasks()
     if names is not None:
@@ -727,7 +727,7 @@ def to_train_config(cfg: Any) -> TrainConfig:
         >>> to_train_config({"optim": {"lr": -1e-4}})
         Traceback (most recent call last):
         ...
-        vla_torchrl.recipes.errors.ConfigError: optim.lr=-0.0001 must be > 0 (a learning rate; the paper uses 1e-4 for LoRA and 3e-3 for the value head)
+        vla_torchrl.recipes._cli.ConfigError: optim.lr=-0.0001 must be > 0 (a learning rate; the paper uses 1e-4 for LoRA and 3e-3 for the value head)
     """
     try:
         from omegaconf import DictConfig, OmegaConf

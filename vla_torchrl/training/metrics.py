@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from vla_torchrl.recipes.errors import UserError
+from vla_torchrl.recipes._cli import UserError
 
 __all__ = ["NAMESPACES", "STANDARD_METRICS", "MetricLogger", "progress", "read_metrics"]
 
@@ -110,7 +110,7 @@ class MetricLogger:
         >>> log.log({"success": 0.25}, step=5120)
         Traceback (most recent call last):
         ...
-        vla_torchrl.recipes.errors.UserError: metric name 'success' has no namespace; prefix it with one of train/, eval/, losses/, perf/
+        vla_torchrl.recipes._cli.UserError: metric name 'success' has no namespace; prefix it with one of train/, eval/, losses/, perf/
         >>> log.close()
     """
 

@@ -1,0 +1,1 @@
+"""config layer of vla_torchrl (filled in by the layout redesign)."""

@@ -1,0 +1,1 @@
+"""evaluation layer of vla_torchrl (filled in by the layout redesign)."""

@@ -1,0 +1,1 @@
+"""studies layer of vla_torchrl (filled in by the layout redesign)."""

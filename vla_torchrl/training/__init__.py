@@ -1,0 +1,1 @@
+"""training layer of vla_torchrl (filled in by the layout redesign)."""
