@@ -6,7 +6,7 @@ Run by ``test_train_distributed.py``::
     python -m torch.distributed.run --nproc-per-node 2 _dp_train_worker.py OUT ALGO
 
 Every process collects the same 4-env rollout (same seeds, 1 thread) with the recipe's env factory
-and policy; each of W ranks keeps its 4 / W envs and runs ``vla_torchrl.recipes.train.rl_update``
+and policy; each of W ranks keeps its 4 / W envs and runs ``vla_torchrl.training.update.rl_update``
 (advantages, global normalisation / GRPO groups, minibatches, gradient sync, clip, AdamW) with
 ``grad_accum_steps`` = its number of minibatches, so one optimizer step covers the whole batch in
 both runs. Rank 0 writes the trainables before (``OUT.init``) and after (``OUT``) the update,
@@ -26,8 +26,7 @@ import sys
 import torch
 from safetensors.torch import save_file
 
-from vla_torchrl.config.train_schema import compose_config
-from vla_torchrl.recipes.train import make_objective, rl_update
+from vla_torchrl.config.load import compose_config
 from vla_torchrl.training.data_parallel import (
     full_optimizer_state,
     full_trainables,
@@ -35,7 +34,9 @@ from vla_torchrl.training.data_parallel import (
     shard_policy,
 )
 from vla_torchrl.training.environments import make_recipe_env
+from vla_torchrl.training.loop import make_objective
 from vla_torchrl.training.policy import build_policy_from_config
+from vla_torchrl.training.update import rl_update
 from vla_torchrl.utils import seed_everything
 from vla_torchrl.utils.distributed import barrier, destroy_distributed, init_distributed
 

@@ -2,16 +2,15 @@ from __future__ import annotations
 
 import pytest
 
+from vla_torchrl.config.load import compose_config, to_train_config
 from vla_torchrl.config.train_schema import (
     ALGORITHMS,
     AlgoConfig,
     TrainConfig,
-    compose_config,
     register_task_names,
-    to_train_config,
     validate,
 )
-from vla_torchrl.recipes._cli import ConfigError
+from vla_torchrl.errors import ConfigError
 
 SUITE = ["ind", "table", "obj", "obj-rep"]
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vla_torchrl.recipes._cli import ConfigError, UserError, run_cli
+from vla_torchrl.errors import ConfigError, UserError
+from vla_torchrl.recipes._cli import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 

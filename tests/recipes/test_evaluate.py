@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from vla_torchrl.config.train_schema import AlgoConfig, ModelConfig
-from vla_torchrl.recipes.evaluate import evaluate
+from vla_torchrl.evaluation.eval_loop import evaluate
 from vla_torchrl.training.policy import build_policy_from_config, save_policy
 
 TOY = dict(backend="toy", num_envs=4, max_episode_steps=6, width=16, height=16)

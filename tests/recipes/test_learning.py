@@ -14,8 +14,8 @@ import json
 
 import pytest
 
-from vla_torchrl.config.train_schema import compose_config
-from vla_torchrl.recipes.train import train
+from vla_torchrl.config.load import compose_config
+from vla_torchrl.training.loop import train
 
 pytestmark = pytest.mark.slow
 

@@ -6,8 +6,9 @@ import types
 
 import pytest
 
-from vla_torchrl.recipes._cli import UserError
-from vla_torchrl.training.metrics import MetricLogger, progress, read_metrics
+from vla_torchrl.errors import UserError
+from vla_torchrl.training.metrics import MetricLogger, read_metrics
+from vla_torchrl.utils.logging import progress
 
 
 def _run_segment(run_dir, steps, *, resume_step=None, crash_tail=False):

@@ -7,8 +7,8 @@ import json
 from safetensors.torch import load_file
 
 from tests.helpers import SMALL_TRAIN
-from vla_torchrl.config.train_schema import compose_config
-from vla_torchrl.recipes.train import train
+from vla_torchrl.config.load import compose_config
+from vla_torchrl.training.loop import train
 from vla_torchrl.training.periodic_eval import eval_due
 
 SMALL = [

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vla_torchrl.recipes._cli import UserError, run_cli
-from vla_torchrl.recipes.plot_curves import aggregate, group_runs, load_curve, main
+from vla_torchrl.errors import UserError
+from vla_torchrl.recipes._cli import run_cli
+from vla_torchrl.recipes.plot_curves import main
+from vla_torchrl.studies.curves import aggregate, group_runs, load_curve
 
 
 def _write_run(run_dir, rows):

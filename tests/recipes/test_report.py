@@ -8,21 +8,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vla_torchrl.recipes._cli import UserError
-from vla_torchrl.recipes.report import (
-    EpisodeResult,
-    IncrementalResults,
+from vla_torchrl.errors import UserError
+from vla_torchrl.evaluation.report_writer import write_report
+from vla_torchrl.evaluation.results import EpisodeResult, IncrementalResults, load_results
+from vla_torchrl.evaluation.tables import (
     Stat,
     format_cell,
-    load_results,
-    main,
     read_summary_csv,
     relative_drops,
     summarize,
     table_markdown,
-    write_report,
     write_summary_csv,
 )
+from vla_torchrl.recipes.report import main
 
 # (policy, task) -> success count per seed (out of 4 episodes); grasp and continuous grasp = 4
 # unless listed in _GRASP / _CONT.

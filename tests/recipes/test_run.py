@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vla_torchrl.config.train_schema import TrainConfig
-from vla_torchrl.recipes._cli import UserError
+from vla_torchrl.errors import UserError
 from vla_torchrl.training.metrics import read_metrics
 from vla_torchrl.training.run import start_run
 

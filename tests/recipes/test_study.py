@@ -7,9 +7,10 @@ import math
 
 import pytest
 
+from vla_torchrl.errors import UserError
 from vla_torchrl.recipes import study as study_mod
-from vla_torchrl.recipes._cli import UserError
-from vla_torchrl.recipes.study import main, plan_study, run_study
+from vla_torchrl.recipes.study import main
+from vla_torchrl.studies import runner
 from vla_torchrl.studies.catalogue import STUDIES
 from vla_torchrl.studies.curves_report import (
     curves_figure,
@@ -18,6 +19,7 @@ from vla_torchrl.studies.curves_report import (
     summarize_runs,
     summary_markdown,
 )
+from vla_torchrl.studies.runner import plan_study, run_study
 
 # one iteration of 4 envs x 4 steps per run: the tiny scale with half its budget
 ONE_ITERATION = ["collector.total_env_steps=16"]
@@ -186,6 +188,6 @@ def test_epochs_study_plots_steps_and_wall_clock_and_resumes(tmp_path, monkeypat
     assert [ax.get_xlabel() for ax in fig.axes] == ["environment steps", "wall-clock time (min)"]
     assert _legend_labels(fig) == [{"epoch 1", "epoch 2", "epoch 4"}] * 2
     # a re-run finds every run finished and trains nothing
-    monkeypatch.setattr(study_mod, "execute_run", lambda run: pytest.fail(f"re-ran {run.label}"))
+    monkeypatch.setattr(runner, "execute_run", lambda run: pytest.fail(f"re-ran {run.label}"))
     again = run_study("epochs", scale="tiny", seeds=[0], out=tmp_path, overrides=ONE_ITERATION)
     assert again["figure"] == files["figure"]

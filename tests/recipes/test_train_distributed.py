@@ -10,8 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 from tests.helpers import run_python, torchrun
-from vla_torchrl.config.train_schema import compose_config, validate
-from vla_torchrl.recipes._cli import ConfigError
+from vla_torchrl.config.load import compose_config
+from vla_torchrl.config.train_schema import validate
+from vla_torchrl.errors import ConfigError
 from vla_torchrl.training.data_parallel import combine_records
 
 WORKER = Path(__file__).with_name("_dp_train_worker.py")

@@ -15,6 +15,7 @@ import torch
 from tensordict import NonTensorStack, TensorDict, TensorDictBase
 from torchrl.envs import EnvBase
 
+from vla_torchrl.config.train_schema import TrainConfig
 from vla_torchrl.envs.specs import set_vla_specs
 from vla_torchrl.keys import (
     ACTION_KEY,
@@ -30,9 +31,17 @@ from vla_torchrl.keys import (
     SUCCESS_KEY,
     TERMINATED_KEY,
     TRUNCATED_KEY,
+    next_key,
 )
 
-__all__ = ["COLOURS", "TOY_TASKS", "ToyReachConfig", "ToyReachEnv", "make_toy_env"]
+__all__ = [
+    "COLOURS",
+    "TOY_TASKS",
+    "ToyReachConfig",
+    "ToyReachEnv",
+    "make_toy_env",
+    "toy_oracle_demos",
+]
 
 #: Square colours (name -> RGB); the instruction names the target by colour.
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -436,3 +445,37 @@ def make_toy_env(
             "ToyReachConfig"
         )
     return ToyReachEnv(num_envs, config=ToyReachConfig(**options), seed=seed, device=device)
+
+
+def toy_oracle_demos(cfg: TrainConfig, *, episodes: int) -> TensorDictBase:
+    """Run the toy env's oracle for ``episodes`` episodes; keep every step before the end."""
+    from vla_torchrl.envs.toy import make_toy_env
+
+    env = make_toy_env(
+        episodes,
+        seed=cfg.seed + 7919,
+        image_size=cfg.env.width,
+        max_steps=cfg.env.max_episode_steps,
+    )
+    td = env.reset()
+    alive = torch.ones(episodes, dtype=torch.bool)
+    images, instructions, actions = [], [], []
+    for _ in range(cfg.env.max_episode_steps):
+        action = env.oracle_action()
+        td.set(ACTION_KEY, action)
+        images.append(td.get(IMAGE_KEY)[alive])
+        instructions.extend(
+            i for i, a in zip(td.get(INSTRUCTION_KEY), alive.tolist(), strict=True) if a
+        )
+        actions.append(action[alive])
+        td = env.step(td)
+        alive &= ~td.get(next_key(DONE_KEY)).squeeze(-1)
+        td = td.get("next")
+        if not alive.any():
+            break
+    demos = TensorDict(
+        {IMAGE_KEY: torch.cat(images), ACTION_KEY: torch.cat(actions)}, [len(instructions)]
+    )
+    demos.set_non_tensor(INSTRUCTION_KEY, None)
+    demos[INSTRUCTION_KEY] = instructions
+    return demos

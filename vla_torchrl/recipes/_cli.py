@@ -18,23 +18,12 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["DEBUG_ENV", "ConfigError", "UserError", "format_user_error", "run_cli"]
+from vla_torchrl.errors import UserError
+
+__all__ = ["DEBUG_ENV", "format_user_error", "run_cli"]
 
 DEBUG_ENV = "VLA_TORCHRL_DEBUG"
 USER_ERROR_EXIT = 2
-
-
-class UserError(Exception):
-    """An error the user can fix (bad input, missing file); reported in one line, no traceback.
-
-    Examples:
-        >>> str(UserError("lr=-1 must be positive; set optim.lr to e.g. 1e-4"))
-        'lr=-1 must be positive; set optim.lr to e.g. 1e-4'
-    """
-
-
-class ConfigError(UserError, ValueError):
-    """A configuration value is invalid (a :class:`UserError` and a ``ValueError``)."""
 
 
 def _config_error_types() -> tuple[type[BaseException], ...]:

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from vla_torchrl.recipes._cli import UserError
-from vla_torchrl.recipes.plot_curves import aggregate, load_curve
+from vla_torchrl.errors import UserError
+from vla_torchrl.studies.curves import aggregate, load_curve
 from vla_torchrl.training.metrics import read_metrics
 
 __all__ = [

@@ -1,12 +1,12 @@
 """Reports of the studies that evaluate policies rather than plot training curves.
 
 * ``sft_demos`` (Fig. 6a/b): every SFT policy is evaluated (``vla-torchrl-eval``'s
-  :func:`~vla_torchrl.recipes.evaluate.evaluate`, evaluation temperature) on the IND task and,
+  :func:`~vla_torchrl.evaluation.eval_loop.evaluate`, evaluation temperature) on the IND task and,
   on ManiSkill, the unseen-object/table tasks; the figure plots grasp, continuous grasp and
   success against the number of demonstrations, mean +- std over training seeds.
 * ``sft_vs_rl`` (Fig. 7, Tables 1-3): the SFT policy and the RL policy trained from it are
   evaluated on the whole task suite; the report (tables, relative drops, radars) is
-  :func:`~vla_torchrl.recipes.report.write_report`'s.
+  :func:`~vla_torchrl.evaluation.report_writer.write_report`'s.
 * ``coverage`` (Fig. 8): positions visited by the SFT demonstrations vs by rollouts of the RL
   policy (training temperature), as two scatter plots coloured by time step.
 """
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vla_torchrl.errors import UserError
 from vla_torchrl.keys import ACTION_KEY, DONE_KEY, STATE_KEY, next_key
-from vla_torchrl.recipes._cli import UserError
 from vla_torchrl.studies.curves_report import mean_std
 from vla_torchrl.utils import select_device
 
@@ -36,7 +36,7 @@ _TOY_DEMO_SEED_OFFSET = 7919
 
 
 def _config(run):
-    from vla_torchrl.config.train_schema import compose_config
+    from vla_torchrl.config.load import compose_config
 
     return compose_config(list(run.overrides), config_name=run.config_name)
 
@@ -79,8 +79,8 @@ def sft_eval_report(
     study, variants, out: Path, scale: str, *, name: str, title: str, command: str, seeds
 ) -> dict[str, Path]:
     """Fig. 6a/b: evaluate each SFT policy; metrics vs number of demonstrations."""
-    from vla_torchrl.recipes.evaluate import evaluate
-    from vla_torchrl.recipes.report import load_results
+    from vla_torchrl.evaluation.eval_loop import evaluate
+    from vla_torchrl.evaluation.results import load_results
 
     _require_policies(variants)
     cfg = _config(variants[0])
@@ -176,7 +176,7 @@ def sft_vs_rl_report(
     The RL policy of the first training seed is evaluated (the paper: the converged RL policy),
     on environment seeds = the study's seeds (the paper: 3).
     """
-    from vla_torchrl.recipes.evaluate import evaluate
+    from vla_torchrl.evaluation.eval_loop import evaluate
     from vla_torchrl.training.environments import task_names
 
     _require_policies([sft_run, *variants])

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from vla_torchrl.recipes._cli import UserError
+from vla_torchrl.errors import UserError
 
 __all__ = [
     "Checkpoint",

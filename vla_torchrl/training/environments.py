@@ -17,7 +17,7 @@ from torchrl.envs import EnvBase
 
 from vla_torchrl.config.train_schema import EnvConfig
 from vla_torchrl.envs.toy import TOY_TASKS as TOY_TASK_OPTIONS
-from vla_torchrl.recipes._cli import ConfigError
+from vla_torchrl.errors import ConfigError
 
 __all__ = ["TOY_TASKS", "make_recipe_env", "task_names"]
 

@@ -26,15 +26,14 @@ import logging
 import math
 import os
 import re
-import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from vla_torchrl.recipes._cli import UserError
+from vla_torchrl.errors import UserError
 
-__all__ = ["NAMESPACES", "STANDARD_METRICS", "MetricLogger", "progress", "read_metrics"]
+__all__ = ["NAMESPACES", "STANDARD_METRICS", "MetricLogger", "read_metrics"]
 
 NAMESPACES: tuple[str, ...] = ("train/", "eval/", "losses/", "perf/")
 STANDARD_METRICS: tuple[str, ...] = (
@@ -110,7 +109,7 @@ class MetricLogger:
         >>> log.log({"success": 0.25}, step=5120)
         Traceback (most recent call last):
         ...
-        vla_torchrl.recipes._cli.UserError: metric name 'success' has no namespace; prefix it with one of train/, eval/, losses/, perf/
+        vla_torchrl.errors.UserError: metric name 'success' has no namespace; prefix it with one of train/, eval/, losses/, perf/
         >>> log.close()
     """
 
@@ -262,40 +261,3 @@ class MetricLogger:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def progress(
-    total: int,
-    *,
-    initial: int = 0,
-    desc: str = "env steps",
-    unit: str = "step",
-    disable: bool | None = None,
-    iterable: Iterable | None = None,
-):
-    """A tqdm progress bar with rate and ETA, for long loops (``initial`` for resumed runs).
-
-    Disabled automatically when stderr is not a terminal (logs of batch jobs stay clean), unless
-    ``disable=False``.
-
-    Examples:
-        >>> bar = progress(100, initial=20, disable=True)
-        >>> bar.total, bar.disable
-        (100, True)
-        >>> bar.close()
-    """
-    from tqdm.auto import tqdm
-
-    if disable is None:
-        disable = not sys.stderr.isatty()
-    return tqdm(
-        iterable,
-        total=total,
-        initial=initial,
-        desc=desc,
-        unit=unit,
-        unit_scale=True,
-        dynamic_ncols=True,
-        smoothing=0.1,
-        disable=disable,
-    )

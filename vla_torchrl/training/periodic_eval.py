@@ -24,10 +24,10 @@ import time
 import torch
 
 from vla_torchrl.config.train_schema import TrainConfig
+from vla_torchrl.envs.episodes import run_episodes
 from vla_torchrl.envs.sim_errors import guard_sim_errors
 from vla_torchrl.keys import METRIC_KEYS
 from vla_torchrl.modules import PolicyBundle
-from vla_torchrl.recipes.evaluate import run_episodes
 from vla_torchrl.training.environments import make_recipe_env
 
 __all__ = ["EVAL_SEED_OFFSET", "PeriodicEvaluation", "eval_due"]

@@ -37,8 +37,8 @@ import torch
 from safetensors import SafetensorError
 
 from vla_torchrl.config.train_schema import AlgoConfig, ModelConfig
+from vla_torchrl.errors import UserError
 from vla_torchrl.modules import BuiltinTokenizer, LoRASettings, PolicyBundle, build_policy
-from vla_torchrl.recipes._cli import UserError
 
 __all__ = ["build_policy_from_config", "load_policy", "save_policy"]
 

@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from vla_torchrl.config.train_schema import TrainConfig, validate
-from vla_torchrl.recipes._cli import UserError
+from vla_torchrl.errors import UserError
 from vla_torchrl.training.checkpointing import (
     Checkpoint,
     CheckpointError,
@@ -45,9 +46,10 @@ from vla_torchrl.training.checkpointing import (
     restore_rng_states,
 )
 from vla_torchrl.training.metrics import METRICS_FILE, MetricLogger
+from vla_torchrl.utils.distributed import DistInfo, barrier
 from vla_torchrl.utils.seeding import seed_everything
 
-__all__ = ["RunContext", "start_run"]
+__all__ = ["RunContext", "start_run", "start_run_on_ranks"]
 
 CONFIG_FILE = "config.json"
 _log = logging.getLogger("vla_torchrl.recipes")
@@ -236,3 +238,67 @@ def start_run(
     (run_dir / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     counters = dict(resumed.counters) if resumed is not None else {}
     return RunContext(cfg, run_dir, manager, logger, resumed, counters)
+
+
+class _SilentLogger:
+    """The metric logger of ranks other than 0: accepts everything, writes nothing."""
+
+    def log(self, metrics: Mapping[str, Any], *, step: int) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def start_run_on_ranks(
+    cfg: TrainConfig, info: DistInfo, *, tasks: Collection[str] | None = None
+) -> RunContext:
+    """Start or resume the run on every rank (collective when ``info.enabled``).
+
+    Rank 0 calls :func:`~vla_torchrl.training.run.start_run` (validation, run directory, metric
+    log, newest complete checkpoint) and broadcasts the checkpoint it chose; every other rank
+    seeds like rank 0 (so models initialise identically) and loads the same checkpoint from
+    ``run_dir``, which must therefore be on a filesystem every node sees. The other ranks'
+    contexts log nothing; only rank 0 may call :meth:`RunContext.save`.
+
+    Args:
+        cfg: the training config (the same on every rank).
+        info: from :func:`~vla_torchrl.utils.distributed.init_distributed`.
+        tasks: known task names for validation.
+
+    Returns:
+        this rank's :class:`~vla_torchrl.training.run.RunContext`.
+
+    Raises:
+        UserError: rank 0 could not start the run (the same message on every rank).
+    """
+    if not info.enabled:
+        return start_run(cfg, tasks=tasks)
+    ctx: RunContext | None = None
+    message: list[Any] = [None, None]  # [error text, checkpoint path]
+    if info.is_main:
+        try:
+            ctx = start_run(cfg, tasks=tasks)
+            message[1] = None if ctx.resumed is None else str(ctx.resumed.path)
+        except Exception as err:  # tell the others before raising, so they do not hang
+            message[0] = str(err) or type(err).__name__
+            error = err
+    dist.broadcast_object_list(message, src=0)
+    if message[0] is not None:
+        if info.is_main:
+            raise error
+        raise UserError(f"rank 0 could not start the run: {message[0]}")
+    if info.is_main:
+        assert ctx is not None
+        barrier(info)
+        return ctx
+    seed_everything(cfg.seed)  # the same model initialisation as rank 0
+    manager = CheckpointManager(Path(cfg.run_dir), keep_last=cfg.keep_last)
+    resumed = None if message[1] is None else manager.load(message[1])
+    counters = dict(resumed.counters) if resumed is not None else {}
+    ctx = RunContext(cfg, Path(cfg.run_dir), manager, _SilentLogger(), resumed, counters)  # type: ignore[arg-type]
+    barrier(info)  # rank 0 writes nothing before every rank has loaded its checkpoint
+    return ctx

@@ -35,9 +35,28 @@ import torch
 import torch.distributed as dist
 from tensordict import TensorDictBase
 
-from vla_torchrl.utils.distributed import DistInfo, is_dtensor, sync_gradients
+from vla_torchrl.config.train_schema import TrainConfig
+from vla_torchrl.envs.sim_errors import void_step_mask
+from vla_torchrl.keys import (
+    ADVANTAGE_KEY,
+    VALID_STEP_KEY,
+)
+from vla_torchrl.objectives import (
+    GroupRelativeAdvantage,
+    VLAPPOLoss,
+    VLATPOLoss,
+)
+from vla_torchrl.objectives.global_batch import (
+    global_advantage_stats,
+    global_group_relative_advantage,
+)
+from vla_torchrl.utils.distributed import (
+    DistInfo,
+    is_dtensor,
+    sync_gradients,
+)
 
-__all__ = ["run_update", "total_loss"]
+__all__ = ["rl_update", "run_update", "total_loss"]
 
 
 def total_loss(losses: TensorDictBase) -> torch.Tensor:
@@ -176,3 +195,69 @@ def _clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> torch.
         for g in grads:
             g.mul_(coef)
     return total
+
+
+def rl_update(
+    cfg: TrainConfig,
+    rollout: TensorDictBase,
+    loss_fn,
+    advantage,
+    optimizer: torch.optim.Optimizer,
+    params: list[torch.nn.Parameter],
+    info: DistInfo,
+) -> dict[str, float]:
+    """Advantages and the minibatch update of one rollout (this rank's ``[B, T]`` shard).
+
+    Advantage normalisation statistics and GRPO groups span every rank's rollout; gradients are
+    averaged over ranks once per optimizer step. With equal shards, the result equals one process
+    updating on the concatenated rollout (``tests/recipes/test_train_distributed.py``).
+
+    Steps flagged invalid (``VALID_STEP_KEY`` false: an episode void by a simulator error) are
+    left out of GRPO groups and advantage statistics; a single process drops them from the
+    update batch, several ranks zero their advantages instead (every rank must run the same
+    number of synchronised optimizer steps).
+
+    Returns:
+        the update's statistics (see :func:`~vla_torchrl.training.update.run_update`).
+    """
+    valid = ~void_step_mask(rollout)
+    rollout.set(VALID_STEP_KEY, valid)  # read by the GRPO advantage module (its mask)
+    if advantage is not None:
+        with torch.no_grad():
+            if isinstance(advantage, GroupRelativeAdvantage):
+                # GRPO(s): episode ids are only unique within a rank (its own env seeds)
+                rollout = global_group_relative_advantage(
+                    rollout, advantage, info, rank_local_groups=advantage.group_key is not None
+                )
+            else:
+                rollout = advantage(rollout)  # GAE (Eq. 2) is per trajectory: no communication
+    if isinstance(loss_fn, VLAPPOLoss) and cfg.algo.normalize_advantage:
+        # normalise with statistics of the whole (global) rollout, not of each minibatch of 8
+        mask = valid[..., None]
+        loss_fn.advantage_stats_fn = global_advantage_stats(rollout.get(ADVANTAGE_KEY), mask)
+    trajectory_loss = isinstance(loss_fn, VLATPOLoss)
+    batch = rollout if trajectory_loss else rollout.reshape(-1)
+    if not valid.all():
+        keep = valid.all(-1) if trajectory_loss else valid.reshape(-1)
+        if info.enabled and info.world_size > 1:
+            if ADVANTAGE_KEY in batch.keys():  # noqa: SIM118 (TensorDict has no __contains__)
+                adv = batch.get(ADVANTAGE_KEY)
+                batch.set(ADVANTAGE_KEY, adv * keep.reshape(-1, *[1] * (adv.ndim - 1)).to(adv))
+        else:
+            batch = batch[keep]
+    return run_update(
+        batch,
+        loss_fn,
+        optimizer,
+        params,
+        minibatch_size=(
+            max(1, cfg.optim.minibatch_size // rollout.shape[1])
+            if trajectory_loss
+            else cfg.optim.minibatch_size
+        ),
+        grad_accum_steps=cfg.optim.grad_accum_steps,
+        epochs=cfg.algo.epochs,  # paper Sec. 4.2: 1 epoch is enough
+        max_grad_norm=cfg.optim.max_grad_norm,  # FACTS: 10
+        dist_info=info,
+        autocast=cfg.optim.autocast,
+    )
