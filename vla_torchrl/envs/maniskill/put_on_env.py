@@ -1,7 +1,7 @@
 """TorchRL ``EnvBase`` around the ManiSkill "put O on R" task.
 
 One instance drives one ManiSkill env object: on the CPU that is a single scene (ManiSkill's CPU
-simulation allows one env per process; :func:`vla_torchrl.envs.factory.make_env` batches
+simulation allows one env per process; :func:`vla_torchrl.envs.builder.make_env` batches
 instances across worker processes), on a GPU a batch of ``num_envs`` scenes.
 
 Output keys (root after reset, ``"next"`` after step), with ``*B`` the batch dims:

@@ -1,7 +1,7 @@
 """``make_env``: a suite task as a batched TorchRL env.
 
 Examples:
-    >>> from vla_torchrl.envs.factory import make_env
+    >>> from vla_torchrl.envs.builder import make_env
     >>> env = make_env("ind", num_envs=2, image_size=(224, 224))  # doctest: +SKIP
     >>> td = env.rollout(3)                                          # doctest: +SKIP
     >>> td["next", "observation", "image"].shape                     # doctest: +SKIP
