@@ -15,7 +15,6 @@ import torch
 from tensordict import NonTensorStack, TensorDict, TensorDictBase
 from torchrl.envs import EnvBase
 
-from vla_torchrl.config.train_schema import TrainConfig
 from vla_torchrl.envs.specs import set_vla_specs
 from vla_torchrl.keys import (
     ACTION_KEY,
@@ -40,7 +39,9 @@ __all__ = [
     "ToyReachConfig",
     "ToyReachEnv",
     "make_toy_env",
+    "ORACLE_SEED_OFFSET",
     "toy_oracle_demos",
+    "toy_oracle_steps",
 ]
 
 #: Square colours (name -> RGB); the instruction names the target by colour.
@@ -447,20 +448,37 @@ def make_toy_env(
     return ToyReachEnv(num_envs, config=ToyReachConfig(**options), seed=seed, device=device)
 
 
-def toy_oracle_demos(cfg: TrainConfig, *, episodes: int) -> TensorDictBase:
-    """Run the toy env's oracle for ``episodes`` episodes; keep every step before the end."""
-    from vla_torchrl.envs.toy import make_toy_env
+#: the toy oracle's demonstrations start from ``seed + ORACLE_SEED_OFFSET``: other episodes than
+#: those a run with ``seed`` collects or is evaluated on
+ORACLE_SEED_OFFSET = 7919
 
+
+def toy_oracle_steps(
+    episodes: int, *, seed: int, image_size: int, max_steps: int
+) -> tuple[TensorDictBase, torch.Tensor]:
+    """Run the toy env's oracle for ``episodes`` episodes; keep every step before the end.
+
+    Args:
+        episodes: how many episodes (one env each).
+        seed: the run's seed; the episodes are drawn with ``seed + ORACLE_SEED_OFFSET``.
+        image_size: the env's image side (``env.width``).
+        max_steps: the episode length limit (``env.max_episode_steps``).
+
+    Returns:
+        the kept steps (image, instruction, oracle action, state) and each one's time step.
+
+    Examples:
+        >>> steps, times = toy_oracle_steps(2, seed=0, image_size=16, max_steps=4)
+        >>> steps.shape[0] == times.shape[0] > 0, int(times.max()) < 4
+        (True, True)
+    """
     env = make_toy_env(
-        episodes,
-        seed=cfg.seed + 7919,
-        image_size=cfg.env.width,
-        max_steps=cfg.env.max_episode_steps,
+        episodes, seed=seed + ORACLE_SEED_OFFSET, image_size=image_size, max_steps=max_steps
     )
     td = env.reset()
     alive = torch.ones(episodes, dtype=torch.bool)
-    images, instructions, actions = [], [], []
-    for _ in range(cfg.env.max_episode_steps):
+    images, instructions, actions, states, times = [], [], [], [], []
+    for t in range(max_steps):
         action = env.oracle_action()
         td.set(ACTION_KEY, action)
         images.append(td.get(IMAGE_KEY)[alive])
@@ -468,14 +486,36 @@ def toy_oracle_demos(cfg: TrainConfig, *, episodes: int) -> TensorDictBase:
             i for i, a in zip(td.get(INSTRUCTION_KEY), alive.tolist(), strict=True) if a
         )
         actions.append(action[alive])
+        states.append(td.get(STATE_KEY)[alive])
+        times.append(torch.full((int(alive.sum()),), t))
         td = env.step(td)
         alive &= ~td.get(next_key(DONE_KEY)).squeeze(-1)
         td = td.get("next")
         if not alive.any():
             break
-    demos = TensorDict(
-        {IMAGE_KEY: torch.cat(images), ACTION_KEY: torch.cat(actions)}, [len(instructions)]
+    steps = TensorDict(
+        {
+            IMAGE_KEY: torch.cat(images),
+            ACTION_KEY: torch.cat(actions),
+            STATE_KEY: torch.cat(states),
+        },
+        [len(instructions)],
     )
-    demos.set_non_tensor(INSTRUCTION_KEY, None)
-    demos[INSTRUCTION_KEY] = instructions
-    return demos
+    steps.set_non_tensor(INSTRUCTION_KEY, None)
+    steps[INSTRUCTION_KEY] = instructions
+    return steps, torch.cat(times)
+
+
+def toy_oracle_demos(
+    episodes: int, *, seed: int, image_size: int, max_steps: int
+) -> TensorDictBase:
+    """SFT demonstrations of the toy env: :func:`toy_oracle_steps` without the states.
+
+    Examples:
+        >>> demos = toy_oracle_demos(2, seed=0, image_size=16, max_steps=4)
+        >>> keys = demos.keys(include_nested=True)
+        >>> IMAGE_KEY in keys, ACTION_KEY in keys, STATE_KEY in keys
+        (True, True, False)
+    """
+    steps, _ = toy_oracle_steps(episodes, seed=seed, image_size=image_size, max_steps=max_steps)
+    return steps.exclude(STATE_KEY)

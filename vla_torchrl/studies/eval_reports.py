@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from vla_torchrl.envs.toy import toy_oracle_steps
 from vla_torchrl.errors import UserError
-from vla_torchrl.keys import ACTION_KEY, DONE_KEY, STATE_KEY, next_key
+from vla_torchrl.keys import DONE_KEY, STATE_KEY, next_key
 from vla_torchrl.studies.curves_report import mean_std
 from vla_torchrl.utils import select_device
 
@@ -31,8 +32,6 @@ _METRICS = ("grasped", "continuous_grasp", "success")
 _EPISODES = {"tiny": 4, "cpu": 32, "paper": 64}
 # Fig. 6: IND and the unseen objects / tables (ManiSkill); the toy backend has IND only
 _SFT_TASKS = {"toy": ("ind",), "maniskill": ("ind", "obj", "table")}
-# train.toy_oracle_demos draws its oracle episodes with seed + 7919: the SFT run's dataset
-_TOY_DEMO_SEED_OFFSET = 7919
 
 
 def _config(run):
@@ -218,27 +217,10 @@ def grid_coverage(points: np.ndarray, *, cells: int = 16, low=-1.0, high=1.0) ->
 
 def _toy_demo_states(cfg, episodes: int) -> tuple[np.ndarray, np.ndarray]:
     """States (and time steps) of the toy oracle episodes the SFT run trained on."""
-    from vla_torchrl.envs.toy import make_toy_env
-
-    env = make_toy_env(
-        episodes,
-        seed=cfg.seed + _TOY_DEMO_SEED_OFFSET,
-        image_size=cfg.env.width,
-        max_steps=cfg.env.max_episode_steps,
+    steps, times = toy_oracle_steps(
+        episodes, seed=cfg.seed, image_size=cfg.env.width, max_steps=cfg.env.max_episode_steps
     )
-    td = env.reset()
-    alive = torch.ones(episodes, dtype=torch.bool)
-    states, times = [], []
-    for t in range(cfg.env.max_episode_steps):
-        states.append(td.get(STATE_KEY)[alive])
-        times.append(torch.full((int(alive.sum()),), t))
-        td.set(ACTION_KEY, env.oracle_action())
-        td = env.step(td)
-        alive &= ~td.get(next_key(DONE_KEY)).squeeze(-1)
-        td = td.get("next")
-        if not alive.any():
-            break
-    return torch.cat(states).numpy(), torch.cat(times).numpy()
+    return steps.get(STATE_KEY).numpy(), times.numpy()
 
 
 def _rl_states(cfg, policy_dir: Path, episodes: int) -> tuple[np.ndarray, np.ndarray]:

@@ -388,7 +388,12 @@ def _load_demos(cfg: TrainConfig, bundle: PolicyBundle) -> TensorDictBase:
             )
         demos = TensorDict.load_memmap(path).to_tensordict()
     elif cfg.env.backend == "toy":
-        demos = toy_oracle_demos(cfg, episodes=cfg.algo.demo_episodes)
+        demos = toy_oracle_demos(
+            cfg.algo.demo_episodes,
+            seed=cfg.seed,
+            image_size=cfg.env.width,
+            max_steps=cfg.env.max_episode_steps,
+        )
     else:
         raise UserError("algo=sft needs algo.demos=<dir written by vla-torchrl-collect>")
     # env actions -> normalised with the model's q01/q99 (identity without stats) -> token ids
