@@ -96,8 +96,10 @@ def test_model_checkpoint_missing_files_and_mismatched_shapes(tmp_path, capsys):
     # a tiny checkpoint one of whose weights has the wrong shape
     from safetensors.torch import load_file, save_file
 
+    from vla_torchrl.modules.checkpoint import save_openvla
+
     ckpt = tmp_path / "ckpt"
-    OpenVLA(OpenVLAConfig.tiny()).save_pretrained(ckpt)
+    save_openvla(OpenVLA(OpenVLAConfig.tiny()), ckpt)
     (weights,) = ckpt.glob("*.safetensors")
     tensors = load_file(str(weights))
     name = sorted(k for k, v in tensors.items() if v.ndim == 2)[0]
