@@ -1,13 +1,9 @@
-"""The training recipe's side of data-parallel runs: start/resume on every rank, global metrics.
+"""The training loop's side of data-parallel runs: global metric records, FSDP2 sharding.
 
 ``vla-torchrl-train`` launched by ``torchrun`` runs one process per rank (see
 :mod:`vla_torchrl.utils.distributed` for the collectives and why the update equals one process
 on the concatenated batch). This module holds what the recipe adds on top:
 
-- :func:`start_run_on_ranks`: rank 0 alone owns the run directory (config, metric log,
-  checkpoints); it starts or resumes the run and tells the other ranks which checkpoint to load
-  (or why it failed, so they stop with the same error instead of waiting forever). The others
-  load that checkpoint read-only and log nothing.
 - :func:`combine_records`: one metric record for the whole run from each rank's record
   (episode metrics weighted by episode counts, throughputs summed, times maxed, losses averaged).
 - ``dist.strategy=fsdp2``: :func:`shard_policy` shards the decoder layers with FSDP2;
@@ -16,8 +12,8 @@ on the concatenated batch). This module holds what the recipe adds on top:
   any number of ranks) and :func:`load_trainables` / :func:`optimizer_state_for` cut them back
   into this run's shards.
 
-A single process (no ``torchrun``) goes through the usual :func:`~vla_torchrl.training.run.start_run`
-unchanged.
+Starting or resuming the run on every rank is :func:`~vla_torchrl.training.run.start_run`'s job
+(rank 0 owns the run directory; the other ranks load the checkpoint it chose).
 """
 
 from __future__ import annotations

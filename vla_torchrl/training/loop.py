@@ -60,7 +60,7 @@ from vla_torchrl.training.data_parallel import (
 from vla_torchrl.training.environments import make_recipe_env, task_names
 from vla_torchrl.training.periodic_eval import PeriodicEvaluation, eval_due
 from vla_torchrl.training.policy import build_policy_from_config, save_policy
-from vla_torchrl.training.run import RunContext, start_run_on_ranks
+from vla_torchrl.training.run import RunContext, start_run
 from vla_torchrl.training.update import rl_update, run_update
 from vla_torchrl.utils import select_device
 from vla_torchrl.utils.distributed import (
@@ -137,7 +137,8 @@ def train(cfg: TrainConfig) -> Path:
 
     Under ``torchrun`` every rank calls it (data-parallel; see the module docstring).
     """
-    validate(cfg, tasks=task_names(cfg.env.backend))  # fail fast, before joining a group
+    # validated once, here: fail fast, before joining a group (start_run does not validate again)
+    validate(cfg, tasks=task_names(cfg.env.backend))
     info = init_distributed(
         backend=cfg.dist.backend, device=_rank_device(cfg), timeout_s=cfg.dist.timeout_s
     )
@@ -159,7 +160,7 @@ def _rank_device(cfg: TrainConfig) -> str | None:
 
 def _train(cfg: TrainConfig, info: DistInfo) -> Path:
     # ---- seed, run directory, resume (rank 0 owns the run directory) ---------------------------
-    ctx = start_run_on_ranks(cfg, info, tasks=task_names(cfg.env.backend))
+    ctx = start_run(cfg, info, validated=True)
     device = info.device if info.enabled else select_device(cfg.device)
     # ---- env: each rank its own envs and seeds -------------------------------------------------
     env = None if cfg.algo.name == "sft" else _make_env(cfg, device, info)

@@ -4,7 +4,7 @@ The glue every training recipe needs before its loop and at each checkpoint, so 
 killed at any moment continues exactly where its last checkpoint left off (same weights, same
 RNG streams, the metric log cut back to that step)::
 
-    ctx = start_run(cfg, tasks=SUITE.keys())     # validates, seeds
+    ctx = start_run(cfg, tasks=SUITE.keys())     # validates, seeds (torchrun: start_run(cfg, info))
     ...                                            # build env, policy, optimizer (uses RNG)
     if ctx.resumed is not None:
         policy.load_state_dict(ctx.resumed.tensors, strict=False)
@@ -20,7 +20,8 @@ RNG streams, the metric log cut back to that step)::
     ctx.close()
 
 The run directory holds ``config.json`` (the resolved config), ``metrics.jsonl``, ``tb/``,
-``wandb/`` and ``checkpoints/``. One process writes a run directory (rank 0 in a distributed run).
+``wandb/`` and ``checkpoints/``. One process writes a run directory (rank 0 in a distributed run;
+the other ranks read the checkpoint it chose).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from vla_torchrl.training.metrics import METRICS_FILE, MetricLogger
 from vla_torchrl.utils.distributed import DistInfo, barrier
 from vla_torchrl.utils.seeding import seed_everything
 
-__all__ = ["RunContext", "start_run", "start_run_on_ranks"]
+__all__ = ["RunContext", "start_run"]
 
 CONFIG_FILE = "config.json"
 _log = logging.getLogger("vla_torchrl.recipes")
@@ -162,26 +163,39 @@ def _config_differences(
 
 def start_run(
     cfg: TrainConfig,
+    info: DistInfo | None = None,
     *,
     tasks: Collection[str] | None = None,
+    validated: bool = False,
     cuda_available: bool | None = None,
     tensorboard: bool | None = None,
     wandb: str | None = None,
 ) -> RunContext:
-    """Validate ``cfg``, seed, resume from the newest complete checkpoint, open the metric log.
+    """Start or resume the run: validate, seed, resume the newest complete checkpoint, open the log.
+
+    The one start of a run, for a single process and for every rank of a ``torchrun`` launch
+    (collective when ``info.enabled``): ``cfg`` is validated once (here, unless the caller did),
+    every rank seeds alike (so models initialise identically), rank 0 alone owns the run
+    directory (config, metric log, checkpoints) and tells the other ranks which checkpoint to
+    load, or why it failed, so they stop with the same error instead of waiting forever. The
+    other ranks load that checkpoint read-only from ``run_dir`` (a filesystem every node sees)
+    and log nothing; only rank 0 may call :meth:`RunContext.save`.
 
     Args:
-        cfg: the training config.
+        cfg: the training config (the same on every rank).
+        info: from :func:`~vla_torchrl.utils.distributed.init_distributed`; None: one process.
         tasks: known task names for :func:`~vla_torchrl.config.train_schema.validate`.
+        validated: the caller validated ``cfg`` already (e.g. before joining a process group).
         cuda_available: override CUDA detection (tests).
         tensorboard, wandb: override ``cfg.logger`` (tests).
 
     Returns:
-        A :class:`RunContext`; ``resumed`` is the loaded checkpoint or None for a fresh start
-        (call :meth:`RunContext.restore_rng` just before the loop).
+        This rank's :class:`RunContext`; ``resumed`` is the loaded checkpoint or None for a fresh
+        start (call :meth:`RunContext.restore_rng` just before the loop).
 
     Raises:
-        UserError: a bad config, or ``resume=false`` on a directory that already has a run.
+        UserError: a bad config, or ``resume=false`` on a directory that already has a run
+            (on the other ranks: "rank 0 could not start the run: ...").
 
     Examples:
         >>> import tempfile
@@ -199,11 +213,39 @@ def start_run(
         (5120, 5120)
         >>> again.close()
     """
-    validate(cfg, tasks=tasks, cuda_available=cuda_available)
+    if not validated:
+        validate(cfg, tasks=tasks, cuda_available=cuda_available)
+    seed_everything(cfg.seed)  # every rank alike: the same model initialisation everywhere
+    run_dir = Path(cfg.run_dir)
+    ranks = info is not None and info.enabled
+    if ranks and not info.is_main:
+        message: list[Any] = [None, None]  # [error text, checkpoint path], from rank 0
+        dist.broadcast_object_list(message, src=0)
+        if message[0] is not None:
+            raise UserError(f"rank 0 could not start the run: {message[0]}")
+        manager = CheckpointManager(run_dir, keep_last=cfg.keep_last)
+        resumed = None if message[1] is None else manager.load(message[1])
+        ctx = _context(cfg, manager, _SilentLogger(), resumed)
+        barrier(info)  # rank 0 writes nothing before every rank has loaded its checkpoint
+        return ctx
+    try:
+        ctx = _open_run_dir(cfg, tensorboard=tensorboard, wandb=wandb)
+    except Exception as err:
+        if ranks:  # tell the others before raising, so they do not hang
+            dist.broadcast_object_list([str(err) or type(err).__name__, None], src=0)
+        raise
+    if ranks:
+        resumed_path = None if ctx.resumed is None else str(ctx.resumed.path)
+        dist.broadcast_object_list([None, resumed_path], src=0)
+        barrier(info)
+    return ctx
+
+
+def _open_run_dir(cfg: TrainConfig, *, tensorboard: bool | None, wandb: str | None) -> RunContext:
+    """The run directory's owner (one process, or rank 0): resume or refuse, open the log."""
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     manager = CheckpointManager(run_dir, keep_last=cfg.keep_last)
-    seed_everything(cfg.seed)
     resumed = None
     has_log = (run_dir / METRICS_FILE).exists() and (run_dir / METRICS_FILE).stat().st_size > 0
     if cfg.resume:
@@ -236,8 +278,13 @@ def start_run(
         run_name=run_dir.name,
     )
     (run_dir / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    return _context(cfg, manager, logger, resumed)
+
+
+def _context(cfg: TrainConfig, manager: CheckpointManager, logger, resumed) -> RunContext:
+    """The one place a :class:`RunContext` is built (every rank, fresh or resumed)."""
     counters = dict(resumed.counters) if resumed is not None else {}
-    return RunContext(cfg, run_dir, manager, logger, resumed, counters)
+    return RunContext(cfg, Path(cfg.run_dir), manager, logger, resumed, counters)
 
 
 class _SilentLogger:
@@ -251,54 +298,3 @@ class _SilentLogger:
 
     def close(self) -> None:
         pass
-
-
-def start_run_on_ranks(
-    cfg: TrainConfig, info: DistInfo, *, tasks: Collection[str] | None = None
-) -> RunContext:
-    """Start or resume the run on every rank (collective when ``info.enabled``).
-
-    Rank 0 calls :func:`~vla_torchrl.training.run.start_run` (validation, run directory, metric
-    log, newest complete checkpoint) and broadcasts the checkpoint it chose; every other rank
-    seeds like rank 0 (so models initialise identically) and loads the same checkpoint from
-    ``run_dir``, which must therefore be on a filesystem every node sees. The other ranks'
-    contexts log nothing; only rank 0 may call :meth:`RunContext.save`.
-
-    Args:
-        cfg: the training config (the same on every rank).
-        info: from :func:`~vla_torchrl.utils.distributed.init_distributed`.
-        tasks: known task names for validation.
-
-    Returns:
-        this rank's :class:`~vla_torchrl.training.run.RunContext`.
-
-    Raises:
-        UserError: rank 0 could not start the run (the same message on every rank).
-    """
-    if not info.enabled:
-        return start_run(cfg, tasks=tasks)
-    ctx: RunContext | None = None
-    message: list[Any] = [None, None]  # [error text, checkpoint path]
-    if info.is_main:
-        try:
-            ctx = start_run(cfg, tasks=tasks)
-            message[1] = None if ctx.resumed is None else str(ctx.resumed.path)
-        except Exception as err:  # tell the others before raising, so they do not hang
-            message[0] = str(err) or type(err).__name__
-            error = err
-    dist.broadcast_object_list(message, src=0)
-    if message[0] is not None:
-        if info.is_main:
-            raise error
-        raise UserError(f"rank 0 could not start the run: {message[0]}")
-    if info.is_main:
-        assert ctx is not None
-        barrier(info)
-        return ctx
-    seed_everything(cfg.seed)  # the same model initialisation as rank 0
-    manager = CheckpointManager(Path(cfg.run_dir), keep_last=cfg.keep_last)
-    resumed = None if message[1] is None else manager.load(message[1])
-    counters = dict(resumed.counters) if resumed is not None else {}
-    ctx = RunContext(cfg, Path(cfg.run_dir), manager, _SilentLogger(), resumed, counters)  # type: ignore[arg-type]
-    barrier(info)  # rank 0 writes nothing before every rank has loaded its checkpoint
-    return ctx
