@@ -62,7 +62,7 @@ _TINY = (
     "logger.progress_bar=false",
 )
 # cpu: the toy env's learning-test task (reach-corner, 6-step episodes, 28 px = the tiny model's
-# input), 8 envs x 16 steps per iteration, 3072 env steps (as tests/recipes/test_learning.py)
+# input), 8 envs x 16 steps per iteration, 3072 env steps (as tests/training/test_learning.py)
 _CPU = (
     "env.task=reach-corner",
     "env.width=28",

@@ -210,7 +210,7 @@ def rl_update(
 
     Advantage normalisation statistics and GRPO groups span every rank's rollout; gradients are
     averaged over ranks once per optimizer step. With equal shards, the result equals one process
-    updating on the concatenated rollout (``tests/recipes/test_train_distributed.py``).
+    updating on the concatenated rollout (``tests/training/test_train_distributed.py``).
 
     Steps flagged invalid (``VALID_STEP_KEY`` false: an episode void by a simulator error) are
     left out of GRPO groups and advantage statistics; a single process drops them from the

@@ -324,7 +324,7 @@ def shard_fsdp2(
     """Shard ``model`` with FSDP2 (``fully_shard``) per layer, then the root (full fine-tuning).
 
     Tested on the CPU with gloo (2 ranks, the tiny model, through the training recipe's update:
-    ``tests/recipes/test_train_distributed.py``); not yet run on GPUs with NCCL.
+    ``tests/training/test_train_distributed.py``); not yet run on GPUs with NCCL.
 
     Each module of ``layer_types`` (default: the children of every outermost ``nn.ModuleList``,
     i.e. the LLM's decoder layers) becomes one FSDP unit; with ``shard_root`` the root unit holds
