@@ -187,11 +187,11 @@ def _train(cfg: TrainConfig, info: DistInfo) -> Path:
     loss_fn, advantage = make_objective(cfg, bundle)
     # ---- collector: built before the RNG restore, since building it runs the policy once -------
     collector = None if env is None else _make_collector(cfg, env, bundle)
-    # evaluation during training on fixed episodes (recipes.periodic_eval): rank 0 only, except
+    # evaluation during training on fixed episodes (training.periodic_eval): rank 0 only, except
     # under FSDP2, where every forward pass all-gathers shards and so every rank must evaluate
     evaluates = info.is_main or (info.enabled and cfg.dist.strategy == "fsdp2")
     evaluation = PeriodicEvaluation(cfg, bundle) if env is not None and evaluates else None
-    ctx.restore_rng()  # last thing before the loop (see recipes.run)
+    ctx.restore_rng()  # last thing before the loop (see training.run)
     try:
         if collector is None:
             _train_sft(cfg, ctx, bundle, loss_fn, optimizer, trainables, device, info)
