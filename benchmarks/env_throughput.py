@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from vla_torchrl.envs.factory import make_env
+from vla_torchrl.envs.builder import make_env
 
 
 def run(num_envs: int, size: tuple[int, int], steps: int, parallel: bool) -> dict:

@@ -80,7 +80,7 @@ NEXT = "next"
 # -- observations (written by envs, read by transforms and the actor) -------------------------
 FOREGROUND_MASK_KEY: NestedKey = (OBSERVATION_KEY, "foreground_mask")
 EPISODE_ID_KEY: NestedKey = "episode_id"
-# reset input: the episode id to draw (-1: the env's next one); see vla_torchrl.envs.put_on_env
+# reset input: the episode id to draw (-1: the env's next one); see vla_torchrl.envs.maniskill.put_on_env
 EPISODE_ID_REQUEST_KEY: NestedKey = "episode_id_request"
 
 # -- policy outputs ---------------------------------------------------------------------------

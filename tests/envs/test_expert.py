@@ -66,7 +66,7 @@ def test_idle_filter_is_a_per_step_rule_a_plain_loop_agrees():
 # -- ManiSkill scenes ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def env():
-    from vla_torchrl.envs.factory import make_env
+    from vla_torchrl.envs.builder import make_env
 
     env = make_env("ind", num_envs=1, image_size=SIZE, parallel=False, asset_source="procedural")
     yield env
@@ -200,7 +200,7 @@ def test_expert_solves_most_of_50_ind_episodes():
     shared by five jobs (about 0.9 s idle), so about 3 minutes for this test. Failures: the
     "plant" tips over while the scene settles (3), the "kitchen shovel" slips (2).
     """
-    from vla_torchrl.envs.factory import make_env
+    from vla_torchrl.envs.builder import make_env
     from vla_torchrl.envs.maniskill.expert import ExpertPolicy
 
     env = make_env("ind", num_envs=1, image_size=SIZE, parallel=False)

@@ -22,7 +22,7 @@ SIZE = (64, 80)
 
 @pytest.fixture(scope="module")
 def ind_env():
-    from vla_torchrl.envs.factory import make_env
+    from vla_torchrl.envs.builder import make_env
 
     env = make_env("ind", num_envs=2, image_size=SIZE, parallel=False, asset_source="procedural")
     yield env
@@ -78,7 +78,7 @@ def _target_xy(env, i):
 @pytest.mark.slow
 @pytest.mark.parametrize("task,moves", [("obj-rep", True), ("ind", False)])
 def test_object_reposition_at_step_5(task, moves):
-    from vla_torchrl.envs.factory import make_env
+    from vla_torchrl.envs.builder import make_env
 
     env = make_env(task, num_envs=2, image_size=SIZE, parallel=False, asset_source="procedural")
     try:
@@ -108,7 +108,7 @@ def _suite_cases():
 def test_every_suite_task_builds_resets_and_steps(task, source):
     from torchrl.envs.utils import check_env_specs
 
-    from vla_torchrl.envs.factory import make_env
+    from vla_torchrl.envs.builder import make_env
     from vla_torchrl.envs.suite import SUITE
 
     if SUITE[task].perturbation is not None:

@@ -184,8 +184,8 @@ def test_guard_sim_errors_wraps_once_and_forwards_attributes():
 @pytest.mark.maniskill
 @pytest.mark.slow
 def test_maniskill_scene_error_resets_only_that_scene(monkeypatch):
-    from vla_torchrl.envs.factory import make_env
-    from vla_torchrl.envs.put_on_env import PutOnEnv
+    from vla_torchrl.envs.builder import make_env
+    from vla_torchrl.envs.maniskill.put_on_env import PutOnEnv
 
     env = make_env(
         "ind", num_envs=2, image_size=(32, 40), parallel=False, asset_source="procedural"

@@ -14,6 +14,7 @@ from vla_torchrl.keys import (
     VALUE_KEY,
 )
 from vla_torchrl.modules import LoRASettings, build_policy, value_operator
+from vla_torchrl.modules.checkpoint import save_openvla
 from vla_torchrl.modules.passes import teacher_forced_hidden
 
 
@@ -69,7 +70,7 @@ def test_checkpoint_source_needs_a_path():
 
 def test_checkpoint_source_loads(tmp_path):
     first = build_policy("tiny", lora=False, critic="none", text_tokenizer="builtin")
-    first.model.save_pretrained(tmp_path)
+    save_openvla(first.model, tmp_path)
     again = build_policy(
         "checkpoint", checkpoint_path=tmp_path, lora=False, critic="none", text_tokenizer="builtin"
     )

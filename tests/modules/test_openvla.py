@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.modules.conftest import NORM_STATS, make_tiny_model
-from vla_torchrl.modules.checkpoint import CheckpointError
+from vla_torchrl.modules.checkpoint import CheckpointError, load_openvla, save_openvla
 from vla_torchrl.modules.config import OpenVLAConfig
 from vla_torchrl.modules.openvla import OpenVLA
 
@@ -127,11 +127,11 @@ def _assert_identical(a: OpenVLA, b: OpenVLA) -> None:
 
 def test_checkpoint_round_trip_is_bit_identical(tmp_path):
     model = make_tiny_model()
-    model.save_pretrained(tmp_path, max_shard_size="3MB")
+    save_openvla(model, tmp_path, max_shard_size="3MB")
     index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) >= 2
     assert json.loads((tmp_path / "config.json").read_text())["norm_stats"] == NORM_STATS
-    loaded = OpenVLA.from_pretrained(tmp_path)
+    loaded = load_openvla(tmp_path)
     _assert_identical(model, loaded)
     assert loaded.config == model.config
     # same outputs, including the rebuilt rotary buffers
@@ -141,54 +141,54 @@ def test_checkpoint_round_trip_is_bit_identical(tmp_path):
         torch.testing.assert_close(
             loaded(pixels, ids, ids * 0 + 1), model(pixels, ids, ids * 0 + 1)
         )
-    bf16 = OpenVLA.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    bf16 = load_openvla(tmp_path, dtype=torch.bfloat16)
     assert bf16.projector.fc1.weight.dtype == torch.bfloat16
 
 
 def test_single_file_checkpoint(tmp_path):
     model = make_tiny_model()
-    model.save_pretrained(tmp_path)
+    save_openvla(model, tmp_path)
     assert (tmp_path / "model.safetensors").is_file()
-    _assert_identical(model, OpenVLA.from_pretrained(tmp_path))
+    _assert_identical(model, load_openvla(tmp_path))
 
 
 def test_truncated_shard_raises_clear_error(tmp_path):
-    make_tiny_model().save_pretrained(tmp_path, max_shard_size="3MB")
+    save_openvla(make_tiny_model(), tmp_path, max_shard_size="3MB")
     shard = sorted(tmp_path.glob("model-*.safetensors"))[-1]
     data = shard.read_bytes()
     shard.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated"):
-        OpenVLA.from_pretrained(tmp_path)
+        load_openvla(tmp_path)
 
 
 def test_missing_shard_and_missing_tensor_and_mismatch(tmp_path):
-    make_tiny_model().save_pretrained(tmp_path, max_shard_size="3MB")
+    save_openvla(make_tiny_model(), tmp_path, max_shard_size="3MB")
     index_file = tmp_path / "model.safetensors.index.json"
     index = json.loads(index_file.read_text())
     first = sorted(tmp_path.glob("model-*.safetensors"))[0]
     first.rename(tmp_path / "moved.bin")
     with pytest.raises(CheckpointError, match="partial"):
-        OpenVLA.from_pretrained(tmp_path)
+        load_openvla(tmp_path)
     (tmp_path / "moved.bin").rename(first)
     dropped = dict(index)
     dropped["weight_map"] = {k: v for k, v in index["weight_map"].items() if "fc3" not in k}
     index_file.write_text(json.dumps(dropped))
     with pytest.raises(CheckpointError, match="missing tensors"):
-        OpenVLA.from_pretrained(tmp_path)
+        load_openvla(tmp_path)
     index_file.write_text(json.dumps(index))
     config = json.loads((tmp_path / "config.json").read_text())
     config["vla_torchrl"]["llm_intermediate_size"] = 96
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="shape"):
-        OpenVLA.from_pretrained(tmp_path)
+        load_openvla(tmp_path)
 
 
 def test_no_weights_raises(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(OpenVLAConfig.tiny().to_hf_dict()))
     with pytest.raises(CheckpointError, match="No safetensors weights"):
-        OpenVLA.from_pretrained(tmp_path)
+        load_openvla(tmp_path)
     with pytest.raises(FileNotFoundError):
-        OpenVLA.from_pretrained(tmp_path / "absent")
+        load_openvla(tmp_path / "absent")
 
 
 def test_norm_stats_from_dataset_statistics_file(tmp_path):

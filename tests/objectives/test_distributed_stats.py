@@ -8,6 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from vla_torchrl.objectives import functional as F
+from vla_torchrl.objectives.global_batch import all_reduce_advantage_stats
 
 DATA = [torch.tensor([1.0, 2.0, 7.0]), torch.tensor([-3.0, 0.5, 4.0, 10.0])]
 
@@ -15,7 +16,7 @@ DATA = [torch.tensor([1.0, 2.0, 7.0]), torch.tensor([-3.0, 0.5, 4.0, 10.0])]
 def _worker(rank: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
-        mean, std = F.all_reduce_advantage_stats(DATA[rank])
+        mean, std = all_reduce_advantage_stats(DATA[rank])
         torch.save(torch.stack([mean, std]), f"{out_dir}/{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -38,10 +39,10 @@ def test_single_process_and_frozen_stats():
     x = torch.tensor([1.0, 2.0, 7.0, -1.0])
     m = torch.tensor([True, True, True, False])
     torch.testing.assert_close(
-        torch.stack(F.all_reduce_advantage_stats(x, m)), torch.tensor([10 / 3, x[:3].std()])
+        torch.stack(all_reduce_advantage_stats(x, m)), torch.tensor([10 / 3, x[:3].std()])
     )
     fn = F.frozen_advantage_stats(x)
     torch.testing.assert_close(
         torch.stack(fn(torch.zeros(2), None)), torch.stack([x.mean(), x.std()])
     )
-    assert F.all_reduce_advantage_stats(torch.tensor([5.0]))[1].item() == 1.0
+    assert all_reduce_advantage_stats(torch.tensor([5.0]))[1].item() == 1.0

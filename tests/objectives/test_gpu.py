@@ -16,6 +16,7 @@ from vla_torchrl.objectives import (
     VLATPOLoss,
 )
 from vla_torchrl.objectives import functional as F
+from vla_torchrl.objectives.global_batch import all_reduce_advantage_stats
 
 
 @pytest.mark.gpu
@@ -30,7 +31,7 @@ def test_all_objectives_on_cuda(evaluator, rollout):
     grpo_in = GroupRelativeAdvantage(group_key=EPISODE_ID_KEY)(rollout.clone())
     ppo = VLAPPOLoss(evaluator, entropy_coeff=0.01)
     ppo.advantage_stats_fn = F.frozen_advantage_stats(
-        ppo_in["advantage"], stats_fn=F.all_reduce_advantage_stats
+        ppo_in["advantage"], stats_fn=all_reduce_advantage_stats
     )
     outs = {
         "ppo": ppo(ppo_in),

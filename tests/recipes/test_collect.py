@@ -12,6 +12,8 @@ import pytest
 import torch
 from tensordict import TensorDict
 
+from vla_torchrl.config.collect_schema import CollectConfig
+from vla_torchrl.config.train_schema import EnvConfig
 from vla_torchrl.keys import (
     ACTION_KEY,
     ACTION_TOKENS_KEY,
@@ -19,8 +21,7 @@ from vla_torchrl.keys import (
     IMAGE_KEY,
     INSTRUCTION_KEY,
 )
-from vla_torchrl.recipes.collect import SUMMARY_FILE, CollectConfig, collect, main
-from vla_torchrl.recipes.config import EnvConfig
+from vla_torchrl.recipes.collect import SUMMARY_FILE, collect, main
 
 TOY = EnvConfig(backend="toy", num_envs=4, max_episode_steps=10, width=16, height=16)
 

@@ -15,12 +15,15 @@ import pytest
 import torch
 
 from tests.helpers import SMALL_TRAIN as SMALL
+from vla_torchrl.config.load import compose_config
 from vla_torchrl.envs.toy import ToyReachEnv
+from vla_torchrl.evaluation import eval_loop
 from vla_torchrl.recipes import evaluate as evaluate_module
 from vla_torchrl.recipes import train as train_module
-from vla_torchrl.recipes.checkpoint import CheckpointError, CheckpointManager
-from vla_torchrl.recipes.config import compose_config
-from vla_torchrl.recipes.run import start_run
+from vla_torchrl.training import loop as loop_module
+from vla_torchrl.training import update as update_module
+from vla_torchrl.training.checkpointing import CheckpointError, CheckpointManager
+from vla_torchrl.training.run import start_run
 
 # Hydra in-process: no log handlers on pytest's captured streams, no .hydra/ files
 QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none", "hydra.output_subdir=null"]
@@ -69,7 +72,7 @@ def test_train_bad_input_one_line_before_any_work(
     if "device=cuda" in overrides and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     built = []
-    monkeypatch.setattr(train_module, "_make_env", lambda *a: built.append("env"))
+    monkeypatch.setattr(loop_module, "_make_env", lambda *a: built.append("env"))
     status, err = _train_cli(tmp_path, *overrides, capsys=capsys)
     line = _one_line(err)
     assert status == 2
@@ -93,8 +96,10 @@ def test_model_checkpoint_missing_files_and_mismatched_shapes(tmp_path, capsys):
     # a tiny checkpoint one of whose weights has the wrong shape
     from safetensors.torch import load_file, save_file
 
+    from vla_torchrl.modules.checkpoint import save_openvla
+
     ckpt = tmp_path / "ckpt"
-    OpenVLA(OpenVLAConfig.tiny()).save_pretrained(ckpt)
+    save_openvla(OpenVLA(OpenVLAConfig.tiny()), ckpt)
     (weights,) = ckpt.glob("*.safetensors")
     tensors = load_file(str(weights))
     name = sorted(k for k, v in tensors.items() if v.ndim == 2)[0]
@@ -115,9 +120,9 @@ def test_resume_from_a_checkpoint_of_another_model_is_refused(tmp_path, capsys):
 
 
 def test_assets_requested_but_not_found(tmp_path):
-    from vla_torchrl.recipes.config import EnvConfig
-    from vla_torchrl.recipes.environments import make_recipe_env
-    from vla_torchrl.recipes.errors import ConfigError
+    from vla_torchrl.config.train_schema import EnvConfig
+    from vla_torchrl.errors import ConfigError
+    from vla_torchrl.training.environments import make_recipe_env
 
     options = {"asset_source": "rl4vla", "rl4vla_dir": str(tmp_path / "no-assets")}
     env = EnvConfig(backend="maniskill", options=options)
@@ -203,18 +208,18 @@ def test_simulator_error_during_training_is_counted_and_its_episodes_discarded(
 
     monkeypatch.setattr(ToyReachEnv, "_step", flaky)
     sizes = []
-    run_update = train_module.run_update
+    run_update = update_module.run_update
 
     def recording_update(batch, *args, **kwargs):
         sizes.append(batch.shape[0])
         return run_update(batch, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "run_update", recording_update)
+    monkeypatch.setattr(update_module, "run_update", recording_update)
     cfg = compose_config(
         [*SMALL, f"run_dir={tmp_path}", "collector.total_env_steps=32", "checkpoint_every=16"],
         config_name="train_cpu",
     )
-    train_module.train(cfg)  # completes
+    loop_module.train(cfg)  # completes
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [16, 32]
     # the toy env is one batched simulator: its failed step voids the 4 envs' episodes, which
@@ -226,7 +231,7 @@ def test_simulator_error_during_training_is_counted_and_its_episodes_discarded(
         [*SMALL, f"run_dir={tmp_path}", "collector.total_env_steps=48", "checkpoint_every=16"],
         config_name="train_cpu",
     )
-    train_module.train(cfg)
+    loop_module.train(cfg)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["train/sim_errors"] for r in records] == [0, 4, 4]
     assert sizes == [16, 12, 16]
@@ -234,8 +239,8 @@ def test_simulator_error_during_training_is_counted_and_its_episodes_discarded(
 
 @pytest.mark.slow
 def test_evaluation_replaces_episodes_void_by_a_simulator_error(tmp_path, monkeypatch):
-    from vla_torchrl.recipes.config import AlgoConfig, ModelConfig
-    from vla_torchrl.recipes.policy import build_policy_from_config, save_policy
+    from vla_torchrl.config.train_schema import AlgoConfig, ModelConfig
+    from vla_torchrl.training.policy import build_policy_from_config, save_policy
 
     model, algo = ModelConfig(name="tiny", lora_rank=2, dtype="float32"), AlgoConfig(name="ppo")
     policy = str(save_policy(build_policy_from_config(model, algo), tmp_path / "p", model, algo))
@@ -249,7 +254,7 @@ def test_evaluation_replaces_episodes_void_by_a_simulator_error(tmp_path, monkey
         return original(self, tensordict)
 
     monkeypatch.setattr(ToyReachEnv, "_step", flaky)
-    evaluate_module.evaluate(
+    eval_loop.evaluate(
         {"RL": policy},
         tasks=["ind"],
         seeds=[0],

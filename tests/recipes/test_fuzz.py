@@ -24,9 +24,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vla_torchrl.recipes.checkpoint import CheckpointError, CheckpointManager, check_tensors
-from vla_torchrl.recipes.config import TrainConfig, compose_config, to_train_config, validate
-from vla_torchrl.recipes.errors import UserError, _config_error_types, format_user_error
+from vla_torchrl.config.load import compose_config, to_train_config
+from vla_torchrl.config.train_schema import TrainConfig, validate
+from vla_torchrl.errors import UserError
+from vla_torchrl.recipes._cli import _config_error_types, format_user_error
+from vla_torchrl.training.checkpointing import CheckpointError, CheckpointManager, check_tensors
 
 CASE_TIMEOUT_S = 5.0
 

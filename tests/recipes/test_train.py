@@ -16,8 +16,9 @@ from safetensors.torch import load_file
 from tensordict import TensorDict
 
 from tests.helpers import SMALL_TRAIN as SMALL
-from vla_torchrl.recipes.config import compose_config
-from vla_torchrl.recipes.train import NonFiniteUpdates, episode_stats, train
+from vla_torchrl.config.load import compose_config
+from vla_torchrl.envs.episodes import episode_stats
+from vla_torchrl.training.loop import NonFiniteUpdates, train
 
 
 def _cfg(tmp_path, *overrides):

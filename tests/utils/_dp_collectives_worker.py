@@ -9,13 +9,11 @@ import torch
 from tensordict import TensorDict
 
 from vla_torchrl.objectives import GroupRelativeAdvantage
-from vla_torchrl.utils.distributed import (
-    destroy_distributed,
+from vla_torchrl.objectives.global_batch import (
     global_advantage_stats,
     global_group_relative_advantage,
-    init_distributed,
-    reduce_metrics,
 )
+from vla_torchrl.utils.distributed import destroy_distributed, init_distributed, reduce_metrics
 
 REWARD = torch.tensor([[0.0, 1.0], [0.0, 0.0], [0.5, 0.0], [0.0, 2.0]])  # 4 envs x 2 steps
 

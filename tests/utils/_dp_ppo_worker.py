@@ -17,11 +17,11 @@ from vla_torchrl.envs.toy import make_toy_env
 from vla_torchrl.keys import ADVANTAGE_KEY
 from vla_torchrl.modules import build_policy
 from vla_torchrl.objectives import GAEAdvantage, VLAPPOLoss
+from vla_torchrl.objectives.global_batch import global_advantage_stats
 from vla_torchrl.utils import seed_everything
 from vla_torchrl.utils.distributed import (
     barrier,
     destroy_distributed,
-    global_advantage_stats,
     init_distributed,
     sync_gradients,
 )

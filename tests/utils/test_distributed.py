@@ -11,10 +11,12 @@ from tensordict import TensorDict
 
 from tests.helpers import run_python, torchrun
 from vla_torchrl.objectives import GroupRelativeAdvantage
-from vla_torchrl.utils.distributed import (
-    DistInfo,
+from vla_torchrl.objectives.global_batch import (
     global_advantage_stats,
     global_group_relative_advantage,
+)
+from vla_torchrl.utils.distributed import (
+    DistInfo,
     init_distributed,
     rank_seed,
     reduce_metrics,

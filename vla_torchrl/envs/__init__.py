@@ -15,7 +15,7 @@ Examples:
 
 from __future__ import annotations
 
-from vla_torchrl.envs.factory import make_env
+from vla_torchrl.envs.builder import make_env
 from vla_torchrl.envs.suite import SUITE, TaskSpec, task_names
 from vla_torchrl.envs.toy import ToyReachConfig, ToyReachEnv, make_toy_env
 from vla_torchrl.envs.transforms import DynamicTextureOverlay, InstructionRephrase

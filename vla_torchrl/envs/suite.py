@@ -2,7 +2,7 @@
 
 Each :class:`TaskSpec` is declarative: which asset pools the scene draws from, scene options
 (number of objects/receptacles, placement region, robot pose, mid-episode reposition) and an
-optional image/instruction perturbation that :func:`vla_torchrl.envs.factory.make_env` appends
+optional image/instruction perturbation that :func:`vla_torchrl.envs.builder.make_env` appends
 as a TorchRL transform.
 
 ==============  =========  ==================================================================

@@ -30,9 +30,19 @@ from vla_torchrl.keys import (
     SUCCESS_KEY,
     TERMINATED_KEY,
     TRUNCATED_KEY,
+    next_key,
 )
 
-__all__ = ["COLOURS", "TOY_TASKS", "ToyReachConfig", "ToyReachEnv", "make_toy_env"]
+__all__ = [
+    "COLOURS",
+    "TOY_TASKS",
+    "ToyReachConfig",
+    "ToyReachEnv",
+    "make_toy_env",
+    "ORACLE_SEED_OFFSET",
+    "toy_oracle_demos",
+    "toy_oracle_steps",
+]
 
 #: Square colours (name -> RGB); the instruction names the target by colour.
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -436,3 +446,76 @@ def make_toy_env(
             "ToyReachConfig"
         )
     return ToyReachEnv(num_envs, config=ToyReachConfig(**options), seed=seed, device=device)
+
+
+#: the toy oracle's demonstrations start from ``seed + ORACLE_SEED_OFFSET``: other episodes than
+#: those a run with ``seed`` collects or is evaluated on
+ORACLE_SEED_OFFSET = 7919
+
+
+def toy_oracle_steps(
+    episodes: int, *, seed: int, image_size: int, max_steps: int
+) -> tuple[TensorDictBase, torch.Tensor]:
+    """Run the toy env's oracle for ``episodes`` episodes; keep every step before the end.
+
+    Args:
+        episodes: how many episodes (one env each).
+        seed: the run's seed; the episodes are drawn with ``seed + ORACLE_SEED_OFFSET``.
+        image_size: the env's image side (``env.width``).
+        max_steps: the episode length limit (``env.max_episode_steps``).
+
+    Returns:
+        the kept steps (image, instruction, oracle action, state) and each one's time step.
+
+    Examples:
+        >>> steps, times = toy_oracle_steps(2, seed=0, image_size=16, max_steps=4)
+        >>> steps.shape[0] == times.shape[0] > 0, int(times.max()) < 4
+        (True, True)
+    """
+    env = make_toy_env(
+        episodes, seed=seed + ORACLE_SEED_OFFSET, image_size=image_size, max_steps=max_steps
+    )
+    td = env.reset()
+    alive = torch.ones(episodes, dtype=torch.bool)
+    images, instructions, actions, states, times = [], [], [], [], []
+    for t in range(max_steps):
+        action = env.oracle_action()
+        td.set(ACTION_KEY, action)
+        images.append(td.get(IMAGE_KEY)[alive])
+        instructions.extend(
+            i for i, a in zip(td.get(INSTRUCTION_KEY), alive.tolist(), strict=True) if a
+        )
+        actions.append(action[alive])
+        states.append(td.get(STATE_KEY)[alive])
+        times.append(torch.full((int(alive.sum()),), t))
+        td = env.step(td)
+        alive &= ~td.get(next_key(DONE_KEY)).squeeze(-1)
+        td = td.get("next")
+        if not alive.any():
+            break
+    steps = TensorDict(
+        {
+            IMAGE_KEY: torch.cat(images),
+            ACTION_KEY: torch.cat(actions),
+            STATE_KEY: torch.cat(states),
+        },
+        [len(instructions)],
+    )
+    steps.set_non_tensor(INSTRUCTION_KEY, None)
+    steps[INSTRUCTION_KEY] = instructions
+    return steps, torch.cat(times)
+
+
+def toy_oracle_demos(
+    episodes: int, *, seed: int, image_size: int, max_steps: int
+) -> TensorDictBase:
+    """SFT demonstrations of the toy env: :func:`toy_oracle_steps` without the states.
+
+    Examples:
+        >>> demos = toy_oracle_demos(2, seed=0, image_size=16, max_steps=4)
+        >>> keys = demos.keys(include_nested=True)
+        >>> IMAGE_KEY in keys, ACTION_KEY in keys, STATE_KEY in keys
+        (True, True, False)
+    """
+    steps, _ = toy_oracle_steps(episodes, seed=seed, image_size=image_size, max_steps=max_steps)
+    return steps.exclude(STATE_KEY)

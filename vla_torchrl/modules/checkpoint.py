@@ -14,8 +14,8 @@ Examples:
     >>> from vla_torchrl.modules.openvla import OpenVLA
     >>> model = OpenVLA(OpenVLAConfig.tiny())
     >>> with tempfile.TemporaryDirectory() as d:
-    ...     model.save_pretrained(d, max_shard_size="4MB")
-    ...     again = OpenVLA.from_pretrained(d)
+    ...     save_openvla(model, d, max_shard_size="4MB")
+    ...     again = load_openvla(d)
     ...     shards = sorted(p.name for p in __import__("pathlib").Path(d).glob("*.safetensors"))
     >>> len(shards) > 1, torch.equal(again.projector.fc1.weight, model.projector.fc1.weight)
     (True, True)

@@ -41,6 +41,7 @@ from torch import nn
 
 from vla_torchrl.modules.action_head_init import smooth_action_head_
 from vla_torchrl.modules.actor import OpenVLAActor
+from vla_torchrl.modules.checkpoint import load_openvla
 from vla_torchrl.modules.config import OpenVLAConfig
 from vla_torchrl.modules.critic import (
     CriticInput,
@@ -180,7 +181,7 @@ def build_model(
                 "model_source='checkpoint' needs checkpoint_path=<directory with config.json and "
                 "safetensors shards> (e.g. a local copy of openvla/openvla-7b)."
             )
-        return OpenVLA.from_pretrained(checkpoint_path, dtype=dtype, device=device)
+        return load_openvla(checkpoint_path, dtype=dtype, device=device)
     presets = {
         "tiny": OpenVLAConfig.tiny,
         "small": OpenVLAConfig.small,

@@ -33,7 +33,6 @@ Examples:
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
@@ -188,25 +187,3 @@ class OpenVLA(nn.Module):
             self.language_model.activation_checkpointing_disable()
         self.vision_backbone.featurizer.set_grad_checkpointing(enabled)
         self.vision_backbone.fused_featurizer.set_grad_checkpointing(enabled)
-
-    # -- checkpoints (HF layout; see vla_torchrl.modules.checkpoint) -----------------------
-    @classmethod
-    def from_pretrained(
-        cls,
-        path: str | os.PathLike[str],
-        *,
-        dtype: torch.dtype | None = None,
-        device: str | torch.device = "cpu",
-    ) -> OpenVLA:
-        """Load a checkpoint directory (``config.json`` + safetensors shards), strictly."""
-        from vla_torchrl.modules.checkpoint import load_openvla
-
-        return load_openvla(path, dtype=dtype, device=device)
-
-    def save_pretrained(
-        self, path: str | os.PathLike[str], *, max_shard_size: int | str = "5GB"
-    ) -> None:
-        """Write ``config.json`` (with norm_stats), sharded safetensors and the index file."""
-        from vla_torchrl.modules.checkpoint import save_openvla
-
-        save_openvla(self, path, max_shard_size=max_shard_size)

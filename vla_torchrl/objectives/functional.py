@@ -19,7 +19,6 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 from torchrl.objectives.value.functional import (
@@ -30,7 +29,6 @@ __all__ = [
     "AdvantageStatsFn",
     "action_log_prob",
     "action_token_cross_entropy",
-    "all_reduce_advantage_stats",
     "batch_advantage_stats",
     "clipped_surrogate_loss",
     "clipped_value_loss",
@@ -254,36 +252,6 @@ def batch_advantage_stats(advantage: Tensor, mask: Tensor | None = None) -> tupl
         return x.mean(), x.std()
 
 
-def all_reduce_advantage_stats(
-    advantage: Tensor, mask: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
-    """Mean and unbiased std over **all ranks** of a ``torch.distributed`` run.
-
-    All-reduces ``(count, sum, sum of squares)`` in float64 (one small collective), so every
-    rank normalises with the same global statistics; without an initialised process group it
-    equals :func:`batch_advantage_stats`. Every rank must call it (it is a collective).
-
-    Examples:
-        >>> all_reduce_advantage_stats(torch.tensor([1.0, 3.0]))  # single process
-        (tensor(2.), tensor(1.4142))
-    """
-    with torch.no_grad():
-        x = advantage if mask is None else advantage[mask.expand_as(advantage)]
-        x64 = x.double()
-        buf = torch.stack([x64.new_tensor(float(x.numel())), x64.sum(), (x64 * x64).sum()])
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(buf)
-        n, total, sq = buf.unbind()
-        if n < 2:
-            mean = total / n if n > 0 else torch.zeros_like(total)
-            return mean.to(advantage.dtype), torch.ones(
-                (), dtype=advantage.dtype, device=advantage.device
-            )
-        mean = total / n
-        var = ((sq - n * mean * mean) / (n - 1)).clamp_min(0.0)
-        return mean.to(advantage.dtype), var.sqrt().to(advantage.dtype)
-
-
 def frozen_advantage_stats(
     advantage: Tensor,
     mask: Tensor | None = None,
@@ -294,7 +262,7 @@ def frozen_advantage_stats(
 
     "Advantages normalised over the batch" (FACTS.md) with minibatches of 8: compute the
     statistics of the full rollout once (optionally across ranks with
-    ``stats_fn=all_reduce_advantage_stats``) and hand the result to the loss as its
+    ``stats_fn=global_batch.all_reduce_advantage_stats``) and hand the result to the loss as its
     ``advantage_stats_fn``.
 
     Examples:

@@ -1,15 +1,9 @@
-"""recipes layer of vla_torchrl: configs and entry points that wire envs, modules and objectives.
+"""recipes layer of vla_torchrl: the command lines, side by side, none importing another.
 
-Infrastructure (imports none of the other layers):
-
-- :mod:`~vla_torchrl.recipes.config`: validated dataclass configs composed by Hydra from
-  ``conf/`` (``train``, ``train_cpu``); :func:`~vla_torchrl.recipes.config.validate`.
-- :mod:`~vla_torchrl.recipes.errors`: ``UserError`` / ``ConfigError`` and ``run_cli`` (one-line
-  errors, ``--debug`` for tracebacks) for every entry point.
-- :mod:`~vla_torchrl.recipes.run`: ``start_run`` / ``RunContext`` (seed, resume, log, save).
-- :mod:`~vla_torchrl.recipes.checkpoint`: atomic, checksummed ``CheckpointManager``.
-- :mod:`~vla_torchrl.recipes.metrics_log`: namespaced ``MetricLogger`` (JSONL, TensorBoard,
-  wandb offline by default) and a ``progress`` bar.
-- :mod:`~vla_torchrl.recipes.report`: evaluation tables (paper Tables 1-3), radars (Fig. 7),
-  incremental results; :mod:`~vla_torchrl.recipes.plot_curves`: curves (Fig. 5/6).
+``train`` (``vla-torchrl-train``, also ``torchrun -m vla_torchrl.recipes.train``), ``evaluate``
+(``vla-torchrl-eval``), ``collect`` (``vla-torchrl-collect``), ``study`` (``vla-torchrl-study``),
+``report``, ``plot_curves``, ``show_config`` and ``demo``; :mod:`~vla_torchrl.recipes._cli` is the
+wrapper they share (``run_cli``: one-line user errors, ``--debug`` for tracebacks). What they
+drive lives below: :mod:`vla_torchrl.training`, :mod:`vla_torchrl.evaluation`,
+:mod:`vla_torchrl.studies`, :mod:`vla_torchrl.config`.
 """

@@ -39,14 +39,15 @@ import logging
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from tensordict import NonTensorData, NonTensorStack, TensorDict
 
+from vla_torchrl.config.collect_schema import CollectConfig, to_collect_config
 from vla_torchrl.envs.demos import save_demos
+from vla_torchrl.errors import UserError
 from vla_torchrl.keys import (
     ACTION_KEY,
     ACTION_TOKENS_KEY,
@@ -57,55 +58,13 @@ from vla_torchrl.keys import (
     INSTRUCTION_KEY,
     SUCCESS_KEY,
 )
-from vla_torchrl.recipes.config import EnvConfig, _build
-from vla_torchrl.recipes.errors import ConfigError, UserError, run_cli
-from vla_torchrl.recipes.metrics_log import progress
+from vla_torchrl.recipes._cli import run_cli
+from vla_torchrl.utils.logging import progress
 
-__all__ = ["SUMMARY_FILE", "CollectConfig", "collect", "main"]
+__all__ = ["SUMMARY_FILE", "collect", "main"]
 
 _log = logging.getLogger("vla_torchrl.recipes.collect")
 SUMMARY_FILE = "summary.json"
-
-
-@dataclass
-class CollectConfig:
-    """What ``vla-torchrl-collect`` does.
-
-    Args:
-        env: the env group (``backend``, ``task``, ``num_envs``, ``max_episode_steps``, camera).
-        out: output directory (the memory-mapped TensorDict + ``summary.json``).
-        episodes: episodes to play (ids ``0 .. episodes - 1``).
-        seed: env seed (scenes are a function of seed and episode id).
-        filter_idle: drop idle steps (the paper's filter).
-        keep_failures: keep unsuccessful episodes too.
-        overwrite: replace an existing ``out``.
-        progress_bar: show a progress bar (only on a terminal).
-
-    Examples:
-        >>> CollectConfig(episodes=0)
-        Traceback (most recent call last):
-        ...
-        vla_torchrl.recipes.errors.ConfigError: episodes=0 must be >= 1 (how many expert episodes to play)
-    """
-
-    env: EnvConfig = field(default_factory=lambda: EnvConfig(num_envs=1))
-    out: str = "data/demos"
-    episodes: int = 64
-    seed: int = 0
-    filter_idle: bool = True
-    keep_failures: bool = False
-    overwrite: bool = False
-    progress_bar: bool = True
-
-    def __post_init__(self) -> None:
-        if self.episodes < 1:
-            raise ConfigError(
-                f"episodes={self.episodes} must be >= 1 (how many expert episodes to play)"
-            )
-        if self.seed < 0:
-            raise ConfigError(f"seed={self.seed} must be >= 0")
-        if not str(self.out).strip():
-            raise ConfigError("out is empty; give the output directory, e.g. out=data/demos")
 
 
 def _expert(env, backend: str):
@@ -194,7 +153,7 @@ def _episode(steps: list[dict], row: int, *, filter_idle: bool) -> tuple[TensorD
 def collect(cfg: CollectConfig) -> dict[str, Any]:
     """Play ``cfg.episodes`` expert episodes, keep the good ones, write them; returns the summary."""
     from vla_torchrl.modules.processors.action import ActionTokenizer
-    from vla_torchrl.recipes.environments import make_recipe_env
+    from vla_torchrl.training.environments import make_recipe_env
 
     out = _prepare_out(cfg)
     env_cfg = cfg.env
@@ -267,24 +226,6 @@ def _print_summary(s: dict[str, Any]) -> None:
         f"{s['seconds_per_episode']:.2f} s/episode -> {s['path']}",
         flush=True,
     )
-
-
-def to_collect_config(cfg: Any) -> CollectConfig:
-    """Build a :class:`CollectConfig` from a Hydra ``DictConfig`` (or a plain dict).
-
-    Examples:
-        >>> to_collect_config({"episodes": 3, "env": {"backend": "toy"}}).env.backend
-        'toy'
-    """
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    data = {k: v for k, v in dict(cfg).items() if k != "hydra"}
-    return _build(CollectConfig, data, "")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,10 +24,10 @@ import sys
 import time
 from pathlib import Path
 
-from vla_torchrl.recipes.config import compose_config
-from vla_torchrl.recipes.errors import run_cli
-from vla_torchrl.recipes.evaluate import evaluate
-from vla_torchrl.recipes.train import train
+from vla_torchrl.config.load import compose_config
+from vla_torchrl.evaluation.eval_loop import evaluate
+from vla_torchrl.recipes._cli import run_cli
+from vla_torchrl.training.loop import train
 from vla_torchrl.utils import setup_logging
 
 # Small CPU settings shared by the stages (toy env at 32 px, 16 envs, 16-step episodes).

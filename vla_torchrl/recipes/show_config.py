@@ -14,8 +14,9 @@ import dataclasses
 import json
 import sys
 
-from vla_torchrl.recipes.config import to_train_config, validate
-from vla_torchrl.recipes.errors import run_cli
+from vla_torchrl.config.load import to_train_config
+from vla_torchrl.config.train_schema import validate
+from vla_torchrl.recipes._cli import run_cli
 
 
 def main(cfg) -> int:

@@ -31,9 +31,9 @@ except for advantage normalisation, which uses batch statistics. So, if
 1. every rank holds the same number of samples per optimizer step (equal local batch sizes,
    equal minibatch counts; the loss of an accumulated step is the mean over its minibatches),
 2. the loss is the mean over samples (not the sum), and
-3. advantages are normalised with **global** statistics (:func:`global_advantage_stats`:
+3. advantages are normalised with **global** statistics (:func:`~vla_torchrl.objectives.global_batch.global_advantage_stats`:
    all-reduced count / sum / sum of squares) and GRPO groups span the global batch
-   (:func:`global_group_relative_advantage`),
+   (:func:`~vla_torchrl.objectives.global_batch.global_group_relative_advantage`),
 
 then the average over ranks of the local gradients equals the gradient of the global mean loss,
 and gradient clipping on the averaged (synced) gradient clips the global gradient. GAE (Eq. 2)
@@ -60,7 +60,7 @@ Only rank 0 writes, and it writes the **unsharded** trainable tensors
 whole under DDP / :func:`sync_gradients`, so a checkpoint loads on any number of ranks (1 or N)
 without resharding. Under FSDP2 the sharded trainables and their optimizer state are gathered
 whole before rank 0 saves them and cut back into shards on load
-(:mod:`vla_torchrl.recipes.distributed`), so the format is the same for both strategies.
+(:mod:`vla_torchrl.training.data_parallel`), so the format is the same for both strategies.
 
 Launch::
 
@@ -79,18 +79,13 @@ from typing import Literal
 
 import torch
 import torch.distributed as dist
-from tensordict import TensorDict, TensorDictBase
 from torch import nn
-
-from vla_torchrl.objectives import functional as F
 
 __all__ = [
     "DistInfo",
     "barrier",
     "broadcast_parameters",
     "destroy_distributed",
-    "global_advantage_stats",
-    "global_group_relative_advantage",
     "init_distributed",
     "is_dtensor",
     "rank_seed",
@@ -329,7 +324,7 @@ def shard_fsdp2(
     """Shard ``model`` with FSDP2 (``fully_shard``) per layer, then the root (full fine-tuning).
 
     Tested on the CPU with gloo (2 ranks, the tiny model, through the training recipe's update:
-    ``tests/recipes/test_train_distributed.py``); not yet run on GPUs with NCCL.
+    ``tests/training/test_train_distributed.py``); not yet run on GPUs with NCCL.
 
     Each module of ``layer_types`` (default: the children of every outermost ``nn.ModuleList``,
     i.e. the LLM's decoder layers) becomes one FSDP unit; with ``shard_root`` the root unit holds
@@ -382,77 +377,6 @@ def shard_fsdp2(
     if shard_root:
         fully_shard(model, reshard_after_forward=reshard_after_forward, mp_policy=mp)
     return model
-
-
-def global_advantage_stats(
-    advantage: torch.Tensor, mask: torch.Tensor | None = None
-) -> F.AdvantageStatsFn:
-    """Advantage statistics of the **global** rollout, frozen for all minibatches.
-
-    Collective: every rank calls it once per rollout with its local ``ADVANTAGE_KEY``. Set the
-    result as ``VLAPPOLoss.advantage_stats_fn``. Single process: the local rollout's statistics.
-
-    Examples:
-        >>> fn = global_advantage_stats(torch.tensor([1.0, 3.0]))
-        >>> fn(torch.zeros(1))
-        (tensor(2.), tensor(1.4142))
-    """
-    return F.frozen_advantage_stats(advantage, mask, stats_fn=F.all_reduce_advantage_stats)
-
-
-def _all_gather_cat(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    parts = [torch.empty_like(x) for _ in range(info.world_size)]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts, dim=0)
-
-
-@torch.no_grad()
-def global_group_relative_advantage(
-    rollout: TensorDictBase,
-    advantage_module: nn.Module,
-    info: DistInfo,
-    *,
-    rank_local_groups: bool = False,
-) -> TensorDictBase:
-    """Run a ``GroupRelativeAdvantage`` on the global ``[B_total, T]`` batch; keep this rank's rows.
-
-    All-gathers the module's inputs (rewards, dones, group ids, mask) along the env dim
-    (collective; every rank must have the same local ``[B, T]``), computes the group-relative
-    advantages (Eq. 3-6) over the whole batch, so group means / stds span all ranks, and writes
-    this rank's slice ``[rank * B, (rank + 1) * B)`` into ``rollout``.
-
-    Args:
-        rollout: local ``[B, T]`` rollout.
-        advantage_module: a ``GroupRelativeAdvantage``.
-        info: from :func:`init_distributed`; single process: the module is applied directly.
-        rank_local_groups: group ids are only unique within a rank (e.g. each rank's env numbers
-            its episodes from 0 but ranks have different initial states): offset them by rank so
-            groups never span ranks. Leave False when equal ids mean the same initial state on
-            every rank (GRPO(s) with shared episode seeds) or with ``group_key=None`` (one group:
-            the global batch).
-
-    Returns:
-        ``rollout`` with ``ADVANTAGE_KEY`` set.
-    """
-    if not info.enabled or info.world_size == 1:
-        return advantage_module(rollout)
-    if rollout.ndim != 2:
-        raise ValueError(f"expected a [B, T] rollout, got batch_size {tuple(rollout.batch_size)}.")
-    group_key = getattr(advantage_module, "group_key", None)
-    local = rollout.select(*advantage_module.in_keys).to_tensordict()
-    if rank_local_groups and group_key is not None:
-        ids = local.get(group_key)
-        span = torch.tensor([int(ids.max()) + 1 if ids.numel() else 0], device=ids.device)
-        dist.all_reduce(span, op=dist.ReduceOp.MAX)
-        local.set(group_key, ids + info.rank * span.to(ids.dtype))
-    b = rollout.batch_size[0]
-    gathered = TensorDict({}, batch_size=[b * info.world_size, rollout.batch_size[1]])
-    for k, v in local.items(include_nested=True, leaves_only=True):
-        gathered.set(k, _all_gather_cat(v, info))
-    out = advantage_module(gathered)
-    key = advantage_module.tensor_keys.advantage
-    rollout.set(key, out.get(key)[info.rank * b : (info.rank + 1) * b].to(rollout.device))
-    return rollout
 
 
 def reduce_metrics(metrics: Mapping[str, float | torch.Tensor], info: DistInfo) -> dict[str, float]:

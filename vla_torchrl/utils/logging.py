@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
 
-__all__ = ["setup_logging"]
+__all__ = ["progress", "setup_logging"]
 
 
 class _CurrentStderrHandler(logging.StreamHandler):
@@ -50,3 +51,40 @@ def setup_logging(level: int | str = "INFO") -> logging.Logger:
         logger.addHandler(handler)
         logger.propagate = False
     return logger
+
+
+def progress(
+    total: int,
+    *,
+    initial: int = 0,
+    desc: str = "env steps",
+    unit: str = "step",
+    disable: bool | None = None,
+    iterable: Iterable | None = None,
+):
+    """A tqdm progress bar with rate and ETA, for long loops (``initial`` for resumed runs).
+
+    Disabled automatically when stderr is not a terminal (logs of batch jobs stay clean), unless
+    ``disable=False``.
+
+    Examples:
+        >>> bar = progress(100, initial=20, disable=True)
+        >>> bar.total, bar.disable
+        (100, True)
+        >>> bar.close()
+    """
+    from tqdm.auto import tqdm
+
+    if disable is None:
+        disable = not sys.stderr.isatty()
+    return tqdm(
+        iterable,
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit=unit,
+        unit_scale=True,
+        dynamic_ncols=True,
+        smoothing=0.1,
+        disable=disable,
+    )

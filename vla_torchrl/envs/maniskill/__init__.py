@@ -13,11 +13,7 @@ from vla_torchrl.utils import configure_vulkan
 configure_maniskill_assets()
 configure_vulkan()
 
-from vla_torchrl.envs.maniskill.put_on_task import (  # noqa: E402
-    PUT_ON_ENV_ID,
-    PutOnSceneConfig,
-    PutOnTask,
-    widowx_available,
-)
+from vla_torchrl.envs.maniskill.put_on_task import PUT_ON_ENV_ID, PutOnTask  # noqa: E402
+from vla_torchrl.envs.maniskill.scene import PutOnSceneConfig, widowx_available  # noqa: E402
 
 __all__ = ["PUT_ON_ENV_ID", "PutOnSceneConfig", "PutOnTask", "widowx_available"]

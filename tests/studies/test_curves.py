@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vla_torchrl.errors import UserError
+from vla_torchrl.recipes._cli import run_cli
+from vla_torchrl.recipes.plot_curves import main
+from vla_torchrl.studies.curves import aggregate, group_runs, load_curve
+
+
+def _write_run(run_dir, rows):
+    run_dir.mkdir(parents=True)
+    with open(run_dir / "metrics.jsonl", "w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+
+
+def _runs(tmp_path):
+    # seed 0: success = step / 1000; seed 1: success = step / 1000 + 0.2 (so mean +0.1, std 0.1)
+    for seed, offset in ((0, 0.0), (1, 0.2)):
+        rows = []
+        for step in range(0, 600, 100):
+            rows.append(
+                {"step": step, "elapsed_s": 36.0 * step, "eval/success": step / 1000 + offset}
+            )
+            rows.append({"step": step, "elapsed_s": 36.0 * step, "train/episode_return": 1.0})
+        _write_run(tmp_path / f"ppo-seed{seed}", rows)
+    _write_run(
+        tmp_path / "grpo-seed0",
+        [{"step": s, "elapsed_s": float(s), "eval/success": 0.05} for s in range(0, 500, 50)],
+    )
+
+
+def test_load_and_aggregate_hand_computed(tmp_path):
+    _runs(tmp_path)
+    xs, ys = load_curve(tmp_path / "ppo-seed0", "eval/success")
+    assert xs.tolist() == [0, 100, 200, 300, 400, 500]
+    assert ys.tolist() == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+    curves = [load_curve(tmp_path / f"ppo-seed{s}", "eval/success") for s in (0, 1)]
+    grid, mean, std = aggregate(curves, points=11)
+    assert grid.tolist() == pytest.approx(list(np.linspace(0, 500, 11)))
+    assert mean == pytest.approx(grid / 1000 + 0.1)
+    assert std == pytest.approx(np.full(11, 0.1))
+    wx, _ = load_curve(tmp_path / "ppo-seed0", "eval/success", x="wall_clock")
+    assert wx[-1] == pytest.approx(36.0 * 500 / 3600)  # hours
+
+
+def test_aggregate_uses_common_range():
+    a = (np.array([0.0, 100.0]), np.array([0.0, 1.0]))
+    b = (np.array([50.0, 200.0]), np.array([1.0, 1.0]))
+    grid, mean, _ = aggregate([a, b], points=2)
+    assert grid.tolist() == [50.0, 100.0]
+    assert mean.tolist() == pytest.approx([0.75, 1.0])
+
+
+def test_group_runs(tmp_path):
+    groups = group_runs([str(tmp_path / "ppo-seed0"), str(tmp_path / "ppo_seed1"), "X=a,b"])
+    assert list(groups) == ["ppo", "X"] and len(groups["ppo"]) == 2
+
+
+def test_cli_writes_a_real_png(tmp_path, capsys):
+    _runs(tmp_path)
+    out = tmp_path / "fig.png"
+    args = [str(tmp_path / "ppo-seed0"), str(tmp_path / "ppo-seed1"), str(tmp_path / "grpo-seed0")]
+    assert main([*args, "--out", str(out)]) == 0
+    img = np.asarray(Image.open(out).convert("RGB"))
+    assert img.shape[1] >= 900  # two panels (success and return)
+    assert img.std() > 0 and len(np.unique(img.reshape(-1, 3), axis=0)) > 10
+    extra = ["--x", "wall_clock", "--metric", "eval/success", "--hline", "SFT=0.3"]
+    assert main([*args, "--out", str(out), *extra]) == 0
+    with pytest.raises(UserError, match="LABEL=NUMBER"):
+        main([*args, "--out", str(out), "--hline", "SFT=high"])
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    _runs(tmp_path)
+    with pytest.raises(UserError, match="logged metrics: eval/success, train/episode_return"):
+        main([str(tmp_path / "ppo-seed0"), "--out", str(tmp_path / "x.png"), "--metric", "nope/x"])
+    status = run_cli(main, argv=[str(tmp_path / "missing"), "--out", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and "does not exist" in err

@@ -1,0 +1,628 @@
+"""Typed, validated training configs, composed by Hydra from the YAML groups in ``conf/``.
+
+Hydra composes plain YAML groups (``env``, ``model``, ``algo``, ``collector``, ``optim``,
+``logger``) into a ``DictConfig``; :func:`to_train_config` turns it into these dataclasses, whose
+``__post_init__`` checks every value on its own, and :func:`validate` then checks the values
+against each other and against the world (known task names, a CUDA device) before any expensive
+work. Dataclasses rather than OmegaConf structured configs because OmegaConf has no ``Literal``;
+unknown keys and wrong types are still refused, with the key's full name.
+
+Defaults are the paper's recipe (FACTS.md; Sec. 4): LoRA rank 32, PPO clip 0.2, value clip 0.2,
+Huber delta 10, grad clip 10, AdamW lr 1e-4 (LoRA) / 3e-3 (value head), gamma 0.99,
+lambda 0.95, 1 epoch, temperature 1.0 (train) / 0.6 (eval), 64 envs x 80 steps per rollout,
+minibatch 8 x 20 accumulation steps. The ``train_cpu`` config is a small CPU preset.
+
+Examples:
+    >>> cfg = TrainConfig()
+    >>> cfg.algo.clip_epsilon, cfg.model.lora_rank, cfg.collector.frames_per_batch(cfg.env)
+    (0.2, 32, 5120)
+    >>> AlgoConfig(name="ppo", clip_epsilon=0.0)
+    Traceback (most recent call last):
+    ...
+    vla_torchrl.errors.ConfigError: algo.clip_epsilon=0.0 must be > 0 (PPO clips the ratio to [1-eps, 1+eps]; the paper uses 0.2)
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Literal
+
+from vla_torchrl.errors import ConfigError
+
+__all__ = [
+    "ALGORITHMS",
+    "AlgoConfig",
+    "CollectorConfig",
+    "DistConfig",
+    "EnvConfig",
+    "LoggerConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "known_tasks",
+    "register_task_names",
+    "validate",
+]
+
+Algorithm = Literal["sft", "ppo", "ppo-orz", "grpo", "grpo-s", "tpo"]
+ALGORITHMS: tuple[str, ...] = typing.get_args(Algorithm)
+CriticKind = Literal["none", "shared_h0", "shared_hn", "shared_concat", "separate"]
+
+# Registry hook: the env layer (which owns SUITE) registers its task names here, so this module
+# never imports it. ``validate`` also takes the names as an argument.
+_TASK_REGISTRY: dict[str, Callable[[], Collection[str]]] = {}
+
+
+def register_task_names(source: str, names: Collection[str] | Callable[[], Collection[str]]):
+    """Register task names (or a callable returning them) under ``source`` for :func:`validate`.
+
+    Examples:
+        >>> register_task_names("doctest", ["pick-a", "pick-b"])
+        >>> "pick-a" in known_tasks()
+        True
+        >>> _ = _TASK_REGISTRY.pop("doctest")
+    """
+    _TASK_REGISTRY[source] = names if callable(names) else (lambda n=tuple(names): n)
+
+
+def known_tasks() -> set[str] | None:
+    """All registered task names, or None when nothing is registered (task names unchecked)."""
+    if not _TASK_REGISTRY:
+        return None
+    return {name for getter in _TASK_REGISTRY.values() for name in getter()}
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _positive(name: str, value: float, hint: str) -> None:
+    _check(
+        isinstance(value, int | float) and math.isfinite(value) and value > 0,
+        f"{name}={value!r} must be > 0 ({hint})",
+    )
+
+
+def _unit(name: str, value: float, hint: str) -> None:
+    _check(
+        isinstance(value, int | float) and 0.0 <= value <= 1.0,
+        f"{name}={value!r} must lie in [0, 1] ({hint})",
+    )
+
+
+@dataclass
+class EnvConfig:
+    """Environment: which task, how many parallel envs, episode length, camera.
+
+    Args:
+        backend: ``"maniskill"`` (the paper's WidowX scene) or ``"toy"`` (fast tests).
+        task: a task name of the SUITE (``"ind"``, ``"table"``, ...) or of the toy env.
+        num_envs: parallel environments (the paper: 64).
+        max_episode_steps: episode length (the paper: 80).
+        width, height: camera resolution (the paper: 640 x 480).
+        options: extra keyword options of the backend's env (toy: ``ToyReachConfig`` fields such
+            as ``num_targets`` or ``use_gripper``; ManiSkill: ``make_env`` options).
+    """
+
+    backend: Literal["maniskill", "toy"] = "maniskill"
+    task: str = "ind"
+    num_envs: int = 64
+    max_episode_steps: int = 80
+    width: int = 640
+    height: int = 480
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(
+            self.backend in ("maniskill", "toy"),
+            f"env.backend={self.backend!r} is unknown; use 'maniskill' or 'toy'",
+        )
+        _check(bool(self.task), "env.task is empty; name a task, e.g. env.task=ind")
+        _check(
+            isinstance(self.options, dict),
+            f"env.options={self.options!r} must be a mapping of backend options, e.g. "
+            "env.options={asset_source: procedural}",
+        )
+        for name in ("num_envs", "max_episode_steps", "width", "height"):
+            value = getattr(self, name)
+            _check(value >= 1, f"env.{name}={value} must be >= 1")
+
+
+@dataclass
+class ModelConfig:
+    """Policy model.
+
+    Args:
+        name: ``"openvla"`` (7B, needs ``checkpoint``) or ``"tiny"`` (random small VLA for CPU).
+        checkpoint: directory of an OpenVLA checkpoint (HF layout), or None.
+        lora_rank: LoRA rank on all linear layers (the paper: 32).
+        lora_alpha: LoRA scaling numerator.
+        lora_dropout: LoRA dropout probability.
+        value_head_hidden: hidden sizes of the value MLP (the paper: H -> 512 -> 128 -> 1).
+        temperature: sampling temperature during training (the paper: 1.0).
+        eval_temperature: sampling temperature during evaluation (the paper: 0.6).
+        dtype: parameter dtype of the frozen backbone.
+        finetune: ``"lora"`` (the paper: adapters on all linear layers) or ``"full"`` (every
+            weight; sensible for the randomly initialised tiny model, whose frozen random
+            ``lm_head`` LoRA cannot adapt).
+        init_from: a saved policy (``<run_dir>/policy`` of an earlier run, e.g. the SFT warm-up)
+            to start from, or None.
+        gradient_checkpointing: recompute activations in the backward (LLM and ViTs) to save
+            memory at the cost of a second forward; off by default.
+    """
+
+    name: Literal["openvla", "tiny"] = "openvla"
+    checkpoint: str | None = None
+    finetune: Literal["lora", "full"] = "lora"
+    init_from: str | None = None
+    lora_rank: int = 32
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    value_head_hidden: list[int] = field(default_factory=lambda: [512, 128])
+    temperature: float = 1.0
+    eval_temperature: float = 0.6
+    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        _check(
+            self.name in ("openvla", "tiny"),
+            f"model.name={self.name!r} is unknown; use 'openvla' or 'tiny'",
+        )
+        _check(
+            isinstance(self.lora_rank, int) and self.lora_rank >= 1,
+            f"model.lora_rank={self.lora_rank!r} must be an integer >= 1 (the LoRA "
+            "adapters' rank); the paper uses 32",
+        )
+        _positive("model.lora_alpha", self.lora_alpha, "LoRA scales updates by alpha/rank")
+        _check(
+            0.0 <= self.lora_dropout < 1.0, f"model.lora_dropout={self.lora_dropout} not in [0, 1)"
+        )
+        for name in ("temperature", "eval_temperature"):
+            _positive(
+                f"model.{name}",
+                getattr(self, name),
+                "logits are divided by it; use 1.0 for training, 0.6 for evaluation as the paper",
+            )
+        _check(
+            all(isinstance(h, int) and h >= 1 for h in self.value_head_hidden),
+            f"model.value_head_hidden={self.value_head_hidden!r} must list positive integers",
+        )
+        _check(
+            self.dtype in ("float32", "bfloat16", "float16"),
+            f"model.dtype={self.dtype!r} is unknown; use float32, bfloat16 or float16",
+        )
+        _check(
+            self.finetune in ("lora", "full"),
+            f"model.finetune={self.finetune!r} is unknown; use 'lora' or 'full'",
+        )
+        _check(
+            len(self.value_head_hidden) == 2,
+            f"model.value_head_hidden={self.value_head_hidden!r} must have two sizes "
+            "(the paper's head is H -> 512 -> 128 -> 1)",
+        )
+
+
+@dataclass
+class AlgoConfig:
+    """Fine-tuning algorithm and its loss/advantage settings.
+
+    Args:
+        name: one of ``ALGORITHMS``: ``sft``, ``ppo``, ``ppo-orz`` (PPO with gamma = lambda = 1,
+            Sec. 4.1), ``grpo``, ``grpo-s`` (groups start from the same state), ``tpo``
+            (trajectory preferences, DPO-style).
+        critic: the value function: ``none`` or a shared-backbone head reading h^0 (the paper's
+            choice), h^n, their concatenation, or a separate backbone (Fig. 4).
+        clip_epsilon: PPO/GRPO ratio clip (0.2).
+        value_clip: PPO value clip (0.2); None disables it.
+        huber_delta: Huber value-loss delta (10).
+        gamma, lmbda: discount and GAE lambda (0.99, 0.95).
+        epochs: passes over each rollout (the paper: 1, Sec. 4.2).
+        normalize_advantage: normalise advantages over the batch.
+        entropy_coef, value_coef: loss weights.
+        group_size: GRPO group size (envs per group); must divide env.num_envs.
+        reference: the frozen reference policy: ``none`` or ``initial`` (adapters disabled).
+        kl_coef: weight of a KL penalty to the reference (needs ``reference``).
+        beta: TPO/DPO temperature.
+        grpo_mode: GRPO advantages: ``"process"`` (Eq. 3-4, only non-zero rewards normalised) or
+            ``"whole"`` (Eq. 5-6, every reward).
+        demos: SFT only: a demonstration set written by ``vla-torchrl-collect`` (a memory-mapped
+            TensorDict); None on the toy backend generates ``demo_episodes`` oracle episodes.
+        demo_episodes: SFT only: how many oracle episodes to generate when ``demos`` is None.
+    """
+
+    name: Algorithm = "ppo"
+    grpo_mode: Literal["process", "whole"] = "process"
+    demos: str | None = None
+    demo_episodes: int = 64
+    critic: CriticKind = "shared_h0"
+    clip_epsilon: float = 0.2
+    value_clip: float | None = 0.2
+    huber_delta: float = 10.0
+    gamma: float = 0.99
+    lmbda: float = 0.95
+    epochs: int = 1
+    normalize_advantage: bool = True
+    entropy_coef: float = 0.0
+    value_coef: float = 0.5
+    group_size: int = 1
+    reference: Literal["none", "initial"] = "none"
+    kl_coef: float = 0.0
+    beta: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check(
+            self.name in ALGORITHMS,
+            f"algo.name={self.name!r} is not a known algorithm; choose one of "
+            f"{', '.join(ALGORITHMS)} (e.g. algo=ppo on the command line)",
+        )
+        kinds = typing.get_args(CriticKind)
+        _check(
+            self.critic in kinds,
+            f"algo.critic={self.critic!r} is unknown; use one of {', '.join(kinds)}",
+        )
+        _positive(
+            "algo.clip_epsilon",
+            self.clip_epsilon,
+            "PPO clips the ratio to [1-eps, 1+eps]; the paper uses 0.2",
+        )
+        if self.value_clip is not None:
+            _positive(
+                "algo.value_clip",
+                self.value_clip,
+                "the value update is clipped to +-value_clip; use null to disable, the paper uses 0.2",
+            )
+        _positive("algo.huber_delta", self.huber_delta, "Huber loss threshold; the paper uses 10")
+        _unit("algo.gamma", self.gamma, "a discount factor; the paper uses 0.99, PPO-ORZ 1.0")
+        _unit("algo.lmbda", self.lmbda, "the GAE lambda; the paper uses 0.95, PPO-ORZ 1.0")
+        _check(
+            isinstance(self.epochs, int) and self.epochs >= 1,
+            f"algo.epochs={self.epochs!r} must be an integer >= 1; the paper uses 1 (Sec. 4.2)",
+        )
+        for name in ("entropy_coef", "value_coef", "kl_coef"):
+            value = getattr(self, name)
+            _check(value >= 0, f"algo.{name}={value} must be >= 0 (a loss weight)")
+        _positive("algo.beta", self.beta, "the preference-loss temperature")
+        _check(
+            isinstance(self.group_size, int) and self.group_size >= 1,
+            f"algo.group_size={self.group_size!r} must be an integer >= 1",
+        )
+        _check(
+            self.reference in ("none", "initial"),
+            f"algo.reference={self.reference!r} is unknown; use none or initial "
+            "(the initial policy: LoRA adapters disabled)",
+        )
+        if self.name == "ppo-orz":
+            _check(
+                self.gamma == 1.0 and self.lmbda == 1.0,
+                f"algo.name=ppo-orz disables GAE (gamma = lambda = 1, Sec. 4.1) but got "
+                f"gamma={self.gamma}, lmbda={self.lmbda}; drop those overrides or use algo=ppo",
+            )
+        if self.name in ("ppo", "ppo-orz"):
+            _check(
+                self.critic != "none",
+                f"algo.name={self.name} needs a critic for GAE but algo.critic=none; "
+                "set algo.critic=shared_h0 (the paper's choice) or use algo=grpo",
+            )
+        if self.name in ("grpo", "grpo-s"):
+            _check(
+                self.critic == "none",
+                f"algo.name={self.name} estimates its baseline from the group, not a critic, "
+                f"but algo.critic={self.critic}; set algo.critic=none or use algo=ppo",
+            )
+        if self.name in ("sft", "tpo"):
+            _check(
+                self.critic == "none",
+                f"algo.name={self.name} trains no value function but algo.critic="
+                f"{self.critic}; set algo.critic=none",
+            )
+        if self.name == "tpo":
+            _check(
+                self.reference != "none",
+                "algo.name=tpo compares the policy with a frozen reference (DPO-style) but "
+                "algo.reference=none; set algo.reference=initial",
+            )
+        if self.kl_coef > 0:
+            _check(
+                self.reference != "none",
+                f"algo.kl_coef={self.kl_coef} penalises KL to a reference policy but "
+                "algo.reference=none; set algo.reference=initial or kl_coef=0",
+            )
+
+    @property
+    def uses_critic(self) -> bool:
+        """Whether the algorithm trains a value function."""
+        return self.critic != "none"
+
+
+@dataclass
+class CollectorConfig:
+    """Rollout collection.
+
+    Args:
+        steps_per_env: environment steps per env and rollout (the paper: 80, one episode).
+        total_env_steps: training budget in environment steps (all envs together).
+        eval_every: environment steps between evaluations (0: never).
+        eval_episodes: episodes per evaluation.
+    """
+
+    steps_per_env: int = 80
+    total_env_steps: int = 2_000_000
+    eval_every: int = 102_400
+    eval_episodes: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("steps_per_env", "total_env_steps", "eval_episodes"):
+            value = getattr(self, name)
+            _check(
+                isinstance(value, int) and value >= 1, f"collector.{name}={value!r} must be >= 1"
+            )
+        _check(self.eval_every >= 0, f"collector.eval_every={self.eval_every} must be >= 0")
+
+    def frames_per_batch(self, env: EnvConfig) -> int:
+        """Transitions per rollout: ``env.num_envs * steps_per_env`` (the paper: 5120)."""
+        return env.num_envs * self.steps_per_env
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser (AdamW) and minibatching.
+
+    Args:
+        lr: learning rate of the LoRA adapters (the paper: 1e-4).
+        value_lr: learning rate of the value head (the paper: 3e-3).
+        weight_decay: AdamW weight decay.
+        betas: AdamW betas.
+        max_grad_norm: gradient clipping norm (the paper: 10); None disables it.
+        minibatch_size: transitions per forward/backward (the paper: 8).
+        grad_accum_steps: minibatches accumulated per optimiser step (the paper: 20).
+        max_consecutive_skips: stop the run after this many updates in a row were skipped for a
+            non-finite loss or gradient.
+        autocast: ``"bf16"`` runs the loss forward under ``torch.autocast(dtype=bfloat16)``
+            (GPUs with bf16; on the CPU it works but is slow), ``"none"`` (default) does not.
+
+    In a data-parallel run, ``minibatch_size`` and ``grad_accum_steps`` are per rank: one
+    optimizer step covers ``minibatch_size x grad_accum_steps x world_size`` transitions.
+    """
+
+    lr: float = 1e-4
+    value_lr: float = 3e-3
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    max_grad_norm: float | None = 10.0
+    minibatch_size: int = 8
+    grad_accum_steps: int = 20
+    max_consecutive_skips: int = 5
+    autocast: Literal["none", "bf16"] = "none"
+
+    def __post_init__(self) -> None:
+        hint = "a learning rate; the paper uses 1e-4 for LoRA and 3e-3 for the value head"
+        _positive("optim.lr", self.lr, hint)
+        _positive("optim.value_lr", self.value_lr, hint)
+        _check(self.weight_decay >= 0, f"optim.weight_decay={self.weight_decay} must be >= 0")
+        _check(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            f"optim.betas={self.betas!r} must be two numbers in [0, 1)",
+        )
+        if self.max_grad_norm is not None:
+            _positive(
+                "optim.max_grad_norm",
+                self.max_grad_norm,
+                "gradient clipping norm; use null to disable, the paper uses 10",
+            )
+        for name in ("minibatch_size", "grad_accum_steps"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value >= 1, f"optim.{name}={value!r} must be >= 1")
+        _check(
+            self.autocast in ("none", "bf16"),
+            f"optim.autocast={self.autocast!r} is unknown; use none or bf16",
+        )
+
+    @property
+    def transitions_per_update(self) -> int:
+        """Transitions per optimiser step: ``minibatch_size * grad_accum_steps``."""
+        return self.minibatch_size * self.grad_accum_steps
+
+
+@dataclass
+class LoggerConfig:
+    """Metric logging (JSONL always; TensorBoard and wandb optional).
+
+    Args:
+        tensorboard: also write TensorBoard event files.
+        wandb: ``off``, ``offline`` (default: files only, never the network) or ``online``.
+        project: wandb project name.
+        progress_bar: show a tqdm bar with ETA.
+        log_every: environment steps between training log records (0: every rollout).
+    """
+
+    tensorboard: bool = True
+    wandb: Literal["off", "offline", "online"] = "offline"
+    project: str = "vla-torchrl"
+    progress_bar: bool = True
+    log_every: int = 0
+
+    def __post_init__(self) -> None:
+        _check(
+            self.wandb in ("off", "offline", "online"),
+            f"logger.wandb={self.wandb!r} is unknown; use off, offline or online",
+        )
+        _check(self.log_every >= 0, f"logger.log_every={self.log_every} must be >= 0")
+
+
+@dataclass
+class DistConfig:
+    """Data-parallel training under ``torchrun`` (ignored in a single process).
+
+    Each rank runs ``env.num_envs`` envs of its own (distinct seeds) and a policy replica;
+    ``collector.total_env_steps`` counts the steps of all ranks together.
+
+    Args:
+        strategy: ``"ddp"``: every rank holds the whole model, gradients of the trainables are
+            averaged over ranks once per optimizer step (LoRA or full fine-tuning);
+            ``"fsdp2"``: the LLM's decoder layers and the ViTs' blocks are sharded over the
+            ranks with FSDP2 (``fully_shard``), for full fine-tuning of models that do not fit
+            one GPU; needs CUDA.
+        backend: process-group backend: ``"auto"`` (``nccl`` on GPUs, ``gloo`` on the CPU),
+            ``"nccl"`` or ``"gloo"``.
+        timeout_s: collective timeout in seconds (a rank that waits longer fails the run).
+    """
+
+    strategy: Literal["ddp", "fsdp2"] = "ddp"
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+    timeout_s: float = 1800.0
+
+    def __post_init__(self) -> None:
+        _check(
+            self.strategy in ("ddp", "fsdp2"),
+            f"dist.strategy={self.strategy!r} is unknown; use ddp (replicated model, averaged "
+            "gradients) or fsdp2 (sharded model, needs CUDA)",
+        )
+        _check(
+            self.backend in ("auto", "nccl", "gloo"),
+            f"dist.backend={self.backend!r} is unknown; use auto, nccl (GPUs) or gloo (CPU)",
+        )
+        _positive("dist.timeout_s", self.timeout_s, "seconds a collective may wait")
+
+
+@dataclass
+class TrainConfig:
+    """Top-level training config: the groups plus run-wide settings.
+
+    Args:
+        seed: seed of every RNG (``seed_everything``).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        run_dir: where checkpoints, logs and reports go.
+        resume: continue from the newest complete checkpoint in ``run_dir``.
+        checkpoint_every: environment steps between checkpoints (0: only at the end).
+        keep_last: complete checkpoints kept on disk.
+        dist: data-parallel settings (used when launched with ``torchrun``).
+    """
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    collector: CollectorConfig = field(default_factory=CollectorConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+    seed: int = 0
+    device: str = "auto"
+    run_dir: str = "runs/default"
+    resume: bool = True
+    checkpoint_every: int = 102_400
+    keep_last: int = 3
+
+    def __post_init__(self) -> None:
+        _check(
+            isinstance(self.seed, int) and self.seed >= 0,
+            f"seed={self.seed!r} must be an integer >= 0",
+        )
+        _check(self.checkpoint_every >= 0, f"checkpoint_every={self.checkpoint_every} must be >= 0")
+        _check(self.keep_last >= 1, f"keep_last={self.keep_last} must be >= 1")
+
+
+def validate(
+    cfg: TrainConfig,
+    *,
+    tasks: Collection[str] | None = None,
+    cuda_available: bool | None = None,
+) -> TrainConfig:
+    """Cross-field and environment checks; run before any expensive work.
+
+    Args:
+        cfg: the config (each group has already checked its own values).
+        tasks: known task names; default: those registered with :func:`register_task_names`
+            (the check is skipped when none are known).
+        cuda_available: override CUDA detection (tests); default ``torch.cuda.is_available()``.
+
+    Returns:
+        ``cfg`` unchanged.
+
+    Raises:
+        ConfigError: naming the value, why it is wrong and what to do.
+
+    Examples:
+        >>> cfg = TrainConfig(device="cpu")
+        >>> validate(cfg, tasks=["ind", "table"]) is cfg
+        True
+        >>> validate(TrainConfig(device="cpu"), tasks=["table"])
+        Traceback (most recent call last):
+        ...
+        vla_torchrl.errors.ConfigError: env.task='ind' is not a known task; known tasks: table
+    """
+    names = set(tasks) if tasks is not None else known_tasks()
+    if names is not None:
+        _check(
+            cfg.env.task in names,
+            f"env.task={cfg.env.task!r} is not a known task; known tasks: "
+            f"{', '.join(sorted(names))}",
+        )
+    algo, optim, env = cfg.algo, cfg.optim, cfg.env
+    if algo.name != "sft":
+        frames = cfg.collector.frames_per_batch(env)
+        per_update = optim.transitions_per_update
+        _check(
+            frames % per_update == 0,
+            f"a rollout of env.num_envs x collector.steps_per_env = {env.num_envs} x "
+            f"{cfg.collector.steps_per_env} = {frames} transitions is not a multiple of "
+            f"optim.minibatch_size x optim.grad_accum_steps = {optim.minibatch_size} x "
+            f"{optim.grad_accum_steps} = {per_update}; change one so it divides "
+            "(the paper: 64 x 80 = 5120 = 32 x (8 x 20))",
+        )
+    if algo.name in ("grpo", "grpo-s"):
+        _check(
+            env.num_envs % algo.group_size == 0,
+            f"algo.group_size={algo.group_size} does not divide env.num_envs={env.num_envs}; "
+            "GRPO splits the parallel envs into equal groups",
+        )
+    device = str(cfg.device)
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    _validate_dist(cfg, cuda_available=cuda_available)
+    if device.startswith("cuda"):
+        _check(
+            cuda_available,
+            f"device={device!r} was requested but this machine has no CUDA device; "
+            "use device=cpu (or device=auto), or run on a GPU machine",
+        )
+    else:
+        _check(
+            device in ("auto", "cpu"),
+            f"device={device!r} is not a device name; use auto, cpu, cuda or cuda:N",
+        )
+    return cfg
+
+
+def _validate_dist(cfg: TrainConfig, *, cuda_available: bool) -> None:
+    dist, device = cfg.dist, str(cfg.device)
+    on_gpu = cuda_available and device != "cpu"
+    if dist.strategy == "fsdp2":
+        _check(
+            on_gpu,
+            f"dist.strategy=fsdp2 shards the model over GPUs but device={device!r} and CUDA is "
+            f"{'available' if cuda_available else 'not available'}; use dist.strategy=ddp on "
+            "the CPU, or run on GPUs with device=auto",
+        )
+        _check(
+            cfg.model.finetune == "full",
+            "dist.strategy=fsdp2 is for full fine-tuning of a model that does not fit one GPU, "
+            "but model.finetune=lora (LoRA trains ~1% of the weights: the replicated model "
+            "fits); use dist.strategy=ddp, or model.finetune=full",
+        )
+    if dist.backend == "nccl":
+        _check(
+            on_gpu,
+            f"dist.backend=nccl needs GPUs but device={device!r} and CUDA is "
+            f"{'available' if cuda_available else 'not available'}; use dist.backend=gloo "
+            "(or auto) on the CPU",
+        )
+
+
+# --------------------------------------------------------------------------- DictConfig -> dataclass

@@ -1,0 +1,175 @@
+"""``make_env``: a suite task as a batched TorchRL env.
+
+Examples:
+    >>> from vla_torchrl.envs.builder import make_env
+    >>> env = make_env("ind", num_envs=2, image_size=(224, 224))  # doctest: +SKIP
+    >>> td = env.rollout(3)                                          # doctest: +SKIP
+    >>> td["next", "observation", "image"].shape                     # doctest: +SKIP
+    torch.Size([2, 3, 224, 224, 3])
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torchrl.envs import EnvBase, ParallelEnv, SerialEnv, TransformedEnv
+
+from vla_torchrl.envs.asset_library import AssetLibrary, AssetSource, resolve_asset_source
+from vla_torchrl.envs.suite import SUITE, TaskSpec
+
+__all__ = ["build_scene_config", "make_env", "perturbation_transform"]
+
+logger = logging.getLogger(__name__)
+
+
+def build_scene_config(spec: TaskSpec, library: AssetLibrary):
+    """The :class:`PutOnSceneConfig` of ``spec`` with the assets of ``library``."""
+    from vla_torchrl.envs.maniskill import PutOnSceneConfig
+
+    s = spec.scene
+    return PutOnSceneConfig(
+        objects=library.pool(s.object_pool),
+        receptacles=library.pool(s.receptacle_pool),
+        tables=library.pool(s.table_pool),
+        num_objects=s.num_objects,
+        num_receptacles=s.num_receptacles,
+        distractor_receptacles=library.pool(s.distractor_pool) if s.distractor_pool else (),
+        placement=s.placement,
+        random_robot_pose=s.random_robot_pose,
+        reposition_step=s.reposition_step,
+    )
+
+
+def _single_env(
+    task: str,
+    asset_source: str,
+    asset_seed: int,
+    rl4vla_dir: str | None,
+    env_kwargs: dict,
+):
+    """Build one CPU ``PutOnEnv`` (runs in the worker process for ``ParallelEnv``)."""
+    from vla_torchrl.envs.maniskill.put_on_env import PutOnEnv
+
+    library = AssetLibrary.load(asset_source, rl4vla_dir=rl4vla_dir, seed=asset_seed)  # type: ignore[arg-type]
+    return PutOnEnv(build_scene_config(SUITE[task], library), **env_kwargs)
+
+
+def _guarded_single_env(
+    task: str,
+    asset_source: str,
+    asset_seed: int,
+    rl4vla_dir: str | None,
+    env_kwargs: dict,
+):
+    """:func:`_single_env` inside a :class:`~vla_torchrl.envs.sim_errors.SimErrorGuard`: a
+    simulator error resets this scene only, instead of killing its ``ParallelEnv`` worker."""
+    from vla_torchrl.envs.sim_errors import SimErrorGuard
+
+    return SimErrorGuard(_single_env(task, asset_source, asset_seed, rl4vla_dir, env_kwargs))
+
+
+def _unseen_templates() -> Sequence[str]:
+    from vla_torchrl.envs.instruction_templates import UNSEEN_INSTRUCTION_TEMPLATES
+
+    return UNSEEN_INSTRUCTION_TEMPLATES
+
+
+def perturbation_transform(spec: TaskSpec, library: AssetLibrary, *, seed: int | None = 0):
+    """The TorchRL transform of ``spec``'s perturbation, or ``None`` when it has none.
+
+    Texture/noise use ``DynamicTextureOverlay`` with the library's 16 distractor textures;
+    ``instruct`` uses ``InstructionRephrase`` with the 16 unseen templates (Appendix A.4).
+    """
+    p = spec.perturbation
+    if p is None:
+        return None
+    transforms = importlib.import_module("vla_torchrl.envs.transforms")
+    if p.kind in ("texture", "noise"):
+        textures = [torch.from_numpy(t.image().copy()) for t in library.textures]
+        return transforms.DynamicTextureOverlay(textures, alpha=p.alpha, region=p.region, seed=seed)
+    return transforms.InstructionRephrase(_unseen_templates(), seed=seed)
+
+
+def make_env(
+    task: str = "ind",
+    *,
+    num_envs: int = 1,
+    asset_source: AssetSource = "auto",
+    image_size: tuple[int, int] = (480, 640),
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    parallel: bool | None = None,
+    sim_backend: Literal["auto", "cpu", "gpu"] = "auto",
+    robot: Literal["auto", "widowx", "panda"] = "auto",
+    max_steps: int = 80,
+    rl4vla_dir: str | None = None,
+    asset_seed: int = 0,
+    perturb: bool = True,
+    guard_sim_errors: bool = True,
+) -> EnvBase:
+    """A task of :data:`SUITE` as a TorchRL env with batch size ``[num_envs]``.
+
+    Args:
+        task: a key of :data:`vla_torchrl.envs.suite.SUITE` (``"ind"``, ``"obj-rep"``...).
+        num_envs: number of parallel scenes.
+        asset_source: ``"auto"`` (RL4VLA when found, else procedural), ``"rl4vla"``,
+            ``"procedural"``.
+        image_size: camera ``(H, W)``; the paper uses ``(480, 640)``.
+        seed: base seed: episode ``e`` is the same scene for the same seed, in any worker.
+        device: output device (default: CPU for the CPU simulation, CUDA for the GPU one).
+        parallel: CPU only: one worker process per env (``ParallelEnv``, default when
+            ``num_envs > 1``) or all in this process (``SerialEnv``). Same tensordicts either way.
+        sim_backend: ``"auto"`` picks the GPU simulation when CUDA is present (untested here).
+        robot: ``"auto"`` (WidowX when its description is found, else Panda).
+        max_steps: episode length (80 in the paper).
+        rl4vla_dir: RL4VLA asset directory (default: found by :class:`AssetPaths`).
+        asset_seed: seed of the procedural images.
+        perturb: append the task's perturbation transform (texture/noise/instruct).
+        guard_sim_errors: wrap each scene (CPU) or the batched simulation (GPU) in a
+            :class:`~vla_torchrl.envs.sim_errors.SimErrorGuard`: a simulator error resets the
+            failing env and marks its step ``SIM_ERROR_KEY`` instead of ending the run.
+
+    Returns:
+        the env (a ``TransformedEnv`` when a perturbation is appended).
+    """
+    if task not in SUITE:
+        raise ValueError(f"unknown task {task!r}; choose one of {sorted(SUITE)}")
+    if num_envs < 1:
+        raise ValueError(f"num_envs={num_envs}; use at least 1")
+    spec = SUITE[task]
+    source = resolve_asset_source(asset_source, rl4vla_dir=rl4vla_dir)
+    if sim_backend == "auto":
+        sim_backend = "gpu" if torch.cuda.is_available() else "cpu"
+    env_kwargs = dict(image_size=tuple(image_size), seed=seed, robot=robot, max_steps=max_steps)
+    if sim_backend == "gpu":
+        # GPU simulation: one ManiSkill env object holding num_envs scenes (not tested on CPU CI)
+        env_kwargs.update(num_envs=num_envs, sim_backend="gpu", device=device or "cuda")
+        build = _guarded_single_env if guard_sim_errors else _single_env
+        env: EnvBase = build(task, source, asset_seed, rl4vla_dir, env_kwargs)
+    else:
+        env_kwargs["device"] = device or "cpu"
+        fns = [
+            functools.partial(
+                _guarded_single_env if guard_sim_errors else _single_env,
+                task,
+                source,
+                asset_seed,
+                rl4vla_dir,
+                {**env_kwargs, "episode_offset": i, "episode_stride": num_envs},
+            )
+            for i in range(num_envs)
+        ]
+        parallel = num_envs > 1 if parallel is None else parallel
+        if parallel:
+            env = ParallelEnv(num_envs, fns, serial_for_single=False)
+        else:
+            env = SerialEnv(num_envs, fns)
+    if perturb and spec.perturbation is not None:
+        library = AssetLibrary.load(source, rl4vla_dir=rl4vla_dir, seed=asset_seed)
+        env = TransformedEnv(env, perturbation_transform(spec, library, seed=seed))
+    return env

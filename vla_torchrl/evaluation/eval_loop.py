@@ -1,0 +1,138 @@
+"""Evaluate saved policies on tasks x seeds: episodes -> per-episode results -> report.
+
+The library side of ``vla-torchrl-eval`` (:mod:`vla_torchrl.recipes.evaluate` is its command
+line). Every policy sees the same episodes: the env of (task, seed) numbers its episodes from 0,
+and an episode's scene is a function of (seed, episode id). Results are appended per (policy,
+task, seed) to ``<out>/episodes.jsonl`` as they finish (:class:`~vla_torchrl.evaluation.results.
+IncrementalResults`), so an interrupted evaluation continues where it stopped; the report goes to
+``<out>/report/`` and a few rollout videos per task to ``<out>/videos/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+import torch
+from tensordict import TensorDictBase
+
+from vla_torchrl.config.train_schema import EnvConfig
+from vla_torchrl.envs.episodes import run_episodes
+from vla_torchrl.envs.sim_errors import guard_sim_errors
+from vla_torchrl.errors import UserError
+from vla_torchrl.evaluation.report_writer import write_report
+from vla_torchrl.evaluation.results import IncrementalResults
+from vla_torchrl.keys import IMAGE_KEY
+from vla_torchrl.training.environments import make_recipe_env, task_names
+from vla_torchrl.training.policy import load_policy
+from vla_torchrl.utils import select_device
+from vla_torchrl.utils.logging import progress
+
+__all__ = ["RESULTS_FILE", "evaluate"]
+
+_log = logging.getLogger("vla_torchrl.recipes.evaluate")
+
+
+RESULTS_FILE = "episodes.jsonl"
+
+
+def evaluate(
+    policies: dict[str, str],
+    *,
+    tasks: Sequence[str],
+    seeds: Sequence[int],
+    episodes: int,
+    out_dir: str | Path,
+    backend: str = "maniskill",
+    num_envs: int = 4,
+    max_episode_steps: int = 80,
+    width: int = 640,
+    height: int = 480,
+    temperature: float = 0.6,
+    greedy: bool = False,
+    videos_per_task: int = 1,
+    device: str = "cpu",
+) -> dict[str, Path]:
+    """Evaluate ``policies`` (label -> saved policy dir) and write the report; returns its files."""
+    if episodes < 1:
+        raise UserError(f"--episodes={episodes} must be >= 1")
+    if temperature <= 0 and not greedy:
+        raise UserError(f"--temperature={temperature} must be > 0 (or use --greedy)")
+    try:
+        dev = select_device(device)
+    except ValueError as err:
+        raise UserError(f"--device: {err}") from err
+    known = task_names(backend)
+    unknown = [t for t in tasks if t not in known]
+    if unknown:
+        raise UserError(f"unknown task(s) {unknown} for the {backend} backend; known: {known}")
+    for label, path in policies.items():
+        if not (Path(path) / "policy.json").is_file():
+            raise UserError(f"policy {label}={path}: not a saved policy (no policy.json there)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    store = IncrementalResults(out / RESULTS_FILE)
+    todo = store.pending(policies, tasks, seeds)
+    if len(todo) < len(policies) * len(tasks) * len(seeds):
+        _log.info("continuing an earlier evaluation: %d groups left", len(todo))
+    env_cfg = EnvConfig(
+        backend=backend,
+        num_envs=min(num_envs, episodes),
+        max_episode_steps=max_episode_steps,
+        width=width,
+        height=height,
+    )
+    actors = {}
+    bar = progress(total=len(todo), desc="eval groups", unit="group")
+    # One env per (task, seed), re-seeded for each policy: every policy replays the same episodes.
+    by_env: dict[tuple[str, int], list[str]] = {}
+    for label, task, seed in todo:
+        by_env.setdefault((task, seed), []).append(label)
+    for (task, seed), labels in by_env.items():
+        env = guard_sim_errors(make_recipe_env(env_cfg, seed=seed, task=task, device="cpu"))
+        try:
+            for label in labels:
+                if label not in actors:
+                    bundle = load_policy(policies[label], device=dev)
+                    actors[label] = bundle.eval_actor(
+                        temperature=temperature if not greedy else 1.0,
+                        mode="greedy" if greedy else "sample",
+                    )
+                env.set_seed(seed)  # restart the episode ids: the same episodes for each policy
+                # action sampling seeded per group: repeated evaluations give identical tables
+                torch.manual_seed(zlib.crc32(f"{task}:{seed}".encode()))
+                videos = None  # a few rollout videos per task, from the first seed
+                if seed == seeds[0]:
+                    videos = partial(
+                        _write_videos,
+                        folder=out / "videos",
+                        stem=f"{label}-{task}",
+                        count=videos_per_task,
+                    )
+                records = run_episodes(
+                    env,
+                    actors[label],
+                    episodes=episodes,
+                    max_steps=max_episode_steps,
+                    on_first_rollout=videos,
+                )
+                store.append_group(label, task, seed, records)
+                bar.update(1)
+        finally:
+            env.close()
+    bar.close()
+    return write_report(store.results(), out / "report", policies=list(policies))
+
+
+def _write_videos(rollout: TensorDictBase, folder: Path, stem: str, count: int) -> None:
+    if count < 1:
+        return
+    import imageio.v3 as iio
+
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = rollout.get(IMAGE_KEY)
+    for row in range(min(count, frames.shape[0])):
+        iio.imwrite(folder / f"{stem}-{row}.gif", frames[row].cpu().numpy(), duration=200, loop=0)

@@ -1,0 +1,272 @@
+"""The evaluation report: ``report.md``, CSV tables and the charts of the paper's Fig. 7.
+
+:func:`write_report` writes ``report.md`` with one table per axis in the layout of the paper's
+Tables 1-3 and a per-axis summary like Fig. 7a; ``summary.csv`` (long format, readable back with
+:func:`~vla_torchrl.evaluation.tables.read_summary_csv`), ``table_<axis>.csv``, ``drops.csv``;
+radar charts like Fig. 7b/7c (``radar_success.png``, ``radar_ood_ind_ratio.png``) and grouped
+success bars annotated with the relative drop like Fig. 7a (``bars_success.png``).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from vla_torchrl.errors import UserError
+from vla_torchrl.evaluation.results import load_results
+from vla_torchrl.evaluation.tables import (
+    AXES,
+    AXIS_LABELS,
+    PAPER_TASK_AXES,
+    Stat,
+    _axis_tasks,
+    _label,
+    _policies,
+    _write_table_csv,
+    relative_drops,
+    summarize,
+    table_markdown,
+    write_summary_csv,
+)
+
+__all__ = ["bar_chart", "radar_chart", "write_report"]
+
+
+def radar_chart(
+    values: Mapping[str, Mapping[str, float]],
+    *,
+    tasks: Sequence[str],
+    path: str | os.PathLike,
+    title: str,
+    rmax: float | None = None,
+) -> Path:
+    """A radar (spider) chart, one polygon per policy, like Fig. 7b/7c; written as PNG.
+
+    Args:
+        values: ``{policy: {task: value}}``; missing values are drawn at 0.
+        tasks: the spokes, in order.
+        path: output PNG.
+        title: the chart's title.
+        rmax: radial limit (default: the largest value, at least 1).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if len(tasks) < 3:
+        raise UserError(f"a radar chart needs at least 3 tasks, got {list(tasks)}")
+    angles = [2 * math.pi * i / len(tasks) for i in range(len(tasks))]
+    fig = Figure(figsize=(6.5, 6.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(projection="polar")
+    ax.set_theta_offset(math.pi / 2)  # first task at the top, then clockwise
+    ax.set_theta_direction(-1)
+    top = rmax or max(
+        [1.0] + [v for per in values.values() for v in per.values() if math.isfinite(v)]
+    )
+    for policy, per_task in values.items():
+        radii = [
+            per_task.get(t, 0.0) if math.isfinite(per_task.get(t, 0.0)) else 0.0 for t in tasks
+        ]
+        ax.plot(angles + angles[:1], radii + radii[:1], linewidth=2, label=policy)
+        ax.fill(angles + angles[:1], radii + radii[:1], alpha=0.15)
+    ax.set_xticks(angles)
+    ax.set_xticklabels([_label(t) for t in tasks], fontsize=8)
+    ax.set_ylim(0, top)
+    ax.set_title(title)
+    ax.legend(loc="upper right", bbox_to_anchor=(1.15, 1.1))
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    return path
+
+
+def bar_chart(
+    summary: Mapping[tuple[str, str], Mapping[str, Stat]],
+    *,
+    tasks: Sequence[str],
+    policies: Sequence[str],
+    path: str | os.PathLike,
+    ind_task: str = "ind",
+) -> Path:
+    """Grouped bars of success (mean +- std over seeds) per task and policy, each OOD bar
+    annotated with its relative drop, like Fig. 7a; written as PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    drops = relative_drops(summary, ind_task=ind_task)
+    width = 0.8 / max(1, len(policies))
+    fig = Figure(figsize=(max(6.0, 0.7 * len(tasks) * max(1, len(policies))), 4.0), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for i, policy in enumerate(policies):
+        xs = [j + (i - (len(policies) - 1) / 2) * width for j in range(len(tasks))]
+        stats = [summary.get((policy, t), {}).get("success") for t in tasks]
+        means = [s.mean if s else 0.0 for s in stats]
+        stds = [s.std if s else 0.0 for s in stats]
+        ax.bar(xs, means, width, yerr=stds, capsize=2, label=policy)
+        for x, mean, task in zip(xs, means, tasks):
+            drop = drops.get((policy, task))
+            if drop is not None and math.isfinite(drop):
+                ax.annotate(f"{100 * drop:+.0f}%", (x, mean), ha="center", va="bottom", fontsize=6)
+    ax.set_xticks(range(len(tasks)))
+    ax.set_xticklabels([_label(t) for t in tasks], rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("success rate")
+    ax.set_ylim(0, 1.1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    return path
+
+
+def write_report(
+    results: str | os.PathLike | Iterable[Any],
+    out_dir: str | os.PathLike,
+    *,
+    task_axes: Mapping[str, str] = PAPER_TASK_AXES,
+    policies: Sequence[str] | None = None,
+    ind_task: str = "ind",
+    ddof: int = 0,
+) -> dict[str, Path]:
+    """Write the full evaluation report (Markdown, CSVs, radar PNGs) into ``out_dir``.
+
+    Args:
+        results: episode results (see :func:`load_results`).
+        out_dir: output directory (created).
+        task_axes: task -> axis (``ind``, ``vision``, ``semantics``, ``execution``); tasks not
+            listed are reported under an ``other`` axis.
+        policies: column order (default: order of appearance, e.g. SFT then RL).
+        ind_task: the in-distribution task the relative drops refer to.
+        ddof: see :func:`summarize`.
+
+    Returns:
+        ``{name: path}`` of every file written.
+    """
+    records = load_results(results)
+    if not records:
+        raise UserError("no episode results to report; run the evaluation first")
+    summary = summarize(records, ddof=ddof)
+    task_axes = dict(task_axes)
+    for _, task in summary:
+        task_axes.setdefault(task, "other")
+    policies = list(policies or _policies(summary))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {
+        "summary.csv": write_summary_csv(summary, out / "summary.csv", task_axes=task_axes)
+    }
+    drops = relative_drops(summary, ind_task=ind_task)
+
+    md = ["# Evaluation report", ""]
+    n_seeds = sorted({s.n_seeds for stats in summary.values() for s in stats.values()})
+    md.append(
+        f"Mean (std) over seeds ({'/'.join(map(str, n_seeds))} per cell) of the per-seed episode "
+        "means; relative drop = (OOD - IND) / IND on success (Sec. 5.3). Best in **bold**."
+    )
+    axes_present = [a for a in (*AXES, "other") if _axis_tasks(summary, task_axes, a, ind_task)[1:]]
+    if not axes_present:  # IND only (e.g. the toy backend): its table, no OOD summary
+        md += ["", "## In-distribution", ""]
+        md.append(table_markdown(summary, tasks=[ind_task], policies=policies))
+        _write_table_csv(summary, out / "table_ind.csv", tasks=[ind_task], policies=policies)
+        files["table_ind.csv"] = out / "table_ind.csv"
+    # Fig. 7a: average OOD success and average relative drop per axis
+    md += ["", "## Summary by axis", ""] if axes_present else []
+    head = ["Axis"] + [f"OOD Suc. {p}" for p in policies] + [f"Drop {p}" for p in policies]
+    if axes_present:
+        md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    axis_rows = []
+    for axis in axes_present:
+        tasks = [t for t in _axis_tasks(summary, task_axes, axis, ind_task) if t != ind_task]
+        row = [AXIS_LABELS.get(axis, axis)]
+        suc = {}
+        drop = {}
+        for p in policies:
+            vals = [summary[(p, t)]["success"].mean for t in tasks if (p, t) in summary]
+            suc[p] = sum(vals) / len(vals) if vals else math.nan
+            dvals = [drops[(p, t)] for t in tasks if (p, t) in drops]
+            drop[p] = sum(dvals) / len(dvals) if dvals else math.nan
+        row += [f"{suc[p]:.3f}" for p in policies] + [_pct(drop[p]) for p in policies]
+        md.append("| " + " | ".join(row) + " |")
+        axis_rows.append(
+            {
+                "axis": axis,
+                **{f"success/{p}": suc[p] for p in policies},
+                **{f"drop/{p}": drop[p] for p in policies},
+            }
+        )
+    with open(out / "axes.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(
+            fh, fieldnames=["axis"] + [f"{k}/{p}" for k in ("success", "drop") for p in policies]
+        )
+        writer.writeheader()
+        writer.writerows(axis_rows)
+    files["axes.csv"] = out / "axes.csv"
+
+    for number, axis in enumerate(axes_present, start=1):
+        tasks = _axis_tasks(summary, task_axes, axis, ind_task)
+        md += ["", f"## Table {number}: {AXIS_LABELS.get(axis, axis)}", ""]
+        md.append(table_markdown(summary, tasks=tasks, policies=policies))
+        name = f"table_{axis}.csv"
+        _write_table_csv(summary, out / name, tasks=tasks, policies=policies)
+        files[name] = out / name
+
+    if drops:
+        md += ["", "## Relative drop of success per task", ""]
+        md += ["| Task | " + " | ".join(policies) + " |", "|" + "---|" * (len(policies) + 1)]
+        ood_tasks = [t for a in (*AXES, "other") for t in task_axes if task_axes[t] == a]
+        for t in (t for t in ood_tasks if any((p, t) in drops for p in policies)):
+            md.append(
+                "| "
+                + _label(t)
+                + " | "
+                + " | ".join(_pct(drops.get((p, t), math.nan)) for p in policies)
+                + " |"
+            )
+        with open(out / "drops.csv", "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["policy", "task", "axis", "relative_drop"])
+            for (p, t), d in drops.items():
+                writer.writerow([p, t, task_axes.get(t, ""), repr(d)])
+        files["drops.csv"] = out / "drops.csv"
+
+    # Fig. 7b/7c radars
+    present = dict.fromkeys(t for _, t in summary)
+    all_tasks = [
+        t for a in ("ind", *AXES, "other") for t in task_axes if task_axes[t] == a and t in present
+    ]
+    files["bars_success.png"] = bar_chart(
+        summary,
+        tasks=all_tasks,
+        policies=policies,
+        path=out / "bars_success.png",
+        ind_task=ind_task,
+    )
+    md += ["", "![success per task](bars_success.png)"]
+    if len(all_tasks) >= 3:
+        success = {
+            p: {t: summary[(p, t)]["success"].mean for t in all_tasks if (p, t) in summary}
+            for p in policies
+        }
+        files["radar_success.png"] = radar_chart(
+            success, tasks=all_tasks, path=out / "radar_success.png", title="Success rate"
+        )
+        md += ["", "![success radar](radar_success.png)"]
+    ood = [t for t in all_tasks if t != ind_task]
+    if drops and len(ood) >= 3:
+        ratio = {p: {t: 1.0 + drops[(p, t)] for t in ood if (p, t) in drops} for p in policies}
+        files["radar_ood_ind_ratio.png"] = radar_chart(
+            ratio, tasks=ood, path=out / "radar_ood_ind_ratio.png", title="OOD / IND success ratio"
+        )
+        md += ["", "![OOD/IND ratio radar](radar_ood_ind_ratio.png)"]
+
+    (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    files["report.md"] = out / "report.md"
+    return files
+
+
+def _pct(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{100 * value:+.1f}%"

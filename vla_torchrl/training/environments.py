@@ -1,0 +1,118 @@
+"""Build the environment a recipe asks for: the ManiSkill SUITE task or the toy task.
+
+This is the one place where recipes turn an :class:`~vla_torchrl.config.train_schema.EnvConfig` into a
+TorchRL env, so that training, evaluation and demo collection see the same environments.
+
+Examples:
+    >>> from vla_torchrl.config.train_schema import EnvConfig
+    >>> env = make_recipe_env(EnvConfig(backend="toy", num_envs=2, width=16, height=16), seed=0)
+    >>> tuple(env.batch_size), env.reset()["observation", "image"].shape[-3:]
+    ((2,), torch.Size([16, 16, 3]))
+"""
+
+from __future__ import annotations
+
+import torch
+from torchrl.envs import EnvBase
+
+from vla_torchrl.config.train_schema import EnvConfig
+from vla_torchrl.envs.toy import TOY_TASKS as TOY_TASK_OPTIONS
+from vla_torchrl.errors import ConfigError
+
+__all__ = ["TOY_TASKS", "make_recipe_env", "task_names"]
+
+#: Tasks of the toy backend (``ind`` stands in for the SUITE's ``ind`` in fast CPU runs;
+#: ``reach-corner`` is the one RL learns in a CPU test budget): ``vla_torchrl.envs.toy.TOY_TASKS``.
+TOY_TASKS = tuple(TOY_TASK_OPTIONS)
+
+
+def task_names(backend: str) -> list[str]:
+    """Names of the tasks a backend offers (for config validation and evaluation loops)."""
+    if backend == "toy":
+        return list(TOY_TASKS)
+    if backend == "maniskill":
+        from vla_torchrl.envs import SUITE
+
+        return list(SUITE)
+    raise ConfigError(f"env.backend={backend!r} is unknown; use 'maniskill' or 'toy'")
+
+
+def make_recipe_env(
+    env: EnvConfig,
+    *,
+    seed: int,
+    task: str | None = None,
+    num_envs: int | None = None,
+    device: str | torch.device = "cpu",
+) -> EnvBase:
+    """Build the env of ``env`` (``task`` / ``num_envs`` override the config's).
+
+    Args:
+        env: the env config group.
+        seed: seed of the env's randomness (scene sampling, perturbations).
+        task: a task name of the backend (default: ``env.task``).
+        num_envs: batch size (default: ``env.num_envs``).
+        device: where the env's tensors live.
+
+    Raises:
+        ConfigError: unknown task for the backend.
+    """
+    task = task or env.task
+    num_envs = num_envs or env.num_envs
+    known = task_names(env.backend)
+    if task not in known:
+        raise ConfigError(
+            f"env.task={task!r} is not a task of the {env.backend} backend; known: {known}"
+        )
+    if env.backend == "toy":
+        from vla_torchrl.envs.toy import make_toy_env
+
+        if env.width != env.height:
+            raise ConfigError(
+                f"the toy env is square: env.width={env.width} and env.height={env.height} differ"
+            )
+        # the task's preset, then the config's episode length and image size, then env.options
+        options = {
+            **TOY_TASK_OPTIONS[task],
+            "image_size": env.width,
+            "max_steps": env.max_episode_steps,
+            **env.options,
+        }
+        try:
+            return make_toy_env(num_envs, seed=seed, device=device, **options)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"env.options for the toy backend: {err}") from err
+    import inspect
+
+    from vla_torchrl.envs import make_env
+    from vla_torchrl.envs.asset_library import resolve_asset_source
+
+    allowed = set(inspect.signature(make_env).parameters) - {
+        "task",
+        "num_envs",
+        "image_size",
+        "seed",
+        "max_steps",
+        "device",
+    }
+    unknown = sorted(set(env.options) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"env.options {unknown} are not options of the maniskill backend; known: "
+            f"{', '.join(sorted(allowed))}"
+        )
+    try:  # assets first: a missing asset folder is reported before any scene is built
+        resolve_asset_source(
+            env.options.get("asset_source", "auto"), rl4vla_dir=env.options.get("rl4vla_dir")
+        )
+    except (ValueError, FileNotFoundError) as err:
+        raise ConfigError(f"env.options: {err}") from err
+    return make_env(
+        task,
+        num_envs=num_envs,
+        image_size=(env.height, env.width),
+        seed=seed,
+        max_steps=env.max_episode_steps,
+        device=device,
+        **env.options,
+    )

@@ -1,0 +1,433 @@
+"""The training loop of ``vla-torchrl-train``: SFT, PPO, PPO-ORZ, GRPO, GRPO(s) and TPO on a VLA.
+
+:func:`train` reads top to bottom: start (or resume) the run -> envs -> policy -> optimizer ->
+checkpoint restore -> objective -> collector -> loop -> saved policy. The run directory holds
+``config.json``, ``metrics.jsonl`` (``train/``, ``losses/``, ``perf/``, ``eval/``),
+``checkpoints/`` (atomic, resumed automatically with ``resume=true``) and ``policy/`` (the final
+policy, reloadable with :func:`vla_torchrl.training.policy.load_policy`).
+
+One iteration: reset all envs -> collect ``steps_per_env`` steps with the sampling actor (TorchRL
+``Collector``) -> advantages and minibatch updates (:func:`~vla_torchrl.training.update.rl_update`)
+-> log -> checkpoint. Every rollout starts from fresh episodes whose env seed is a function of
+(seed, iteration), so a resumed run replays exactly what an uninterrupted run would have seen.
+
+Under ``torchrun`` every rank runs this loop on its own envs and seeds with a policy replica
+(README "Scale out"); advantage statistics and GRPO groups use the global batch, gradients are
+averaged over ranks once per optimizer step, and only rank 0 logs, checkpoints and saves.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.collectors import Collector
+
+from vla_torchrl.config.train_schema import TrainConfig, validate
+from vla_torchrl.envs.episodes import episode_stats
+from vla_torchrl.envs.sim_errors import count_sim_errors, guard_sim_errors
+from vla_torchrl.envs.toy import toy_oracle_demos
+from vla_torchrl.errors import UserError
+from vla_torchrl.keys import (
+    ACTION_KEY,
+    ACTION_TOKENS_KEY,
+    EPISODE_ID_KEY,
+    METRIC_KEYS,
+    VALID_STEP_KEY,
+)
+from vla_torchrl.modules import PolicyBundle, SharedValueNetwork
+from vla_torchrl.objectives import (
+    GAEAdvantage,
+    GroupRelativeAdvantage,
+    VLAGRPOLoss,
+    VLAPPOLoss,
+    VLASFTLoss,
+    VLATPOLoss,
+)
+from vla_torchrl.training.data_parallel import (
+    combine_records,
+    full_optimizer_state,
+    full_trainables,
+    gather_record,
+    load_trainables,
+    optimizer_state_for,
+    shard_policy,
+)
+from vla_torchrl.training.environments import make_recipe_env, task_names
+from vla_torchrl.training.periodic_eval import PeriodicEvaluation, eval_due
+from vla_torchrl.training.policy import build_policy_from_config, save_policy
+from vla_torchrl.training.run import RunContext, start_run
+from vla_torchrl.training.update import rl_update, run_update
+from vla_torchrl.utils import select_device
+from vla_torchrl.utils.distributed import (
+    DistInfo,
+    barrier,
+    broadcast_parameters,
+    destroy_distributed,
+    init_distributed,
+    rank_seed,
+)
+from vla_torchrl.utils.logging import progress
+
+__all__ = ["POLICY_DIR", "NonFiniteUpdates", "make_objective", "train"]
+
+_log = logging.getLogger("vla_torchrl.recipes.train")
+
+
+POLICY_DIR = "policy"
+
+
+class NonFiniteUpdates(UserError):
+    """Too many updates in a row had a non-finite loss or gradient."""
+
+
+# -- objectives ---------------------------------------------------------------------------------
+def make_objective(cfg: TrainConfig, bundle: PolicyBundle):
+    """The loss module and the advantage module (or None) of ``cfg.algo``."""
+    algo = cfg.algo
+    if algo.name in ("ppo", "ppo-orz"):
+        loss = VLAPPOLoss(
+            bundle.evaluator,
+            clip_epsilon=algo.clip_epsilon,  # Eq. (1), paper/FACTS: 0.2
+            clip_value=algo.value_clip,  # FACTS: value clip 0.2
+            huber_delta=algo.huber_delta,  # FACTS: Huber delta 10
+            critic_coeff=algo.value_coef,
+            entropy_coeff=algo.entropy_coef,
+            normalize_advantage=algo.normalize_advantage,
+        )
+        # V(s_T) for bootstrapping at the rollout's end and at truncations: the h^0 critic needs
+        # only the prefix pass; other critics read the actor's output (it carries the critic).
+        value_network = (
+            SharedValueNetwork(bundle.model, bundle.processor, bundle.critic)
+            if algo.critic == "shared_h0"
+            else bundle.actor
+        )
+        # PPO-ORZ: gamma = lambda = 1 (paper Sec. 4.1, Hu et al. 2025); the config enforces it.
+        return loss, GAEAdvantage(gamma=algo.gamma, lmbda=algo.lmbda, value_network=value_network)
+    if algo.name in ("grpo", "grpo-s"):
+        loss = VLAGRPOLoss(
+            bundle.evaluator,
+            clip_epsilon=algo.clip_epsilon,
+            entropy_coeff=algo.entropy_coef,
+            kl_coeff=algo.kl_coef,
+            normalize_advantage=algo.normalize_advantage,
+        )
+        # GRPO: a group is every trajectory of the rollout (one task episode per env);
+        # GRPO(s): trajectories that start from the same initial state (same episode id).
+        group_key = EPISODE_ID_KEY if algo.name == "grpo-s" else None
+        # episodes void by a simulator error are left out of the groups' statistics
+        advantage = GroupRelativeAdvantage(
+            mode=algo.grpo_mode, group_key=group_key, mask_key=VALID_STEP_KEY
+        )
+        return loss, advantage
+    if algo.name == "tpo":
+        return VLATPOLoss(bundle.evaluator, beta=algo.beta), None
+    if algo.name == "sft":
+        return VLASFTLoss(bundle.evaluator), None
+    raise UserError(f"algo.name={algo.name!r} is unknown")
+
+
+# -- the loop -----------------------------------------------------------------------------------
+def train(cfg: TrainConfig) -> Path:
+    """Run (or resume) the training described by ``cfg``; returns the saved policy directory.
+
+    Under ``torchrun`` every rank calls it (data-parallel; see the module docstring).
+    """
+    # validated once, here: fail fast, before joining a group (start_run does not validate again)
+    validate(cfg, tasks=task_names(cfg.env.backend))
+    info = init_distributed(
+        backend=cfg.dist.backend, device=_rank_device(cfg), timeout_s=cfg.dist.timeout_s
+    )
+    try:
+        return _train(cfg, info)
+    finally:
+        destroy_distributed(info)
+
+
+def _rank_device(cfg: TrainConfig) -> str | None:
+    # cpu or an explicit cuda:N as asked; otherwise init_distributed picks cuda:LOCAL_RANK
+    if cfg.device.startswith("cuda:") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError(
+            f"device={cfg.device!r} would put every torchrun rank on the same GPU; use "
+            "device=auto or device=cuda (each rank takes cuda:LOCAL_RANK)"
+        )
+    return cfg.device if cfg.device == "cpu" or cfg.device.startswith("cuda:") else None
+
+
+def _train(cfg: TrainConfig, info: DistInfo) -> Path:
+    # ---- seed, run directory, resume (rank 0 owns the run directory) ---------------------------
+    ctx = start_run(cfg, info, validated=True)
+    device = info.device if info.enabled else select_device(cfg.device)
+    # ---- env: each rank its own envs and seeds -------------------------------------------------
+    env = None if cfg.algo.name == "sft" else _make_env(cfg, device, info)
+    # ---- model: actor (rollouts), evaluator (losses), critic, optimizer --------------------------
+    bundle = build_policy_from_config(
+        cfg.model, cfg.algo, lr=cfg.optim.lr, value_lr=cfg.optim.value_lr, device=device
+    )
+    if cfg.dist.strategy == "fsdp2":
+        shard_policy(bundle, info)  # before the optimizer: it must see the sharded parameters
+    trainables = bundle.trainable_named_parameters()
+    # FACTS.md: AdamW, lr 1e-4 for LoRA and 3e-3 for the value head (separate groups).
+    optimizer = torch.optim.AdamW(
+        bundle.param_groups, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
+    )
+    # names, shapes and optimizer state checked first; whole saved tensors cut into this rank's
+    # shards under FSDP2
+    ctx.restore_training_state(
+        trainables,
+        {"optimizer": optimizer},
+        load_tensors=load_trainables,
+        adapt_optimizer_state=optimizer_state_for,
+    )
+    broadcast_parameters(trainables.values(), info)  # every replica starts from rank 0's weights
+    loss_fn, advantage = make_objective(cfg, bundle)
+    # ---- collector: built before the RNG restore, since building it runs the policy once -------
+    collector = None if env is None else _make_collector(cfg, env, bundle)
+    # evaluation during training on fixed episodes (training.periodic_eval): rank 0 only, except
+    # under FSDP2, where every forward pass all-gathers shards and so every rank must evaluate
+    evaluates = info.is_main or (info.enabled and cfg.dist.strategy == "fsdp2")
+    evaluation = PeriodicEvaluation(cfg, bundle) if env is not None and evaluates else None
+    ctx.restore_rng()  # last thing before the loop (see training.run)
+    try:
+        if collector is None:
+            _train_sft(cfg, ctx, bundle, loss_fn, optimizer, trainables, device, info)
+        else:
+            _train_rl(
+                cfg,
+                ctx,
+                env,
+                collector,
+                loss_fn,
+                advantage,
+                optimizer,
+                trainables,
+                info,
+                evaluation,
+            )
+    finally:
+        if evaluation is not None:
+            evaluation.close()
+        if collector is not None:
+            collector.shutdown()
+        if env is not None:
+            env.close()
+    policy_dir = ctx.run_dir / POLICY_DIR
+    sharded = cfg.dist.strategy == "fsdp2"
+    tensors = full_trainables(trainables) if sharded else None  # collective under FSDP2
+    if info.is_main:
+        save_policy(bundle, policy_dir, cfg.model, cfg.algo, trainable=tensors)
+        _log.info("policy saved to %s", policy_dir)
+    barrier(info)
+    ctx.close()
+    return policy_dir
+
+
+def _make_env(cfg: TrainConfig, device: torch.device, info: DistInfo):
+    env = make_recipe_env(cfg.env, seed=rank_seed(cfg.seed, info), device="cpu")
+    if cfg.algo.name == "grpo-s":
+        if cfg.env.backend != "toy":
+            raise UserError(
+                "algo=grpo-s needs envs that start a group from the same initial state; "
+                "only the toy backend offers it so far"
+            )
+        env.config = type(env.config)(
+            **{**env.config.__dict__, "same_start_groups": cfg.algo.group_size}
+        )
+    # a simulator error resets the failing env and voids its episode instead of ending the run
+    return guard_sim_errors(env)
+
+
+def _make_collector(cfg: TrainConfig, env, bundle: PolicyBundle) -> Collector:
+    return Collector(
+        env,
+        bundle.actor,
+        frames_per_batch=cfg.collector.frames_per_batch(cfg.env),
+        total_frames=-1,
+        reset_at_each_iter=True,  # every rollout = fresh episodes (paper: 80-step episodes)
+        split_trajs=False,
+        storing_device="cpu",
+        auto_register_policy_transforms=False,
+    )
+
+
+def _train_rl(
+    cfg,
+    ctx: RunContext,
+    env,
+    collector,
+    loss_fn,
+    advantage,
+    optimizer,
+    trainables,
+    info,
+    evaluation: PeriodicEvaluation | None = None,
+):
+    total = cfg.collector.total_env_steps
+    step = int(ctx.counters.get("env_steps", 0))
+    iteration = int(ctx.counters.get("iteration", 0))
+    skips_in_a_row = int(ctx.counters.get("skips_in_a_row", 0))
+    skipped_total = int(ctx.counters.get("skipped_updates", 0))
+    sim_errors = int(ctx.counters.get("sim_errors", 0))
+    params = list(trainables.values())
+    batches = iter(collector)
+    bar = progress(
+        total=total, initial=step, desc=f"{cfg.algo.name}", disable=not cfg.logger.progress_bar
+    )
+    try:
+        while step < total:
+            # ---- collect: envs reseeded per iteration so resume replays the same episodes ----
+            iteration_seed = rank_seed(cfg.seed * 1_000_003 + iteration, info)
+            env.set_seed(iteration_seed)
+            if info.world_size > 1:
+                # per-rank sampling streams that a resume on any number of ranks reproduces
+                torch.manual_seed(iteration_seed)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                rollout = next(batches)  # [B, T]
+            t_collect = time.perf_counter() - t0
+            # episodes cut short by a simulator error: counted, left out of the update
+            sim_errors += count_sim_errors(rollout)
+            # ---- advantages and update (global over ranks) -----------------------------------
+            t0 = time.perf_counter()
+            stats = rl_update(cfg, rollout, loss_fn, advantage, optimizer, params, info)
+            t_update = time.perf_counter() - t0
+            skipped_total += stats["skipped"]
+            skips_in_a_row = skips_in_a_row + stats["skipped"] if stats["steps"] == 0 else 0
+            frames = rollout.numel() * info.world_size  # env steps of all ranks
+            step += frames
+            iteration += 1
+            # ---- log ------------------------------------------------------------------------
+            record = {f"train/{k}": v for k, v in episode_stats(rollout).items()}
+            record.update(
+                {f"losses/{k}": v for k, v in stats.items() if k not in ("steps", "skipped")}
+            )
+            record.update(
+                {
+                    "train/skipped_updates": skipped_total,
+                    "train/sim_errors": sim_errors,
+                    "train/iteration": iteration,
+                    "perf/env_steps_per_s": rollout.numel() / max(t_collect, 1e-9),
+                    "perf/collect_s": t_collect,
+                    "perf/update_s": t_update,
+                }
+            )
+            record = _global_record(record, info)
+            due = eval_due(step, frames, every=cfg.collector.eval_every, total=total)
+            if evaluation is not None and due:
+                record.update(evaluation())  # the same on every rank; rank 0 logs it
+            ctx.logger.log(record, step=step)
+            bar.update(frames)
+            bar.set_postfix(success=f"{record.get('train/success', float('nan')):.2f}")
+            if skips_in_a_row >= cfg.optim.max_consecutive_skips:
+                raise NonFiniteUpdates(
+                    f"{skips_in_a_row} updates in a row had a non-finite loss or gradient; "
+                    "lower optim.lr, check the rewards, or raise optim.max_consecutive_skips"
+                )
+            # ---- checkpoint -----------------------------------------------------------------
+            if _due(step, frames, cfg.checkpoint_every) or step >= total:
+                _save(
+                    ctx,
+                    step,
+                    trainables,
+                    optimizer,
+                    info,
+                    iteration=iteration,
+                    skips_in_a_row=skips_in_a_row,
+                    skipped_updates=skipped_total,
+                    sim_errors=sim_errors,
+                )
+    finally:
+        bar.close()
+
+
+def _train_sft(cfg, ctx: RunContext, bundle, loss_fn, optimizer, trainables, device, info):
+    demos = _load_demos(cfg, bundle)
+    if info.world_size > 1:  # each rank an equal share (equal minibatch counts keep ranks in step)
+        share = demos.shape[0] // info.world_size
+        demos = demos[info.rank * share : (info.rank + 1) * share]
+    epoch = int(ctx.counters.get("iteration", 0))
+    params = list(trainables.values())
+    bar = progress(
+        total=cfg.algo.epochs, initial=epoch, desc="sft", disable=not cfg.logger.progress_bar
+    )
+    try:
+        while epoch < cfg.algo.epochs:
+            t0 = time.perf_counter()
+            stats = run_update(
+                demos,
+                loss_fn,
+                optimizer,
+                params,
+                minibatch_size=cfg.optim.minibatch_size,
+                grad_accum_steps=cfg.optim.grad_accum_steps,
+                max_grad_norm=cfg.optim.max_grad_norm,
+                dist_info=info,
+                autocast=cfg.optim.autocast,
+            )
+            epoch += 1
+            step = epoch * demos.shape[0] * info.world_size
+            record = {f"losses/{k}": v for k, v in stats.items() if k not in ("steps", "skipped")}
+            record.update({"train/iteration": epoch, "perf/update_s": time.perf_counter() - t0})
+            ctx.logger.log(_global_record(record, info), step=step)
+            bar.update(1)
+            _save(ctx, step, trainables, optimizer, info, iteration=epoch)
+    finally:
+        bar.close()
+
+
+def _load_demos(cfg: TrainConfig, bundle: PolicyBundle) -> TensorDictBase:
+    """Demonstrations with their action tokens: a ``vla-torchrl-collect`` set, or toy oracle ones."""
+    if cfg.algo.demos:
+        path = Path(cfg.algo.demos)
+        if not path.is_dir():
+            raise UserError(
+                f"algo.demos={str(path)!r} does not exist; write demos with vla-torchrl-collect"
+            )
+        demos = TensorDict.load_memmap(path).to_tensordict()
+    elif cfg.env.backend == "toy":
+        demos = toy_oracle_demos(
+            cfg.algo.demo_episodes,
+            seed=cfg.seed,
+            image_size=cfg.env.width,
+            max_steps=cfg.env.max_episode_steps,
+        )
+    else:
+        raise UserError("algo=sft needs algo.demos=<dir written by vla-torchrl-collect>")
+    # env actions -> normalised with the model's q01/q99 (identity without stats) -> token ids
+    tokens = bundle.processor.action_tokenizer.actions_to_tokens(demos.get(ACTION_KEY))
+    demos.set(ACTION_TOKENS_KEY, tokens)
+    return demos
+
+
+def _due(step: int, frames: int, every: int) -> bool:
+    return every > 0 and step // every != (step - frames) // every
+
+
+def _global_record(record: dict[str, float], info: DistInfo) -> dict[str, float]:
+    """The record of all ranks (on rank 0; other ranks log nothing, so theirs is irrelevant)."""
+    if not info.enabled:
+        return record
+    records = gather_record(record, info)
+    if records is None:
+        return record
+    episode_keys = {"train/episode_return", *(f"train/{k}" for k in METRIC_KEYS)}
+    return combine_records(records, episode_keys=episode_keys, count_key="train/episodes")
+
+
+def _save(ctx, step, trainables, optimizer, info, **counters: int) -> None:
+    """Checkpoint at env step ``step`` with the loop's ``counters`` (iteration, skips, ...)."""
+    # whole tensors (gathered from FSDP2 shards; replicated otherwise): rank 0 writes them, so
+    # a checkpoint loads on any number of ranks
+    tensors, optimizer_state = full_trainables(trainables), full_optimizer_state(optimizer)
+    if info.is_main:
+        ctx.save(
+            step,
+            tensors=tensors,
+            optimizer_states={"optimizer": optimizer_state},
+            counters={"env_steps": step, **counters},
+        )
+    barrier(info)

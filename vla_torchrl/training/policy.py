@@ -1,0 +1,274 @@
+"""Turn the ``model`` / ``algo`` config groups into a policy, and save / reload trained policies.
+
+A saved policy is a directory::
+
+    policy/
+      policy.json                 how to rebuild it: the base model (a checkpoint directory, or
+                                  "tiny": the tiny model initialised from a fixed seed, so its
+                                  frozen weights are the same on every machine), the critic and
+                                  LoRA options, the tokenizer kind
+      trainable.safetensors       every trained tensor (LoRA adapters or all weights, value head)
+      trainable.safetensors.adapters/   the LoRA adapters in peft's own format
+
+``load_policy(dir)`` rebuilds the exact policy for evaluation or as the starting point of another
+run (``model.init_from=<dir>``, e.g. PPO after the SFT warm-up, paper Sec. 4.2).
+
+Examples:
+    >>> import tempfile
+    >>> from vla_torchrl.config.train_schema import AlgoConfig, ModelConfig
+    >>> model = ModelConfig(name="tiny", lora_rank=4, dtype="float32")
+    >>> bundle = build_policy_from_config(model, AlgoConfig(name="ppo"))
+    >>> path = save_policy(bundle, tempfile.mkdtemp(), model, AlgoConfig(name="ppo"))
+    >>> reloaded = load_policy(path)
+    >>> all(torch.equal(p, reloaded.model.state_dict()[k])
+    ...     for k, p in bundle.model.state_dict().items())  # frozen base and trained tensors
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+
+from vla_torchrl.config.train_schema import AlgoConfig, ModelConfig
+from vla_torchrl.errors import UserError
+from vla_torchrl.modules import BuiltinTokenizer, LoRASettings, PolicyBundle, build_policy
+
+__all__ = ["build_policy_from_config", "load_policy", "save_policy"]
+
+POLICY_FILE = "policy.json"
+TRAINABLE_FILE = "trainable.safetensors"
+TINY_BASE = "tiny"
+#: Seed of the tiny model's initialisation: fixed, so that frozen base weights need no file.
+TINY_INIT_SEED = 1234
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# algo.critic -> build_policy(critic=..., critic_input=...)
+_CRITICS = {
+    "none": ("none", "h0"),
+    "shared_h0": ("shared", "h0"),
+    "shared_hn": ("shared", "hn"),
+    "shared_concat": ("shared", "concat"),
+    "separate": ("separate", "h0"),
+}
+
+
+def _policy_kwargs(model: ModelConfig, critic: str, optim_lrs: tuple[float, float]) -> dict:
+    kind, critic_input = _CRITICS[critic]
+    lora: LoRASettings | bool = (
+        LoRASettings(rank=model.lora_rank, alpha=model.lora_alpha, dropout=model.lora_dropout)
+        if model.finetune == "lora"
+        else False
+    )
+    lr, value_lr = optim_lrs
+    return {
+        "lora": lora,
+        "critic": kind,
+        "critic_input": critic_input,
+        "value_hidden": tuple(model.value_head_hidden),
+        "temperature": model.temperature,
+        # TPO / GRPO-with-KL need the frozen start policy; without LoRA a frozen copy provides it.
+        "reference_copy": model.finetune == "full",
+        "dtype": _DTYPES[model.dtype],
+        "lr_lora": lr,
+        "lr_full": lr,
+        "lr_value": value_lr,
+        "gradient_checkpointing": model.gradient_checkpointing,
+    }
+
+
+def build_policy_from_config(
+    model: ModelConfig,
+    algo: AlgoConfig,
+    *,
+    lr: float = 1e-4,
+    value_lr: float = 3e-3,
+    device: str | torch.device = "cpu",
+) -> PolicyBundle:
+    """Build the policy a run asks for (``model.init_from`` > ``model.checkpoint`` > tiny).
+
+    Args:
+        model: the model config group.
+        algo: the algorithm config group (decides the critic).
+        lr, value_lr: learning rates of the policy (LoRA or full) and of the value head.
+        device: where the model lives.
+
+    Raises:
+        UserError: a missing checkpoint / policy directory, or an OpenVLA model without one.
+    """
+    kwargs = _policy_kwargs(model, algo.critic, (lr, value_lr))
+    if model.init_from:
+        return _load(Path(model.init_from), device=device, overrides=kwargs, critic=algo.critic)
+    if model.name == "openvla":
+        if not model.checkpoint:
+            raise UserError(
+                "model.name=openvla needs model.checkpoint=<dir of an openvla-7b checkpoint "
+                "(HF layout)>; nothing is downloaded. For CPU runs use model=tiny."
+            )
+        _require_dir(model.checkpoint, "model.checkpoint")
+        return _from_checkpoint(model.checkpoint, "model.checkpoint", device=device, **kwargs)
+    if model.checkpoint:
+        _require_dir(model.checkpoint, "model.checkpoint")
+        return _from_checkpoint(model.checkpoint, "model.checkpoint", device=device, **kwargs)
+    return _build_tiny(device=device, **kwargs)
+
+
+def _from_checkpoint(path: str, what: str, **kwargs: Any) -> PolicyBundle:
+    """``build_policy("checkpoint", ...)``, its file errors (missing config / shards, truncated
+    or mis-shaped tensors) turned into a one-line :class:`UserError` naming the directory."""
+    try:
+        return build_policy("checkpoint", checkpoint_path=path, **kwargs)
+    except (ValueError, OSError, SafetensorError) as err:
+        raise UserError(f"{what}={str(path)!r} cannot be loaded: {err}") from err
+
+
+def _build_tiny(**kwargs: Any) -> PolicyBundle:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_INIT_SEED)
+        return build_policy("tiny", **kwargs)
+
+
+def save_policy(
+    bundle: PolicyBundle,
+    directory: str | os.PathLike[str],
+    model: ModelConfig,
+    algo: AlgoConfig,
+    *,
+    trainable: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write ``bundle`` to ``directory`` (layout in the module docstring); returns the directory.
+
+    ``trainable``: the trained tensors to write instead of the bundle's own (e.g. gathered from
+    FSDP2 shards; full fine-tuning only, no peft adapters are written then).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    base = str(Path(model.checkpoint).resolve()) if model.checkpoint else TINY_BASE
+    spec: dict[str, Any] = {
+        "model": dataclasses.asdict(model),
+        "critic": algo.critic,
+        "base_checkpoint": base,
+        "tokenizer": "builtin" if isinstance(_text_tokenizer(bundle), BuiltinTokenizer) else "auto",
+    }
+    (directory / POLICY_FILE).write_text(json.dumps(spec, indent=2))
+    if trainable is None:
+        bundle.save_trainable(directory / TRAINABLE_FILE)
+    else:
+        from safetensors.torch import save_file
+
+        state = {k: t.detach().to("cpu").contiguous() for k, t in trainable.items()}
+        save_file(state, str(directory / TRAINABLE_FILE), metadata={"format": "pt"})
+    return directory
+
+
+def load_policy(
+    directory: str | os.PathLike[str],
+    *,
+    device: str | torch.device = "cpu",
+    temperature: float | None = None,
+) -> PolicyBundle:
+    """Rebuild a policy saved by :func:`save_policy` (e.g. ``<run_dir>/policy``).
+
+    Raises:
+        UserError: the directory or one of its files is missing or does not match.
+    """
+    return _load(Path(directory), device=device, temperature=temperature)
+
+
+def _load(
+    directory: Path,
+    *,
+    device: str | torch.device,
+    overrides: dict | None = None,
+    temperature: float | None = None,
+    critic: str | None = None,
+) -> PolicyBundle:
+    spec_file = directory / POLICY_FILE
+    if not spec_file.is_file():
+        raise UserError(
+            f"{directory} is not a saved policy: {POLICY_FILE} is missing. Pass the 'policy' "
+            "directory of a finished run (or a checkpoint's policy directory)."
+        )
+    try:
+        spec = json.loads(spec_file.read_text())
+        model = ModelConfig(**spec["model"])
+        spec["critic"], spec["base_checkpoint"]  # noqa: B018 - present?
+    except UserError:
+        raise
+    except Exception as err:  # bad JSON, missing or unknown fields
+        raise UserError(
+            f"{spec_file} is not a valid policy description ({type(err).__name__}: {err}); "
+            "pass the 'policy' directory written by a training run"
+        ) from err
+    # A run starting from a saved policy may attach another critic (e.g. PPO after SFT): the
+    # policy weights come from the file, a critic it lacks starts fresh.
+    kwargs = _policy_kwargs(model, critic or spec["critic"], (1e-4, 3e-3))
+    if overrides:
+        # A run starting from this policy keeps its architecture but uses its own lrs / temperature.
+        for key in (
+            "lr_lora",
+            "lr_full",
+            "lr_value",
+            "temperature",
+            "reference_copy",
+            "gradient_checkpointing",
+        ):
+            kwargs[key] = overrides[key]
+    if temperature is not None:
+        kwargs["temperature"] = temperature
+    tokenizer = "builtin" if spec.get("tokenizer") == "builtin" else "auto"
+    base = spec["base_checkpoint"]
+    if base == TINY_BASE:
+        bundle = _build_tiny(device=device, text_tokenizer=tokenizer, **kwargs)
+    else:
+        _require_dir(base, f"the base checkpoint of {directory}")
+        bundle = _from_checkpoint(
+            base,
+            f"the base checkpoint of {directory}",
+            device=device,
+            text_tokenizer=tokenizer,
+            **kwargs,
+        )
+    trainable = directory / TRAINABLE_FILE
+    if not trainable.is_file():
+        raise UserError(f"{trainable} is missing: the policy directory is incomplete")
+    try:
+        _load_trainable(bundle, trainable, strict_critic=critic in (None, spec["critic"]))
+    except (ValueError, OSError, SafetensorError, RuntimeError) as err:
+        raise UserError(f"could not load {trainable}: {err}") from err
+    return bundle
+
+
+def _load_trainable(bundle: PolicyBundle, path: Path, *, strict_critic: bool) -> None:
+    if strict_critic:
+        bundle.load_trainable(path)
+        return
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    named = bundle.trainable_named_parameters()
+    policy = {k for k in named if k.startswith("policy.")}
+    saved = {k for k in state if k.startswith("policy.")}
+    if policy != saved:
+        raise ValueError(
+            f"policy tensors differ: missing {sorted(policy - saved)[:3]}, "
+            f"unexpected {sorted(saved - policy)[:3]}; build with the same model options"
+        )
+    with torch.no_grad():
+        for key in policy:
+            named[key].copy_(state[key].to(named[key].device, named[key].dtype))
+
+
+def _text_tokenizer(bundle: PolicyBundle) -> object:
+    return bundle.processor.prompt_tokenizer.text_tokenizer
+
+
+def _require_dir(path: str | os.PathLike[str], what: str) -> None:
+    if not Path(path).is_dir():
+        raise UserError(f"{what}={str(path)!r} does not exist or is not a directory")
