@@ -52,7 +52,7 @@ from vla_torchrl.modules.critic import (
 from vla_torchrl.modules.evaluator import OpenVLAEvaluator
 from vla_torchrl.modules.lora import LoRASettings, apply_lora, trainable_parameter_groups
 from vla_torchrl.modules.openvla import OpenVLA
-from vla_torchrl.modules.processors import OpenVLAProcessor
+from vla_torchrl.modules.processors import ActionTokenizer, OpenVLAProcessor
 from vla_torchrl.modules.processors.prompt import TextTokenizer
 
 __all__ = ["PolicyBundle", "build_model", "build_policy"]
@@ -72,6 +72,8 @@ class PolicyBundle:
         critic: the value head / separate critic, or ``None``.
         peft_model: the ``PeftModel`` (save adapters with ``lora.save_adapters``), or ``None``.
         param_groups: optimizer groups (``lora`` lr 1e-4, ``value`` lr 3e-3, or ``model``).
+        unnorm_key: the ``norm_stats`` entry actions are un-normalised with (None: the only
+            one, or none at all).
     """
 
     model: OpenVLA
@@ -81,6 +83,38 @@ class PolicyBundle:
     critic: ValueHead | SeparateBackboneCritic | None
     peft_model: nn.Module | None
     param_groups: list[dict[str, Any]] = field(default_factory=list)
+    unnorm_key: str | None = None
+
+    def set_action_statistics(self, name: str, stats: dict[str, Any]) -> None:
+        """Store ``stats`` as ``model.config.norm_stats[name]`` and un-normalise with them.
+
+        What OpenVLA's fine-tuning does with the statistics of its data: the actor (and every
+        actor sharing this processor) then decodes action tokens with these q01/q99, and SFT
+        targets are tokenised with them.
+
+        Args:
+            name: the ``norm_stats`` key (the ``unnorm_key``).
+            stats: ``{"action": {"q01", "q99", "mask", ...}}``, e.g. from
+                :func:`~vla_torchrl.modules.processors.action_statistics`.
+
+        Examples:
+            >>> bundle = build_policy("tiny", lora=False, critic="none", text_tokenizer="builtin")
+            >>> q = {"q01": [-0.02] * 6 + [-1.0], "q99": [0.02] * 6 + [1.0], "mask": [True] * 6 + [False]}
+            >>> bundle.set_action_statistics("demos", {"action": q})
+            >>> tok = bundle.processor.action_tokenizer
+            >>> [round(v, 3) for v in tok.unnormalize(torch.ones(7)).tolist()]
+            [0.02, 0.02, 0.02, 0.02, 0.02, 0.02, 1.0]
+        """
+        self.model.config.norm_stats = {**self.model.config.norm_stats, name: stats}
+        self.model.config.__post_init__()  # validates the new entry
+        _, end = self.model.config.action_token_ids
+        self.processor.action_tokenizer = ActionTokenizer.from_norm_stats(
+            self.model.config.norm_stats,
+            name,
+            n_bins=self.model.config.n_action_bins,
+            base_vocab_size=end,
+        )
+        self.unnorm_key = name
 
     def trainable_named_parameters(self) -> dict[str, nn.Parameter]:
         """The trainable parameters (``requires_grad``) of the policy and the critic, by name.
@@ -321,4 +355,6 @@ def build_policy(
         peft_model=peft_model,
         reference_model=reference,
     )
-    return PolicyBundle(model, processor, actor, evaluator, value, peft_model, groups)
+    return PolicyBundle(
+        model, processor, actor, evaluator, value, peft_model, groups, unnorm_key=unnorm_key
+    )
