@@ -57,7 +57,7 @@ from vla_torchrl.training.environments import make_recipe_env, task_names
 from vla_torchrl.training.periodic_eval import PeriodicEvaluation, eval_due
 from vla_torchrl.training.policy import build_policy_from_config, save_policy
 from vla_torchrl.training.run import RunContext, start_run
-from vla_torchrl.training.sft import train_sft
+from vla_torchrl.training.sft_loop import train_sft
 from vla_torchrl.training.update import rl_update
 from vla_torchrl.utils import select_device
 from vla_torchrl.utils.distributed import (

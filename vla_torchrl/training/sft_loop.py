@@ -35,7 +35,7 @@ from vla_torchrl.utils.logging import progress
 
 __all__ = ["BEST_POLICY_DIR", "LAST_POLICY_DIR", "load_sft_demos", "lr_factor", "train_sft"]
 
-_log = logging.getLogger("vla_torchrl.training.sft")
+_log = logging.getLogger("vla_torchrl.training.sft_loop")
 LAST_POLICY_DIR = "policy-last"
 BEST_POLICY_DIR = "policy-best"
 
