@@ -118,3 +118,46 @@ def test_prompt_with_the_llama2_tokenizer():
     assert sp.decode(ids[1:-1]) == build_prompt("put the carrot on the plate")
     assert sp.sp.id_to_piece(29871) == "\u2581"
     assert 13 in ids  # the newline is byte-fallback <0x0A>
+
+
+def test_action_statistics_are_openvla_quantiles_and_spread_demo_tokens_over_the_bins():
+    from vla_torchrl.modules.processors import action_statistics
+
+    g = torch.Generator().manual_seed(0)
+    # expert-like deltas: a few cm per step on xyz, small rotations, binary gripper
+    xyz = 0.03 * torch.randn(2000, 3, generator=g).clamp(-1.3, 1.3)
+    rot = 0.05 * torch.randn(2000, 3, generator=g)
+    grip = torch.where(torch.rand(2000, 1, generator=g) < 0.5, -1.0, 1.0)
+    actions = torch.cat([xyz, rot, grip], -1)
+    stats = action_statistics(actions)["action"]
+    # reference: NumPy's linear-interpolation quantiles (what OpenVLA's statistics use)
+    ref = actions.double().numpy()
+    np.testing.assert_allclose(stats["q01"], np.quantile(ref, 0.01, axis=0), rtol=1e-9)
+    np.testing.assert_allclose(stats["q99"], np.quantile(ref, 0.99, axis=0), rtol=1e-9)
+    assert stats["mask"] == [True] * 6 + [False]
+    without = ActionTokenizer().actions_to_tokens(actions)
+    with_stats = ActionTokenizer.from_norm_stats({"d": {"action": stats}}).actions_to_tokens(
+        actions
+    )
+    used = [len(torch.unique(with_stats[:, j])) for j in range(6)]
+    used_raw = [len(torch.unique(without[:, j])) for j in range(6)]
+    # statistics-free: a few cm per step are a few dozen of the 256 bins; with q01/q99 the demo
+    # tokens span (nearly) every bin, the first and the last included
+    assert all(u < 40 for u in used_raw[:3]), used_raw
+    assert all(u >= 230 for u in used), used
+    assert int(with_stats[:, :6].min()) == 31744 and int(with_stats[:, :6].max()) == 31999
+    # the gripper (mask false) keeps its two extreme tokens
+    assert set(with_stats[:, 6].tolist()) == {31744, 31999}
+
+
+def test_action_statistics_leave_constant_dims_unnormalised_and_reject_bad_shapes():
+    from vla_torchrl.modules.processors import action_statistics
+
+    actions = torch.zeros(10, 7)
+    actions[:, 0] = torch.linspace(-0.05, 0.05, 10)
+    stats = action_statistics(actions)["action"]
+    assert stats["mask"] == [True] + [False] * 6  # constant dims would divide by ~0
+    with pytest.raises(ValueError, match=r"expected \[N >= 1, D\]"):
+        action_statistics(torch.zeros(7))
+    with pytest.raises(ValueError, match="mask has 3 entries for 7 dims"):
+        action_statistics(torch.zeros(4, 7), mask=[True] * 3)

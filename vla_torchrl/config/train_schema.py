@@ -24,11 +24,12 @@ Examples:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import typing
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from vla_torchrl.errors import ConfigError
 
@@ -153,9 +154,12 @@ class ModelConfig:
             to start from, or None.
         gradient_checkpointing: recompute activations in the backward (LLM and ViTs) to save
             memory at the cost of a second forward; off by default.
+        arch: overrides of the random-init presets' sizes (``tiny`` / ``small``), fields of
+            :class:`~vla_torchrl.modules.config.OpenVLAConfig`, e.g. ``model.arch.image_size=96``
+            or ``model.arch.llm_num_layers=6``; checked when the config is validated.
     """
 
-    name: Literal["openvla", "tiny"] = "openvla"
+    name: Literal["openvla", "tiny", "small"] = "openvla"
     checkpoint: str | None = None
     finetune: Literal["lora", "full"] = "lora"
     init_from: str | None = None
@@ -167,12 +171,31 @@ class ModelConfig:
     eval_temperature: float = 0.6
     dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
     gradient_checkpointing: bool = False
+    arch: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(
-            self.name in ("openvla", "tiny"),
-            f"model.name={self.name!r} is unknown; use 'openvla' or 'tiny'",
+            self.name in ("openvla", "tiny", "small"),
+            f"model.name={self.name!r} is unknown; use 'openvla', 'tiny' or 'small'",
         )
+        if self.arch:
+            _check(
+                self.name in ("tiny", "small") and not self.checkpoint,
+                f"model.arch={dict(self.arch)} resizes a random-init model; it applies to "
+                "model=tiny or model=small without model.checkpoint (a checkpoint's sizes are "
+                "its own)",
+            )
+            self.arch = dict(self.arch)
+            from vla_torchrl.modules.config import OpenVLAConfig
+
+            known = {f.name for f in dataclasses.fields(OpenVLAConfig)} - {"norm_stats"}
+            unknown = sorted(set(self.arch) - known)
+            _check(not unknown, f"model.arch: unknown field(s) {unknown}; known: {sorted(known)}")
+            try:
+                preset = OpenVLAConfig.small if self.name == "small" else OpenVLAConfig.tiny
+                preset(**self.arch)
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"model.arch={self.arch}: {err}") from err
         _check(
             isinstance(self.lora_rank, int) and self.lora_rank >= 1,
             f"model.lora_rank={self.lora_rank!r} must be an integer >= 1 (the LoRA "
@@ -233,6 +256,18 @@ class AlgoConfig:
         demos: SFT only: a demonstration set written by ``vla-torchrl-collect`` (a memory-mapped
             TensorDict); None on the toy backend generates ``demo_episodes`` oracle episodes.
         demo_episodes: SFT only: how many oracle episodes to generate when ``demos`` is None.
+        norm_stats: SFT only: ``"demos"`` derives the action statistics (q01/q99 per dim, mask)
+            from the demonstrations and stores them as the policy's ``norm_stats[unnorm_key]``,
+            as OpenVLA's fine-tuning does; ``"model"`` keeps the model's own (a checkpoint's).
+        unnorm_key: SFT only: the ``norm_stats`` entry the derived statistics are stored under.
+        augment: SFT only: random shift (4 px) + brightness / contrast jitter of the frames.
+        val_fraction: SFT only: fraction of the demonstration episodes held out; their loss is
+            logged (``eval/sft_loss``) at every evaluation; 0 holds out none.
+        eval_every_epochs: SFT only: evaluate in the simulator (``collector.eval_episodes`` fixed
+            episodes of ``env``) every this many epochs and at the end, writing ``policy-last/``
+            and ``policy-best/``; 0 never.
+        max_minutes: SFT only: stop after this many minutes of training (the last policy and,
+            with in-simulator evaluation, the best one are written); None: ``epochs`` only.
     """
 
     name: Algorithm = "ppo"
@@ -253,8 +288,32 @@ class AlgoConfig:
     reference: Literal["none", "initial"] = "none"
     kl_coef: float = 0.0
     beta: float = 0.1
+    norm_stats: Literal["demos", "model"] = "demos"
+    unnorm_key: str = "demos"
+    augment: bool = False
+    val_fraction: float = 0.0
+    max_minutes: float | None = None
+    eval_every_epochs: int = 0
 
     def __post_init__(self) -> None:
+        _check(
+            self.norm_stats in ("demos", "model"),
+            f"algo.norm_stats={self.norm_stats!r} is unknown; use 'demos' (derive q01/q99 from "
+            "the demonstrations, as OpenVLA's fine-tuning) or 'model' (keep the model's own)",
+        )
+        _check(
+            0.0 <= self.val_fraction < 1.0,
+            f"algo.val_fraction={self.val_fraction} must lie in [0, 1) (the share of "
+            "demonstration episodes held out)",
+        )
+        _check(
+            isinstance(self.eval_every_epochs, int) and self.eval_every_epochs >= 0,
+            f"algo.eval_every_epochs={self.eval_every_epochs!r} must be an integer >= 0",
+        )
+        _check(
+            self.max_minutes is None or self.max_minutes > 0,
+            f"algo.max_minutes={self.max_minutes} must be > 0 (a time budget) or null",
+        )
         _check(
             self.name in ALGORITHMS,
             f"algo.name={self.name!r} is not a known algorithm; choose one of "
@@ -384,6 +443,9 @@ class OptimConfig:
             non-finite loss or gradient.
         autocast: ``"bf16"`` runs the loss forward under ``torch.autocast(dtype=bfloat16)``
             (GPUs with bf16; on the CPU it works but is slow), ``"none"`` (default) does not.
+        lr_schedule: SFT only: ``"constant"`` or ``"cosine"`` (from ``lr`` down to
+            ``min_lr_ratio * lr`` over the run's optimizer steps), after ``warmup_steps`` of linear
+            warm-up.
 
     In a data-parallel run, ``minibatch_size`` and ``grad_accum_steps`` are per rank: one
     optimizer step covers ``minibatch_size x grad_accum_steps x world_size`` transitions.
@@ -398,8 +460,20 @@ class OptimConfig:
     grad_accum_steps: int = 20
     max_consecutive_skips: int = 5
     autocast: Literal["none", "bf16"] = "none"
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1
 
     def __post_init__(self) -> None:
+        _check(
+            isinstance(self.warmup_steps, int) and self.warmup_steps >= 0,
+            f"optim.warmup_steps={self.warmup_steps!r} must be an integer >= 0",
+        )
+        _check(
+            0.0 <= self.min_lr_ratio <= 1.0,
+            f"optim.min_lr_ratio={self.min_lr_ratio} must lie in [0, 1] (the cosine schedule's "
+            "floor as a share of optim.lr)",
+        )
         hint = "a learning rate; the paper uses 1e-4 for LoRA and 3e-3 for the value head"
         _positive("optim.lr", self.lr, hint)
         _positive("optim.value_lr", self.value_lr, hint)

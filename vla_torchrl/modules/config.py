@@ -219,6 +219,34 @@ class OpenVLAConfig:
         values.update(overrides)
         return cls(**values)
 
+    @classmethod
+    def small(cls, **overrides: Any) -> OpenVLAConfig:
+        """The CPU scale of the real benchmark: 64 px, patch 8 (64 patches), 10.6M parameters.
+
+        Same structure and vocabulary as the 7B model; sized so that SFT and PPO on ManiSkill
+        run on 2 CPU cores (~40 SFT samples/s): ViTs 96 wide x 4 blocks, Llama 128 x 4 layers.
+        At 64 px a 640x480 view leaves the object ~6 px wide; patch 8 keeps it within one or
+        two patches (patch 14 at 56 px gave 16 coarse patches and never grasped, issue 14).
+
+        Examples:
+            >>> cfg = OpenVLAConfig.small()
+            >>> cfg.image_size, cfg.num_patches, cfg.vision_dim
+            (64, 64, 192)
+        """
+        values: dict[str, Any] = {
+            "image_size": 64,
+            "dino": ViTConfig(DINO_TIMM_ID, 96, 4, 4, 8, 4.0),
+            "siglip": ViTConfig(SIGLIP_TIMM_ID, 96, 4, 4, 8, 4.0),
+            "llm_hidden_size": 128,
+            "llm_intermediate_size": 512,
+            "llm_num_layers": 4,
+            "llm_num_heads": 4,
+            "llm_num_kv_heads": 4,
+            "llm_max_position_embeddings": 512,
+        }
+        values.update(overrides)
+        return cls(**values)
+
     # -- (de)serialisation ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON dict of every field."""

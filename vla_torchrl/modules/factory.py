@@ -52,12 +52,12 @@ from vla_torchrl.modules.critic import (
 from vla_torchrl.modules.evaluator import OpenVLAEvaluator
 from vla_torchrl.modules.lora import LoRASettings, apply_lora, trainable_parameter_groups
 from vla_torchrl.modules.openvla import OpenVLA
-from vla_torchrl.modules.processors import OpenVLAProcessor
+from vla_torchrl.modules.processors import ActionTokenizer, OpenVLAProcessor
 from vla_torchrl.modules.processors.prompt import TextTokenizer
 
 __all__ = ["PolicyBundle", "build_model", "build_policy"]
 
-ModelSource = Literal["tiny", "random", "checkpoint"]
+ModelSource = Literal["tiny", "small", "random", "checkpoint"]
 
 
 @dataclass
@@ -72,6 +72,8 @@ class PolicyBundle:
         critic: the value head / separate critic, or ``None``.
         peft_model: the ``PeftModel`` (save adapters with ``lora.save_adapters``), or ``None``.
         param_groups: optimizer groups (``lora`` lr 1e-4, ``value`` lr 3e-3, or ``model``).
+        unnorm_key: the ``norm_stats`` entry actions are un-normalised with (None: the only
+            one, or none at all).
     """
 
     model: OpenVLA
@@ -81,6 +83,38 @@ class PolicyBundle:
     critic: ValueHead | SeparateBackboneCritic | None
     peft_model: nn.Module | None
     param_groups: list[dict[str, Any]] = field(default_factory=list)
+    unnorm_key: str | None = None
+
+    def set_action_statistics(self, name: str, stats: dict[str, Any]) -> None:
+        """Store ``stats`` as ``model.config.norm_stats[name]`` and un-normalise with them.
+
+        What OpenVLA's fine-tuning does with the statistics of its data: the actor (and every
+        actor sharing this processor) then decodes action tokens with these q01/q99, and SFT
+        targets are tokenised with them.
+
+        Args:
+            name: the ``norm_stats`` key (the ``unnorm_key``).
+            stats: ``{"action": {"q01", "q99", "mask", ...}}``, e.g. from
+                :func:`~vla_torchrl.modules.processors.action_statistics`.
+
+        Examples:
+            >>> bundle = build_policy("tiny", lora=False, critic="none", text_tokenizer="builtin")
+            >>> q = {"q01": [-0.02] * 6 + [-1.0], "q99": [0.02] * 6 + [1.0], "mask": [True] * 6 + [False]}
+            >>> bundle.set_action_statistics("demos", {"action": q})
+            >>> tok = bundle.processor.action_tokenizer
+            >>> [round(v, 3) for v in tok.unnormalize(torch.ones(7)).tolist()]
+            [0.02, 0.02, 0.02, 0.02, 0.02, 0.02, 1.0]
+        """
+        self.model.config.norm_stats = {**self.model.config.norm_stats, name: stats}
+        self.model.config.__post_init__()  # validates the new entry
+        _, end = self.model.config.action_token_ids
+        self.processor.action_tokenizer = ActionTokenizer.from_norm_stats(
+            self.model.config.norm_stats,
+            name,
+            n_bins=self.model.config.n_action_bins,
+            base_vocab_size=end,
+        )
+        self.unnorm_key = name
 
     def trainable_named_parameters(self) -> dict[str, nn.Parameter]:
         """The trainable parameters (``requires_grad``) of the policy and the critic, by name.
@@ -167,7 +201,8 @@ def build_model(
     dtype: torch.dtype = torch.float32,
     action_head_init: Literal["smooth", "random"] = "smooth",
 ) -> OpenVLA:
-    """The bare OpenVLA: ``"tiny"`` / ``"random"`` (7B layout) random weights, or a checkpoint.
+    """The bare OpenVLA: ``"tiny"`` / ``"small"`` / ``"random"`` (7B layout) random weights, or a
+    checkpoint.
 
     ``action_head_init="smooth"`` gives random-init models action-head rows that vary smoothly
     with the bin index (:mod:`vla_torchrl.modules.action_head_init`: without it RL on a
@@ -181,11 +216,17 @@ def build_model(
                 "safetensors shards> (e.g. a local copy of openvla/openvla-7b)."
             )
         return load_openvla(checkpoint_path, dtype=dtype, device=device)
-    if model_source not in ("tiny", "random"):
-        raise ValueError(f"model_source={model_source!r} must be 'tiny', 'random' or 'checkpoint'.")
+    presets = {
+        "tiny": OpenVLAConfig.tiny,
+        "small": OpenVLAConfig.small,
+        "random": OpenVLAConfig.openvla_7b,
+    }
+    if model_source not in presets:
+        raise ValueError(
+            f"model_source={model_source!r} must be 'tiny', 'small', 'random' or 'checkpoint'."
+        )
     if config is None:
-        preset = OpenVLAConfig.tiny if model_source == "tiny" else OpenVLAConfig.openvla_7b
-        config = preset(**overrides)
+        config = presets[model_source](**overrides)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -225,7 +266,8 @@ def build_policy(
     """Build model, processing, actor, evaluator, critic and optimizer groups.
 
     Args:
-        model_source: ``"tiny"`` (CPU tests/demos), ``"random"`` (7B layout, random weights,
+        model_source: ``"tiny"`` (CPU tests/demos), ``"small"`` (the CPU scale of ManiSkill,
+            :meth:`OpenVLAConfig.small`), ``"random"`` (7B layout, random weights,
             e.g. GPU throughput) or ``"checkpoint"`` (``checkpoint_path``).
         config, overrides: explicit config, or keyword overrides of the preset.
         lora: ``True`` (rank 32, all linear layers), a :class:`LoRASettings`, or ``False``
@@ -313,4 +355,6 @@ def build_policy(
         peft_model=peft_model,
         reference_model=reference,
     )
-    return PolicyBundle(model, processor, actor, evaluator, value, peft_model, groups)
+    return PolicyBundle(
+        model, processor, actor, evaluator, value, peft_model, groups, unnorm_key=unnorm_key
+    )

@@ -24,17 +24,13 @@ import time
 from pathlib import Path
 
 import torch
-from tensordict import TensorDict, TensorDictBase
 from torchrl.collectors import Collector
 
 from vla_torchrl.config.train_schema import TrainConfig, validate
 from vla_torchrl.envs.episodes import episode_stats
 from vla_torchrl.envs.sim_errors import count_sim_errors, guard_sim_errors
-from vla_torchrl.envs.toy import toy_oracle_demos
 from vla_torchrl.errors import UserError
 from vla_torchrl.keys import (
-    ACTION_KEY,
-    ACTION_TOKENS_KEY,
     EPISODE_ID_KEY,
     METRIC_KEYS,
     VALID_STEP_KEY,
@@ -61,7 +57,8 @@ from vla_torchrl.training.environments import make_recipe_env, task_names
 from vla_torchrl.training.periodic_eval import PeriodicEvaluation, eval_due
 from vla_torchrl.training.policy import build_policy_from_config, save_policy
 from vla_torchrl.training.run import RunContext, start_run
-from vla_torchrl.training.update import rl_update, run_update
+from vla_torchrl.training.sft_loop import train_sft
+from vla_torchrl.training.update import rl_update
 from vla_torchrl.utils import select_device
 from vla_torchrl.utils.distributed import (
     DistInfo,
@@ -190,11 +187,24 @@ def _train(cfg: TrainConfig, info: DistInfo) -> Path:
     # evaluation during training on fixed episodes (training.periodic_eval): rank 0 only, except
     # under FSDP2, where every forward pass all-gathers shards and so every rank must evaluate
     evaluates = info.is_main or (info.enabled and cfg.dist.strategy == "fsdp2")
-    evaluation = PeriodicEvaluation(cfg, bundle) if env is not None and evaluates else None
+    wants_eval = env is not None or (cfg.algo.name == "sft" and cfg.algo.eval_every_epochs > 0)
+    evaluation = PeriodicEvaluation(cfg, bundle) if wants_eval and evaluates else None
     ctx.restore_rng()  # last thing before the loop (see training.run)
     try:
         if collector is None:
-            _train_sft(cfg, ctx, bundle, loss_fn, optimizer, trainables, device, info)
+            train_sft(
+                cfg,
+                ctx,
+                bundle,
+                loss_fn,
+                optimizer,
+                trainables,
+                info,
+                evaluation,
+                save=lambda step, **counters: _save(
+                    ctx, step, trainables, optimizer, info, **counters
+                ),
+            )
         else:
             _train_rl(
                 cfg,
@@ -342,65 +352,6 @@ def _train_rl(
                 )
     finally:
         bar.close()
-
-
-def _train_sft(cfg, ctx: RunContext, bundle, loss_fn, optimizer, trainables, device, info):
-    demos = _load_demos(cfg, bundle)
-    if info.world_size > 1:  # each rank an equal share (equal minibatch counts keep ranks in step)
-        share = demos.shape[0] // info.world_size
-        demos = demos[info.rank * share : (info.rank + 1) * share]
-    epoch = int(ctx.counters.get("iteration", 0))
-    params = list(trainables.values())
-    bar = progress(
-        total=cfg.algo.epochs, initial=epoch, desc="sft", disable=not cfg.logger.progress_bar
-    )
-    try:
-        while epoch < cfg.algo.epochs:
-            t0 = time.perf_counter()
-            stats = run_update(
-                demos,
-                loss_fn,
-                optimizer,
-                params,
-                minibatch_size=cfg.optim.minibatch_size,
-                grad_accum_steps=cfg.optim.grad_accum_steps,
-                max_grad_norm=cfg.optim.max_grad_norm,
-                dist_info=info,
-                autocast=cfg.optim.autocast,
-            )
-            epoch += 1
-            step = epoch * demos.shape[0] * info.world_size
-            record = {f"losses/{k}": v for k, v in stats.items() if k not in ("steps", "skipped")}
-            record.update({"train/iteration": epoch, "perf/update_s": time.perf_counter() - t0})
-            ctx.logger.log(_global_record(record, info), step=step)
-            bar.update(1)
-            _save(ctx, step, trainables, optimizer, info, iteration=epoch)
-    finally:
-        bar.close()
-
-
-def _load_demos(cfg: TrainConfig, bundle: PolicyBundle) -> TensorDictBase:
-    """Demonstrations with their action tokens: a ``vla-torchrl-collect`` set, or toy oracle ones."""
-    if cfg.algo.demos:
-        path = Path(cfg.algo.demos)
-        if not path.is_dir():
-            raise UserError(
-                f"algo.demos={str(path)!r} does not exist; write demos with vla-torchrl-collect"
-            )
-        demos = TensorDict.load_memmap(path).to_tensordict()
-    elif cfg.env.backend == "toy":
-        demos = toy_oracle_demos(
-            cfg.algo.demo_episodes,
-            seed=cfg.seed,
-            image_size=cfg.env.width,
-            max_steps=cfg.env.max_episode_steps,
-        )
-    else:
-        raise UserError("algo=sft needs algo.demos=<dir written by vla-torchrl-collect>")
-    # env actions -> normalised with the model's q01/q99 (identity without stats) -> token ids
-    tokens = bundle.processor.action_tokenizer.actions_to_tokens(demos.get(ACTION_KEY))
-    demos.set(ACTION_TOKENS_KEY, tokens)
-    return demos
 
 
 def _due(step: int, frames: int, every: int) -> bool:

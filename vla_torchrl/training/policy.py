@@ -116,7 +116,7 @@ def build_policy_from_config(
     if model.checkpoint:
         _require_dir(model.checkpoint, "model.checkpoint")
         return _from_checkpoint(model.checkpoint, "model.checkpoint", device=device, **kwargs)
-    return _build_tiny(device=device, **kwargs)
+    return _build_random(model, device=device, **kwargs)
 
 
 def _from_checkpoint(path: str, what: str, **kwargs: Any) -> PolicyBundle:
@@ -128,10 +128,12 @@ def _from_checkpoint(path: str, what: str, **kwargs: Any) -> PolicyBundle:
         raise UserError(f"{what}={str(path)!r} cannot be loaded: {err}") from err
 
 
-def _build_tiny(**kwargs: Any) -> PolicyBundle:
+def _build_random(model: ModelConfig, **kwargs: Any) -> PolicyBundle:
+    """The random-init ``tiny`` / ``small`` model (``model.arch`` resizes it), from a fixed seed."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_INIT_SEED)
-        return build_policy("tiny", **kwargs)
+        source = "small" if model.name == "small" else "tiny"
+        return build_policy(source, overrides=dict(model.arch) or None, **kwargs)
 
 
 def save_policy(
@@ -155,6 +157,9 @@ def save_policy(
         "critic": algo.critic,
         "base_checkpoint": base,
         "tokenizer": "builtin" if isinstance(_text_tokenizer(bundle), BuiltinTokenizer) else "auto",
+        # the action statistics the policy un-normalises with (e.g. derived by SFT from its demos)
+        "norm_stats": bundle.model.config.norm_stats,
+        "unnorm_key": bundle.unnorm_key,
     }
     (directory / POLICY_FILE).write_text(json.dumps(spec, indent=2))
     if trainable is None:
@@ -225,7 +230,7 @@ def _load(
     tokenizer = "builtin" if spec.get("tokenizer") == "builtin" else "auto"
     base = spec["base_checkpoint"]
     if base == TINY_BASE:
-        bundle = _build_tiny(device=device, text_tokenizer=tokenizer, **kwargs)
+        bundle = _build_random(model, device=device, text_tokenizer=tokenizer, **kwargs)
     else:
         _require_dir(base, f"the base checkpoint of {directory}")
         bundle = _from_checkpoint(
@@ -235,6 +240,18 @@ def _load(
             text_tokenizer=tokenizer,
             **kwargs,
         )
+    key = spec.get("unnorm_key")
+    if key is not None:
+        stats = (spec.get("norm_stats") or {}).get(key)
+        if not isinstance(stats, dict):
+            raise UserError(
+                f"{spec_file}: unnorm_key={key!r} has no entry in its norm_stats; the policy "
+                "directory is damaged (re-save it from its run)"
+            )
+        try:
+            bundle.set_action_statistics(key, stats)
+        except ValueError as err:
+            raise UserError(f"{spec_file}: norm_stats[{key!r}]: {err}") from err
     trainable = directory / TRAINABLE_FILE
     if not trainable.is_file():
         raise UserError(f"{trainable} is missing: the policy directory is incomplete")

@@ -37,10 +37,7 @@ from tensordict import TensorDictBase
 
 from vla_torchrl.config.train_schema import TrainConfig
 from vla_torchrl.envs.sim_errors import void_step_mask
-from vla_torchrl.keys import (
-    ADVANTAGE_KEY,
-    VALID_STEP_KEY,
-)
+from vla_torchrl.keys import ADVANTAGE_KEY, REWARD_KEY, VALID_STEP_KEY, next_key
 from vla_torchrl.objectives import (
     GroupRelativeAdvantage,
     VLAPPOLoss,
@@ -56,7 +53,7 @@ from vla_torchrl.utils.distributed import (
     sync_gradients,
 )
 
-__all__ = ["rl_update", "run_update", "total_loss"]
+__all__ = ["rewards_vary", "rl_update", "run_update", "total_loss"]
 
 
 def total_loss(losses: TensorDictBase) -> torch.Tensor:
@@ -231,10 +228,20 @@ def rl_update(
                 )
             else:
                 rollout = advantage(rollout)  # GAE (Eq. 2) is per trajectory: no communication
+    # A rollout whose rewards are all equal (e.g. all zero: nothing grasped) carries no learning
+    # signal; its GAE advantages are critic noise, which normalisation would blow up to unit
+    # std and PPO would follow (issue 14: approx KL 1.13 in one such update). Zero them: the
+    # policy term vanishes, the critic still learns the (constant) returns.
+    degenerate = advantage is not None and not rewards_vary(rollout, valid, info)
+    if degenerate and ADVANTAGE_KEY in rollout.keys():  # noqa: SIM118
+        rollout.set(ADVANTAGE_KEY, torch.zeros_like(rollout.get(ADVANTAGE_KEY)))
     if isinstance(loss_fn, VLAPPOLoss) and cfg.algo.normalize_advantage:
         # normalise with statistics of the whole (global) rollout, not of each minibatch of 8
         mask = valid[..., None]
-        loss_fn.advantage_stats_fn = global_advantage_stats(rollout.get(ADVANTAGE_KEY), mask)
+        if degenerate:
+            loss_fn.advantage_stats_fn = _unit_stats
+        else:
+            loss_fn.advantage_stats_fn = global_advantage_stats(rollout.get(ADVANTAGE_KEY), mask)
     trajectory_loss = isinstance(loss_fn, VLATPOLoss)
     batch = rollout if trajectory_loss else rollout.reshape(-1)
     if not valid.all():
@@ -245,7 +252,7 @@ def rl_update(
                 batch.set(ADVANTAGE_KEY, adv * keep.reshape(-1, *[1] * (adv.ndim - 1)).to(adv))
         else:
             batch = batch[keep]
-    return run_update(
+    stats = run_update(
         batch,
         loss_fn,
         optimizer,
@@ -261,3 +268,36 @@ def rl_update(
         dist_info=info,
         autocast=cfg.optim.autocast,
     )
+    stats["degenerate_batch"] = float(degenerate)
+    return stats
+
+
+def _unit_stats(advantage: torch.Tensor, mask: torch.Tensor | None = None):
+    """Mean 0, std 1: leaves (zeroed) advantages as they are."""
+    zero = torch.zeros((), dtype=advantage.dtype, device=advantage.device)
+    return zero, torch.ones_like(zero)
+
+
+def rewards_vary(rollout: TensorDictBase, valid: torch.Tensor, info: DistInfo) -> bool:
+    """Whether the valid steps' rewards differ anywhere in the (global, all ranks) rollout.
+
+    Examples:
+        >>> from tensordict import TensorDict
+        >>> from vla_torchrl.utils.distributed import DistInfo
+        >>> info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+        >>> td = TensorDict({"next": {"reward": torch.zeros(2, 3, 1)}}, [2, 3])
+        >>> rewards_vary(td, torch.ones(2, 3, dtype=torch.bool), info)
+        False
+        >>> td["next", "reward"][1, 2] = 0.1
+        >>> rewards_vary(td, torch.ones(2, 3, dtype=torch.bool), info)
+        True
+    """
+    reward = rollout.get(next_key(REWARD_KEY)).reshape(*valid.shape, -1)[valid]
+    big = torch.finfo(torch.float64).max
+    lo = reward.double().min() if reward.numel() else torch.tensor(big, dtype=torch.float64)
+    hi = reward.double().max() if reward.numel() else torch.tensor(-big, dtype=torch.float64)
+    if info.enabled and info.world_size > 1 and dist.is_initialized():
+        buf = torch.stack([-lo, hi]).to(info.device)
+        dist.all_reduce(buf, op=dist.ReduceOp.MAX)
+        lo, hi = -buf[0].cpu(), buf[1].cpu()
+    return bool(hi > lo)

@@ -7,11 +7,14 @@ Append them to any env that writes the toolkit's keys (``vla_torchrl.keys``)::
 - :class:`DynamicTextureOverlay`: *Dynamic Texture* (foreground) and *Dynamic Noise* (whole
   image), weak (alpha 0.3) or strong (alpha 0.5).
 - :class:`InstructionRephrase`: *Unseen Instruction Phrasing*.
+
+and the training-time :class:`ImageAugmentation` (random shift, brightness / contrast jitter).
 """
 
 from __future__ import annotations
 
+from vla_torchrl.envs.transforms.augment import ImageAugmentation
 from vla_torchrl.envs.transforms.instruction import InstructionRephrase, parse_instruction
 from vla_torchrl.envs.transforms.texture import DynamicTextureOverlay
 
-__all__ = ["DynamicTextureOverlay", "InstructionRephrase", "parse_instruction"]
+__all__ = ["DynamicTextureOverlay", "ImageAugmentation", "InstructionRephrase", "parse_instruction"]

@@ -1,6 +1,6 @@
 """Processing apart from weights: images, prompts, action tokens."""
 
-from vla_torchrl.modules.processors.action import ActionTokenizer
+from vla_torchrl.modules.processors.action import ActionTokenizer, action_statistics
 from vla_torchrl.modules.processors.bundle import OpenVLAProcessor, read_observation
 from vla_torchrl.modules.processors.image import OpenVLAImageProcessor
 from vla_torchrl.modules.processors.prompt import (
@@ -13,6 +13,7 @@ from vla_torchrl.modules.processors.prompt import (
 
 __all__ = [
     "ActionTokenizer",
+    "action_statistics",
     "OpenVLAProcessor",
     "read_observation",
     "BuiltinTokenizer",

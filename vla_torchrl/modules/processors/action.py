@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["ActionTokenizer"]
+__all__ = ["ActionTokenizer", "action_statistics"]
 
 
 class ActionTokenizer:
@@ -145,3 +145,63 @@ class ActionTokenizer:
     def actions_to_tokens(self, actions: torch.Tensor) -> torch.Tensor:
         """Env actions ``[..., D]`` -> action ids (normalise, then encode); for SFT targets."""
         return self.encode(self.normalize(actions))
+
+
+def action_statistics(
+    actions: torch.Tensor,
+    *,
+    mask: Sequence[bool] | None = None,
+    min_range: float = 1e-6,
+) -> dict[str, Any]:
+    """Per-dimension action statistics of a dataset, in OpenVLA's ``norm_stats`` format.
+
+    OpenVLA's fine-tuning derives these from its training data (``dataset_statistics.json``:
+    ``mean``, ``std``, ``max``, ``min``, ``q01``, ``q99``, ``mask``) and un-normalises its
+    predictions with ``q01`` / ``q99`` where ``mask`` (the gripper stays as it is). Without them
+    the small deltas of a 5 Hz expert (a few cm per step) use a handful of the 256 bins.
+
+    Args:
+        actions: ``[N, D]`` env-unit actions (e.g. every step of a demonstration set).
+        mask: which dims to normalise; default all but the last (the gripper, as OpenVLA).
+        min_range: a dim whose ``q99 - q01`` is below this is left un-normalised (mask false):
+            a constant dim would otherwise be divided by ~0.
+
+    Returns:
+        ``{"action": {...}, "num_transitions": N}``: lists of floats / bools, JSON-ready; store
+        it as ``norm_stats[name]``.
+
+    Examples:
+        >>> a = torch.stack([torch.linspace(-0.02, 0.02, 101)] * 6
+        ...                 + [torch.ones(101)], dim=-1)
+        >>> s = action_statistics(a)
+        >>> [round(v, 4) for v in s["action"]["q01"][:2]], s["action"]["mask"]
+        ([-0.0196, -0.0196], [True, True, True, True, True, True, False])
+    """
+    if actions.ndim != 2 or actions.shape[0] < 1:
+        raise ValueError(
+            f"action_statistics: actions of shape {tuple(actions.shape)}; expected [N >= 1, D]"
+        )
+    x = actions.detach().to(torch.float64).cpu()
+    dims = x.shape[1]
+    keep = [True] * (dims - 1) + [False] if mask is None else [bool(m) for m in mask]
+    if len(keep) != dims:
+        raise ValueError(f"action_statistics: mask has {len(keep)} entries for {dims} dims")
+    q01 = torch.quantile(x, 0.01, dim=0)
+    q99 = torch.quantile(x, 0.99, dim=0)
+    keep = [k and float(q99[j] - q01[j]) >= min_range for j, k in enumerate(keep)]
+
+    def floats(t: torch.Tensor) -> list[float]:
+        return [float(v) for v in t]
+
+    return {
+        "action": {
+            "mean": floats(x.mean(0)),
+            "std": floats(x.std(0) if x.shape[0] > 1 else torch.zeros(dims)),
+            "max": floats(x.max(0).values),
+            "min": floats(x.min(0).values),
+            "q01": floats(q01),
+            "q99": floats(q99),
+            "mask": keep,
+        },
+        "num_transitions": int(x.shape[0]),
+    }

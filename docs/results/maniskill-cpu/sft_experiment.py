@@ -1,0 +1,231 @@
+"""The driver of the recorded SFT run in this folder (kept as it ran; imports updated to the
+package layout). The same loop is now `vla-torchrl-train model=small env=maniskill_cpu algo=sft`
+(training/sft_loop.py); see README.md here for the equivalent command.
+
+Small OpenVLA (OpenVLAConfig.small sizes), full fine-tuning with the token embedding frozen,
+action statistics from the demos, shift + jitter augmentation, warm-up + cosine lr, 5% of the
+episodes held out, greedy in-simulator evaluation on 32 episodes of seed 1000 every N minutes.
+"""
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from tensordict import TensorDict
+
+from vla_torchrl.envs import make_env
+from vla_torchrl.envs.episodes import run_episodes
+from vla_torchrl.keys import ACTION_KEY, ACTION_TOKENS_KEY, EPISODE_ID_KEY, METRIC_KEYS
+from vla_torchrl.modules import build_policy
+from vla_torchrl.modules.config import DINO_TIMM_ID, SIGLIP_TIMM_ID, OpenVLAConfig, ViTConfig
+from vla_torchrl.objectives import VLASFTLoss
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--demos", nargs="+")
+    p.add_argument("--out")
+    p.add_argument("--minutes", type=float, default=30)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--bs", type=int, default=32)
+    p.add_argument("--img", type=int, default=64)
+    p.add_argument("--patch", type=int, default=8)
+    p.add_argument("--vd", type=int, default=96)
+    p.add_argument("--vdepth", type=int, default=4)
+    p.add_argument("--h", type=int, default=128)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--shift", type=int, default=4)
+    p.add_argument("--eval-every-min", type=float, default=8)
+    p.add_argument("--eval-episodes", type=int, default=32)
+    p.add_argument("--eval-envs", type=int, default=4)
+    p.add_argument("--max-steps", type=int, default=40)
+    p.add_argument("--stats", default="demos")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", default=None)
+    p.add_argument("--warmup", type=int, default=200)
+    a = p.parse_args()
+    torch.manual_seed(a.seed)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = open(out / "log.jsonl", "a")  # noqa: SIM115 (open for the whole run)
+
+    def L(**kw):
+        kw["t"] = round(time.time() - T0, 1)
+        print(json.dumps(kw), flush=True)
+        log.write(json.dumps(kw) + "\n")
+        log.flush()
+
+    T0 = time.time()
+    # ---- demos
+    tds = []
+    for i, d in enumerate(a.demos):
+        td = TensorDict.load_memmap(d).to_tensordict()
+        td[EPISODE_ID_KEY] = td[EPISODE_ID_KEY] + 100000 * i
+        tds.append(td)
+    demos = torch.cat(tds)
+    N = demos.shape[0]
+    acts = demos[ACTION_KEY]
+    from vla_torchrl.envs.transforms import ImageAugmentation
+    from vla_torchrl.modules.processors import action_statistics
+
+    st = action_statistics(acts)
+    stats = {"maniskill_cpu": st}
+    L(
+        event="demos",
+        n=N,
+        q01=[round(x, 4) for x in st["action"]["q01"]],
+        q99=[round(x, 4) for x in st["action"]["q99"]],
+        mask=st["action"]["mask"],
+    )
+    cfg = OpenVLAConfig.tiny(
+        image_size=a.img,
+        dino=ViTConfig(DINO_TIMM_ID, a.vd, a.vdepth, 4, a.patch, 4.0),
+        siglip=ViTConfig(SIGLIP_TIMM_ID, a.vd, a.vdepth, 4, a.patch, 4.0),
+        llm_hidden_size=a.h,
+        llm_intermediate_size=4 * a.h,
+        llm_num_layers=a.layers,
+        llm_num_heads=4,
+        llm_num_kv_heads=4,
+        llm_max_position_embeddings=512,
+        norm_stats=stats if a.stats == "demos" else {},
+    )
+    b = build_policy(
+        "tiny",
+        config=cfg,
+        lora=False,
+        critic="none",
+        unnorm_key="maniskill_cpu" if a.stats == "demos" else None,
+    )
+    model = b.model
+    if a.init:
+        model.load_state_dict(torch.load(a.init, weights_only=True))
+    tok = b.processor.action_tokenizer
+    demos[ACTION_TOKENS_KEY] = tok.actions_to_tokens(acts)
+    tk = demos[ACTION_TOKENS_KEY] - 31744
+    L(event="bins_used", per_dim=[int(torch.unique(tk[:, j]).numel()) for j in range(7)])
+    # ---- split by episode
+    eps = torch.unique(demos[EPISODE_ID_KEY])
+    g = torch.Generator().manual_seed(0)
+    perm = eps[torch.randperm(len(eps), generator=g)]
+    held = set(perm[: max(1, len(eps) // 20)].tolist())
+    is_held = torch.tensor([e in held for e in demos[EPISODE_ID_KEY].tolist()])
+    train_idx = torch.nonzero(~is_held).squeeze(-1)
+    val_idx = torch.nonzero(is_held).squeeze(-1)
+    L(event="split", train=len(train_idx), val=len(val_idx))
+    # ---- params
+    for n_, p_ in model.named_parameters():
+        if "embed_tokens" in n_:
+            p_.requires_grad_(False)
+    params = [p_ for p_ in model.parameters() if p_.requires_grad]
+    L(
+        event="model",
+        params=sum(p_.numel() for p_ in model.parameters()),
+        trainable=sum(p_.numel() for p_ in params),
+    )
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.01, betas=(0.9, 0.95))
+    loss_fn = VLASFTLoss(b.evaluator)
+
+    def lr_at(s, frac):
+        w = a.warmup
+        if s < w:
+            return a.lr * (s + 1) / w
+        return a.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+
+    aug = ImageAugmentation(shift=a.shift, brightness=0.1, contrast=0.1, seed=a.seed)
+
+    def val_loss():
+        model.eval()
+        tot = 0
+        n = 0
+        with torch.no_grad():
+            for i in range(0, len(val_idx), 64):
+                mb = demos[val_idx[i : i + 64]]
+                o = loss_fn(mb.clone())
+                tot += float(o["loss_sft"]) * mb.shape[0]
+                n += mb.shape[0]
+        return tot / n
+
+    env = None
+
+    def sim_eval():
+        nonlocal env
+        if env is None:
+            env = make_env(
+                "ind", num_envs=a.eval_envs, image_size=(96, 96), seed=1000, max_steps=a.max_steps
+            )
+        env.set_seed(1000)
+        actor = b.eval_actor(mode="greedy")
+        model.eval()
+        t = time.time()
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            recs = run_episodes(env, actor, episodes=a.eval_episodes, max_steps=a.max_steps)
+        n = max(len(recs), 1)
+        r = {k: sum(x[k] for x in recs) / n for k in METRIC_KEYS}
+        r["eval_s"] = round(time.time() - t, 1)
+        r["n"] = len(recs)
+        return r
+
+    step = 0
+    seen = 0
+    best = -1
+    last_eval = time.time()
+    budget = a.minutes * 60
+    t_train = time.time()
+    while True:
+        order = train_idx[torch.randperm(len(train_idx))]
+        for i in range(0, len(order) - a.bs + 1, a.bs):
+            model.train()
+            frac = (time.time() - t_train) / budget
+            for gp in opt.param_groups:
+                gp["lr"] = lr_at(step, frac)
+            mb = demos[order[i : i + a.bs]].clone()
+            mb = aug(mb)
+            o = loss_fn(mb)
+            opt.zero_grad()
+            o["loss_sft"].backward()
+            gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            step += 1
+            seen += a.bs
+            if step % 50 == 0:
+                L(
+                    event="train",
+                    step=step,
+                    epoch=round(seen / len(train_idx), 2),
+                    loss=round(float(o["loss_sft"]), 4),
+                    lr=lr_at(step, frac),
+                    gn=round(float(gn), 3),
+                    sps=round(seen / (time.time() - t_train), 1),
+                )
+            done = time.time() - t_train > budget
+            if time.time() - last_eval > a.eval_every_min * 60 or done:
+                vl = val_loss()
+                r = sim_eval()
+                last_eval = time.time()
+                L(
+                    event="eval",
+                    step=step,
+                    epoch=round(seen / len(train_idx), 2),
+                    val_loss=round(vl, 4),
+                    **r,
+                )
+                torch.save({k: v for k, v in model.state_dict().items()}, out / "last.pt")
+                if r["success"] + 0.1 * r["grasped"] > best:
+                    best = r["success"] + 0.1 * r["grasped"]
+                    torch.save(model.state_dict(), out / "best.pt")
+                (out / "cfg.json").write_text(json.dumps({"cfg": cfg.to_dict(), "args": vars(a)}))
+            if done:
+                break
+        if time.time() - t_train > budget:
+            break
+    L(event="done", step=step)
+    if env is not None:
+        env.close()
+
+
+if __name__ == "__main__":
+    main()
