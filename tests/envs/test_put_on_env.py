@@ -177,3 +177,23 @@ def test_success_needs_a_grasp_not_a_release(ind_env, monkeypatch):
     _drop_target_on_receptacle(task)
     reward, terminated, info = step()
     assert bool(info["on_target"][0]) and (reward, terminated) == (1.0, True)
+
+
+def test_same_start_groups_reset_to_the_same_scene():
+    from vla_torchrl.envs.factory import make_env
+
+    env = make_env(
+        "ind",
+        num_envs=2,
+        image_size=SIZE,
+        parallel=False,
+        asset_source="procedural",
+        same_start_groups=2,
+    )
+    try:
+        for expected in (0, 1):  # the group's k-th episode: id k for both envs
+            td = env.reset()
+            assert td[EPISODE_ID_KEY].tolist() == [expected, expected]
+            assert torch.equal(td[IMAGE_KEY][0], td[IMAGE_KEY][1])
+    finally:
+        env.close()
