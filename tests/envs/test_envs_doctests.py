@@ -9,6 +9,7 @@ import pytest
 
 MODULES = [
     "vla_torchrl.envs.instruction_templates",
+    "vla_torchrl.envs.maniskill.stages",
     "vla_torchrl.envs.toy",
     "vla_torchrl.envs.transforms.instruction",
     "vla_torchrl.envs.transforms.texture",

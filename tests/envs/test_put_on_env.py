@@ -122,3 +122,78 @@ def test_every_suite_task_builds_resets_and_steps(task, source):
         assert td["next", REWARD_KEY].shape == (2, 3, 1)
     finally:
         env.close()
+
+
+def _drop_target_on_receptacle(task) -> None:
+    """Teleport env 0's target object 1 cm above the middle of its receptacle, at rest."""
+    from mani_skill.utils.structs.pose import Pose
+
+    obj_asset, rec_asset = task.target_assets(0)
+    actor = task.object_actors[int(task.object_index[0, 0])]
+    rec_p = task.target_receptacle_position()[0]
+    p = actor.pose.p.clone()
+    p[0] = rec_p.to(p.dtype)
+    p[0, 2] = float(rec_p[2]) + rec_asset.bbox_max[2] - obj_asset.bbox_min[2] + 0.01
+    actor.set_pose(Pose.create_from_pq(p=p, q=actor.pose.q))
+    actor.set_linear_velocity(torch.zeros_like(p))
+    actor.set_angular_velocity(torch.zeros_like(p))
+
+
+def test_success_needs_a_grasp_not_a_release(ind_env, monkeypatch):
+    # issue 15 item 1, scripted on a real scene (env 0): the target object is put on its
+    # receptacle by teleport and the gripper's grasp is faked; rewards are written by hand
+    ind_env.reset()  # starts the SerialEnv's envs
+    task = ind_env._envs[0].maniskill_env
+    still = torch.zeros(1, 7)  # arm at rest, gripper open
+    grasp = {"now": False}
+
+    def fake_is_grasping(*args, **kwargs):
+        return torch.full((task.num_envs,), grasp["now"], dtype=torch.bool, device=task.device)
+
+    def step():
+        _, reward, terminated, _, info = task.step(still)
+        return round(float(reward[0]), 6), bool(terminated[0]), info
+
+    monkeypatch.setattr(task.agent, "is_grasping", fake_is_grasping)
+    # 1. never grasped, on the target: no reward, no success, the episode goes on
+    _drop_target_on_receptacle(task)
+    for _ in range(4):
+        reward, terminated, info = step()
+        assert (reward, terminated, bool(info["success"][0])) == (0.0, False, False)
+    assert bool(task.evaluate()["on_target"][0])  # the scripted state is what it claims
+    # 2. grasped while on the target, still holding: grasp 0.1 + success 1.0, episode ends
+    grasp["now"] = True
+    reward, terminated, info = step()
+    assert bool(info["is_grasped"][0]) and bool(info["on_target"][0])
+    assert (reward, terminated, bool(info["success"][0])) == (1.1, True, True)
+
+    # 3. grasped (off target), dropped, re-grasped for 5 steps, then on the target
+    ind_env.reset()
+    rewards = []
+    for now in [True, True, False, False, True, True, True, True, True]:
+        grasp["now"] = now
+        rewards.append(step()[0])
+    assert rewards == [0.1, 0, 0, 0, 0, 0, 0, 0, 0.1]
+    _drop_target_on_receptacle(task)
+    reward, terminated, info = step()
+    assert bool(info["on_target"][0]) and (reward, terminated) == (1.0, True)
+
+
+def test_same_start_groups_reset_to_the_same_scene():
+    from vla_torchrl.envs.factory import make_env
+
+    env = make_env(
+        "ind",
+        num_envs=2,
+        image_size=SIZE,
+        parallel=False,
+        asset_source="procedural",
+        same_start_groups=2,
+    )
+    try:
+        for expected in (0, 1):  # the group's k-th episode: id k for both envs
+            td = env.reset()
+            assert td[EPISODE_ID_KEY].tolist() == [expected, expected]
+            assert torch.equal(td[IMAGE_KEY][0], td[IMAGE_KEY][1])
+    finally:
+        env.close()

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from objectives_mocks import FIRST_ACTION_ID
+from objectives_mocks import FIRST_ACTION_ID, make_rollout
 
 from vla_torchrl.keys import (
     ACTION_TOKENS_KEY,
@@ -60,6 +60,28 @@ def test_tpo_matches_hand_computation(evaluator, rollout, grouped):
     assert out["num_pairs"].item() == n_pairs and out["num_trajectories"].item() == 6
     assert out["loss_tpo"].item() == pytest.approx(exp, rel=1e-5)
     assert evaluator.ref_calls == 1
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_tpo_padding_is_no_trajectory(evaluator, grouped):
+    # issue 15 item 4, by hand: one row, trajectory A = steps 0-1 (return 1.2), B = steps 2-3
+    # (return 0.1), steps 4-5 padding (masked, their reward must not count): 2 trajectories,
+    # 1 pair (A over B). Before the fix the padding was a third trajectory (return 0): 3 pairs.
+    reward = torch.tensor([[0.1, 1.1, 0.0, 0.1, 5.0, 5.0]])
+    done = torch.tensor([[False, True, False, True, False, False]])
+    rollout = make_rollout(
+        reward, done, done.clone(), episode_id=torch.zeros(1, 6, dtype=torch.long)
+    )
+    rollout.set("valid", torch.tensor([[True, True, True, True, False, False]]))
+    group_key = EPISODE_ID_KEY if grouped else None
+    out = VLATPOLoss(evaluator, beta=0.3, mask_key="valid", group_key=group_key)(rollout)
+    lp = _step_log_probs(evaluator, rollout, reference=False).sum(-1)[0]
+    ref = _step_log_probs(evaluator, rollout, reference=True).sum(-1)[0]
+    ratio_a = float(lp[0] + lp[1] - ref[0] - ref[1])
+    ratio_b = float(lp[2] + lp[3] - ref[2] - ref[3])
+    exp = math.log1p(math.exp(-0.3 * (ratio_a - ratio_b)))  # -log sigmoid(margin)
+    assert out["num_trajectories"].item() == 2 and out["num_pairs"].item() == 1
+    assert out["loss_tpo"].item() == pytest.approx(exp, rel=1e-5)
 
 
 def test_tpo_stored_reference_and_gradient_step(evaluator, rollout):

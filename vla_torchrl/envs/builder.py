@@ -22,7 +22,7 @@ from torchrl.envs import EnvBase, ParallelEnv, SerialEnv, TransformedEnv
 from vla_torchrl.envs.asset_library import AssetLibrary, AssetSource, resolve_asset_source
 from vla_torchrl.envs.suite import SUITE, TaskSpec
 
-__all__ = ["build_scene_config", "make_env", "perturbation_transform"]
+__all__ = ["build_scene_config", "episode_numbering", "make_env", "perturbation_transform"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,27 @@ def perturbation_transform(spec: TaskSpec, library: AssetLibrary, *, seed: int |
     return transforms.InstructionRephrase(_unseen_templates(), seed=seed)
 
 
+def episode_numbering(num_envs: int, same_start_groups: int = 1) -> list[tuple[int, int]]:
+    """``(episode_offset, episode_stride)`` of each of ``num_envs`` CPU envs (one per worker).
+
+    Env ``i`` plays episodes ``offset, offset + stride, ...``. With ``same_start_groups = g``
+    each run of ``g`` consecutive envs shares its offset, so the k-th episode of every env of a
+    group is the same episode id, hence the same initial state (GRPO(s), paper Sec. 4.1): the
+    groups start together when the envs reset together (one episode per env per rollout); with
+    resets at different times a group's envs still play the same sequence of episodes.
+
+    Examples:
+        >>> episode_numbering(4)
+        [(0, 4), (1, 4), (2, 4), (3, 4)]
+        >>> episode_numbering(4, same_start_groups=2)
+        [(0, 2), (0, 2), (1, 2), (1, 2)]
+    """
+    if same_start_groups < 1:
+        raise ValueError(f"same_start_groups={same_start_groups} must be >= 1")
+    stride = -(-num_envs // same_start_groups)  # number of groups (the last may be smaller)
+    return [(i // same_start_groups, stride) for i in range(num_envs)]
+
+
 def make_env(
     task: str = "ind",
     *,
@@ -111,6 +132,7 @@ def make_env(
     asset_seed: int = 0,
     perturb: bool = True,
     guard_sim_errors: bool = True,
+    same_start_groups: int = 1,
 ) -> EnvBase:
     """A task of :data:`SUITE` as a TorchRL env with batch size ``[num_envs]``.
 
@@ -133,6 +155,9 @@ def make_env(
         guard_sim_errors: wrap each scene (CPU) or the batched simulation (GPU) in a
             :class:`~vla_torchrl.envs.sim_errors.SimErrorGuard`: a simulator error resets the
             failing env and marks its step ``SIM_ERROR_KEY`` instead of ending the run.
+        same_start_groups: CPU only: each run of this many consecutive envs plays the same
+            episode ids (same initial states), the groups of GRPO(s); see
+            :func:`episode_numbering`.
 
     Returns:
         the env (a ``TransformedEnv`` when a perturbation is appended).
@@ -146,6 +171,12 @@ def make_env(
     if sim_backend == "auto":
         sim_backend = "gpu" if torch.cuda.is_available() else "cpu"
     env_kwargs = dict(image_size=tuple(image_size), seed=seed, robot=robot, max_steps=max_steps)
+    numbering = episode_numbering(num_envs, same_start_groups)
+    if sim_backend == "gpu" and same_start_groups > 1:
+        raise ValueError(
+            f"same_start_groups={same_start_groups} is implemented for the CPU simulation only "
+            "(one env per worker); use sim_backend='cpu' or same_start_groups=1"
+        )
     if sim_backend == "gpu":
         # GPU simulation: one ManiSkill env object holding num_envs scenes (not tested on CPU CI)
         env_kwargs.update(num_envs=num_envs, sim_backend="gpu", device=device or "cuda")
@@ -160,9 +191,9 @@ def make_env(
                 source,
                 asset_seed,
                 rl4vla_dir,
-                {**env_kwargs, "episode_offset": i, "episode_stride": num_envs},
+                {**env_kwargs, "episode_offset": offset, "episode_stride": stride},
             )
-            for i in range(num_envs)
+            for offset, stride in numbering
         ]
         parallel = num_envs > 1 if parallel is None else parallel
         if parallel:

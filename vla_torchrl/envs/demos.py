@@ -17,7 +17,14 @@ from pathlib import Path
 import torch
 from tensordict import TensorDict, TensorDictBase
 
-__all__ = ["IDLE_ROTATION", "IDLE_TRANSLATION", "is_idle", "load_demos", "save_demos"]
+__all__ = [
+    "IDLE_ROTATION",
+    "IDLE_TRANSLATION",
+    "UnsafeDemosError",
+    "is_idle",
+    "load_demos",
+    "save_demos",
+]
 
 # Paper's idle-action filter (issue #3 / RL4VLA demo collection): a step is idle when its
 # translation norm is < 0.01 m and its Euler-delta norm < 0.06 rad, and the gripper is unchanged.
@@ -79,11 +86,46 @@ def save_demos(td: TensorDictBase, path: str | Path) -> Path:
     return path
 
 
+class UnsafeDemosError(ValueError):
+    """A demonstrations folder holds pickled data; :func:`load_demos` refuses to unpickle it."""
+
+
+# file names under which tensordict 0.14 stores pickled non-tensor fields (``other.pickle`` of a
+# NonTensorData / tensorclass, ``pickle.pkl`` of a NonTensorStack); strings are stored as JSON
+_PICKLE_SUFFIXES = (".pickle", ".pkl")
+
+
 def load_demos(path: str | Path) -> TensorDictBase:
-    """Open demonstrations written by :func:`save_demos` (memory-mapped, not copied)."""
+    """Open demonstrations written by :func:`save_demos` (memory-mapped, not copied).
+
+    Demonstration sets are shared, so loading never unpickles: unpickling runs whatever code the
+    file names. Tensors are raw memory maps and strings (instructions) are JSON in ``meta.json``;
+    a folder holding a pickle file is refused before anything is read, and tensordict is told
+    ``allow_pickle=False`` for the rest.
+
+    Raises:
+        FileNotFoundError: ``path`` holds no ``meta.json``.
+        UnsafeDemosError: a pickled field, named in the message (one line).
+    """
     path = Path(path)
     if not (path / "meta.json").is_file():
         raise FileNotFoundError(
             f"{path} holds no saved demonstrations (no meta.json); use save_demos"
         )
-    return TensorDict.load_memmap(path)
+    for file in sorted(path.rglob("*")):
+        if file.suffix in _PICKLE_SUFFIXES:
+            raise UnsafeDemosError(
+                f"{file}: demonstrations must not hold pickled data (unpickling can run code), "
+                f"refusing to load {path}; write the set with save_demos / vla-torchrl-collect "
+                "using only tensors and strings"
+            )
+    try:
+        return TensorDict.load_memmap(path, allow_pickle=False)
+    except RuntimeError as err:
+        if "pickle" not in str(err).lower():
+            raise
+        raise UnsafeDemosError(
+            f"{path}: demonstrations refer to pickled data (unpickling can run code), refusing "
+            "to load them; write the set with save_demos / vla-torchrl-collect using only "
+            "tensors and strings"
+        ) from None

@@ -44,7 +44,8 @@ class VLATPOLoss(EvaluatorLossBase):
     5. loss = Eq. (7); with no pair (all returns tie) ``loss_tpo`` is 0 and ``has_pairs`` 0.
 
     Input: ``[B, T]`` with the evaluator's inputs, ``("next", reward)``, ``("next", done)``,
-    optional ``mask_key`` (bool ``[B, T]``, real steps) and ``group_key``.
+    optional ``mask_key`` (bool ``[B, T]``, real steps; a segment without a real step is not
+    a trajectory) and ``group_key``.
 
     Output: ``loss_tpo`` and detached ``num_pairs``, ``has_pairs``, ``reward_accuracy``,
     ``reward_margin``, ``num_trajectories``.
@@ -112,13 +113,18 @@ class VLATPOLoss(EvaluatorLossBase):
         mask = None
         if self.mask_key is not None:
             mask = self._vector(self._require(tensordict, self.mask_key), n, self.mask_key).bool()
+        # a trajectory needs at least one real step: a stretch made only of masked (padded)
+        # steps is no trajectory (it would tie at return 0 and add spurious pairs)
+        real = mask if mask is not None else torch.ones(n, dtype=torch.bool, device=seg.device)
+        keep = F.segment_sum(real.long(), seg, num) > 0
         group = None
         if self.group_key is not None:
             step_group = self._vector(self._require(tensordict, self.group_key), n, self.group_key)
-            # a trajectory's group = the id at its first step
+            # a trajectory's group = the id at its first real step
+            steps = torch.arange(n, device=seg.device)
             first = torch.full((num,), n, dtype=torch.long, device=seg.device)
-            first = first.scatter_reduce(0, seg, torch.arange(n, device=seg.device), "amin")
-            group = step_group[first]
+            first = first.scatter_reduce(0, seg, torch.where(real, steps, n), "amin")
+            group = step_group[first.clamp(max=n - 1)][keep]
 
         flat = tensordict.reshape(-1)
         log_prob = F.action_log_prob(self._require(self._evaluate(flat), k.eval_token_log_probs))
@@ -130,13 +136,14 @@ class VLATPOLoss(EvaluatorLossBase):
             reward = torch.where(mask, reward, torch.zeros_like(reward))
             log_prob = torch.where(mask, log_prob, torch.zeros_like(log_prob))
             ref = torch.where(mask, ref, torch.zeros_like(ref))
-        returns = F.segment_sum(reward, seg, num)
-        traj_log_prob = F.segment_sum(log_prob, seg, num)  # sum over steps and tokens
-        traj_ref = F.segment_sum(ref, seg, num)
+        returns = F.segment_sum(reward, seg, num)[keep]
+        traj_log_prob = F.segment_sum(log_prob, seg, num)[keep]  # sum over steps and tokens
+        traj_ref = F.segment_sum(ref, seg, num)[keep]
         w_index, l_index = F.preference_pairs(returns, group)
         loss, info = F.trajectory_preference_loss(
             traj_log_prob, traj_ref, w_index, l_index, beta=self.beta
         )  # Eq. (7)
         out = TensorDict({"loss_tpo": loss, **info})
-        out.set("num_trajectories", torch.tensor(float(num), device=log_prob.device))
+        num_kept = float(keep.sum())
+        out.set("num_trajectories", torch.tensor(num_kept, device=log_prob.device))
         return out

@@ -45,6 +45,7 @@ from vla_torchrl.envs.maniskill.scene import (
     sample_positions,
     widowx_available,
 )
+from vla_torchrl.envs.maniskill.stages import placed, stage_potential, update_stages
 
 __all__ = ["PUT_ON_ENV_ID", "PutOnTask"]
 
@@ -54,9 +55,6 @@ PUT_ON_ENV_ID = "VLATorchRL-PutOn-v1"
 
 PARK_ORIGIN = np.array([4.0, 4.0])  # unused assets rest here, behind the camera
 ROBOT_POSE_NOISE = 0.2  # rad, uniform noise on arm joints for `robot-pose`
-# Reward potential (Sec. 5.1): 0.1 grasped, +0.1 held 5 consecutive steps, +1.0 success.
-GRASP_POTENTIAL, HOLD_POTENTIAL, SUCCESS_POTENTIAL = 0.1, 0.1, 1.0
-HOLD_STEPS = 5
 _UPRIGHT = [0.7071068, 0.0, -0.7071068, 0.0]  # rotates SAPIEN's x-axis shapes to z
 
 
@@ -392,7 +390,11 @@ class PutOnTask(BaseEnv):
         )
 
     def evaluate(self) -> dict:
-        """Instantaneous ``is_grasped`` / ``on_target`` of the target object, per env."""
+        """Instantaneous ``is_grasped`` / ``on_target`` of the target object, per env.
+
+        ``success``: on the target after a grasp at this or an earlier step, held or released
+        (:mod:`~vla_torchrl.envs.maniskill.stages` says why: the paper's text and the reference).
+        """
         b = self.num_envs
         grasped = torch.zeros(b, dtype=torch.bool, device=self.device)
         on_target = torch.zeros(b, dtype=torch.bool, device=self.device)
@@ -415,7 +417,8 @@ class PutOnTask(BaseEnv):
             force = self.scene.get_pairwise_contact_forces(obj_actor, rec_actor).reshape(-1, 3)
             touching = bool(torch.linalg.norm(force[min(e, len(force) - 1)]) > 0.05)
             on_target[e] = inside and above and touching
-        success = on_target & ~grasped  # resting on the receptacle, released
+        # success needs a grasp first, not a release (reference run: success & grasped so far)
+        success = placed(on_target, self.grasped_so_far | grasped)
         return {"is_grasped": grasped, "on_target": on_target, "success": success}
 
     # -- stepping --------------------------------------------------------------------------------
@@ -481,17 +484,18 @@ class PutOnTask(BaseEnv):
         ("has happened in this episode so far") and the instantaneous ``is_grasped``.
         """
         obs, _, _, _, info = super().step(self.to_controller_action(action))
-        grasped_now = info["is_grasped"].to(self.device)
-        self.hold_count = torch.where(grasped_now, self.hold_count + 1, 0)
-        self.grasped_so_far |= grasped_now
-        self.held_so_far |= self.hold_count >= HOLD_STEPS
-        self.success_so_far |= info["success"].to(self.device)
-        # potential-based reward (Sec. 5.1): Phi = 0.1 g + 0.1 c + 1.0 s, r_t = Phi_t - Phi_{t-1}
-        potential = (
-            GRASP_POTENTIAL * self.grasped_so_far.float()
-            + HOLD_POTENTIAL * self.held_so_far.float()
-            + SUCCESS_POTENTIAL * self.success_so_far.float()
+        # stage flags and potential-based reward (Sec. 5.1; definitions and choices in stages.py):
+        # Phi = 0.1 grasped + 0.1 held + 1.0 success, r_t = Phi_t - Phi_{t-1}
+        stages = update_stages(
+            info["is_grasped"].to(self.device),
+            info["on_target"].to(self.device),
+            self.hold_count,
+            self.grasped_so_far,
+            self.held_so_far,
+            self.success_so_far,
         )
+        self.hold_count, self.grasped_so_far, self.held_so_far, self.success_so_far = stages
+        potential = stage_potential(self.grasped_so_far, self.held_so_far, self.success_so_far)
         reward = potential - self.potential
         self.potential = potential
         info = dict(info)
