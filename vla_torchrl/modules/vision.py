@@ -28,6 +28,15 @@ class ScaleFactorLayerScale(nn.Module):
         super().__init__()
         self.scale_factor = nn.Parameter(torch.ones(dim))
 
+    @classmethod
+    def from_gamma(cls, gamma: torch.Tensor) -> ScaleFactorLayerScale:
+        """The layer holding (a copy of) timm's ``gamma``: same values, dtype and device; no
+        ``.to`` / ``copy_``, so it also works on ``meta`` and under ``FakeTensorMode``."""
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        layer.scale_factor = nn.Parameter(gamma.detach().clone(), requires_grad=gamma.requires_grad)
+        return layer
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale_factor
 
@@ -39,11 +48,7 @@ def build_tower(spec: ViTConfig, image_size: int) -> nn.Module:
         for name in ("ls1", "ls2"):
             layer = getattr(block, name)
             if hasattr(layer, "gamma"):
-                new = ScaleFactorLayerScale(layer.gamma.shape[0]).to(layer.gamma.device)
-                with torch.no_grad():
-                    if layer.gamma.device.type != "meta":
-                        new.scale_factor.copy_(layer.gamma)
-                setattr(block, name, new)
+                setattr(block, name, ScaleFactorLayerScale.from_gamma(layer.gamma))
     return model
 
 

@@ -36,6 +36,7 @@ import torch.distributed as dist
 from tensordict import TensorDictBase
 
 from vla_torchrl.utils.distributed import DistInfo, is_dtensor, sync_gradients
+from vla_torchrl.utils.fake import has_data
 
 __all__ = ["run_update", "total_loss"]
 
@@ -113,12 +114,14 @@ def run_update(
                 with _autocast(autocast, device_type):
                     losses = loss_fn(batch[index.to(batch.device)])
                 loss = total_loss(losses).float()
-                if not torch.isfinite(loss):
+                # value checks read the data: skipped on fake / meta tensors (memory planning)
+                real = has_data(loss)
+                if real and not torch.isfinite(loss):
                     finite = False
                     break
                 (loss / len(group)).backward()
                 for key, value in losses.items():
-                    if isinstance(value, torch.Tensor) and value.numel() == 1:
+                    if isinstance(value, torch.Tensor) and value.numel() == 1 and real:
                         sums[key] += float(value.detach())
                         counts[key] += 1
             if distributed:
@@ -130,8 +133,9 @@ def run_update(
                 norm = _clip_grad_norm(
                     params, max_grad_norm if max_grad_norm is not None else math.inf
                 )
-                finite = bool(torch.isfinite(norm))
-                grad_norms.append(float(norm))
+                if has_data(norm):
+                    finite = bool(torch.isfinite(norm))
+                    grad_norms.append(float(norm))
             if not finite:
                 optimizer.zero_grad(set_to_none=True)
                 skipped += 1
