@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 from tensordict import TensorDictBase
 
+from vla_torchrl.modules.train_mode import update_mode
 from vla_torchrl.utils.distributed import DistInfo, is_dtensor, sync_gradients
 from vla_torchrl.utils.fake import has_data
 
@@ -111,15 +112,18 @@ def run_update(
             optimizer.zero_grad(set_to_none=True)
             finite = True
             for index in group:
-                with _autocast(autocast, device_type):
-                    losses = loss_fn(batch[index.to(batch.device)])
-                loss = total_loss(losses).float()
-                # value checks read the data: skipped on fake / meta tensors (memory planning)
-                real = has_data(loss)
-                if real and not torch.isfinite(loss):
-                    finite = False
-                    break
-                (loss / len(group)).backward()
+                # training mode for forward and backward: transformers and timm checkpoint
+                # activations only then (dropout layers keep their mode; modules.train_mode)
+                with update_mode(loss_fn):
+                    with _autocast(autocast, device_type):
+                        losses = loss_fn(batch[index.to(batch.device)])
+                    loss = total_loss(losses).float()
+                    # value checks read the data: skipped on fake / meta tensors (planning)
+                    real = has_data(loss)
+                    if real and not torch.isfinite(loss):
+                        finite = False
+                        break
+                    (loss / len(group)).backward()
                 for key, value in losses.items():
                     if isinstance(value, torch.Tensor) and value.numel() == 1 and real:
                         sums[key] += float(value.detach())
