@@ -63,6 +63,11 @@ def _llm_mlps(model):
     return [layer.mlp for layer in model.language_model.model.layers]
 
 
+def _vision_mlps(model):
+    towers = (model.vision_backbone.featurizer, model.vision_backbone.fused_featurizer)
+    return [block.mlp for tower in towers for block in tower.blocks[:-1]]  # the blocks used
+
+
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_gradient_checkpointing_recomputes_the_llm_layers_in_an_update(checkpointing, monkeypatch):
     bundle = _policy(gradient_checkpointing=checkpointing)
@@ -72,6 +77,17 @@ def test_gradient_checkpointing_recomputes_the_llm_layers_in_an_update(checkpoin
     # each layer runs once per minibatch, twice with checkpointing (recomputed in the backward)
     assert calls["n"] == len(mlps) * 2 * (2 if checkpointing else 1)
     assert not bundle.model.training  # the rollout / evaluation mode is back after the update
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_gradient_checkpointing_recomputes_the_vision_blocks_in_an_update(
+    checkpointing, monkeypatch
+):
+    bundle = _policy(gradient_checkpointing=checkpointing)
+    mlps = _vision_mlps(bundle.model)
+    calls = _count_calls(monkeypatch, mlps)
+    _update(bundle)
+    assert calls["n"] == len(mlps) * 2 * (2 if checkpointing else 1)
 
 
 def test_rollout_is_not_checkpointed(monkeypatch):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import timm
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from vla_torchrl.modules.config import OpenVLAConfig, ViTConfig
 
@@ -53,13 +54,20 @@ def build_tower(spec: ViTConfig, image_size: int) -> nn.Module:
 
 
 def _penultimate_patches(vit: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
-    """Patch tokens after the second-to-last block, no final norm, prefix tokens dropped."""
+    """Patch tokens after the second-to-last block, no final norm, prefix tokens dropped.
+
+    With ``vit.set_grad_checkpointing(True)``, in training mode and with gradients enabled (as
+    timm's own ``forward_features`` and transformers decide), each block is checkpointed
+    (non-reentrant): its activations are recomputed in the backward instead of being kept.
+    """
     x = vit.patch_embed(pixels)
     x = vit._pos_embed(x)
     x = vit.patch_drop(x)
     x = vit.norm_pre(x)
+    checkpointed = getattr(vit, "grad_checkpointing", False) and vit.training
+    checkpointed = checkpointed and torch.is_grad_enabled()
     for block in vit.blocks[:-1]:
-        x = block(x)
+        x = checkpoint(block, x, use_reentrant=False) if checkpointed else block(x)
     return x[:, vit.num_prefix_tokens :]
 
 
