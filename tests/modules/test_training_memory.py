@@ -8,7 +8,8 @@ import torch
 
 from vla_torchrl.modules import LoRASettings, build_policy
 from vla_torchrl.objectives import VLAPPOLoss
-from vla_torchrl.planning.memory import synthetic_batch
+from vla_torchrl.planning.counter import LiveStorageCounter
+from vla_torchrl.planning.memory import run_steps, synthetic_batch
 from vla_torchrl.recipes.update import run_update
 
 
@@ -113,3 +114,37 @@ def test_checkpointed_update_gives_the_same_step():
             torch.cat([p.detach().flatten() for p in bundle.trainable_named_parameters().values()])
         )
     torch.testing.assert_close(after[0], after[1], atol=1e-5, rtol=1e-4)
+
+
+def test_lora_adapters_keep_the_model_dtype():
+    bundle = _policy(dtype=torch.bfloat16)
+    dtypes = {p.dtype for n, p in bundle.peft_model.named_parameters() if "lora_" in n}
+    assert dtypes == {torch.bfloat16}
+
+
+def _update_activation_peak(bundle):
+    counter = LiveStorageCounter(round_to=1)
+    with counter:
+        update, _, _ = run_steps(
+            bundle, counter, minibatch_size=4, grad_accum_steps=1, num_envs=1, frame_hw=(32, 32)
+        )
+    return update["activations"]
+
+
+def test_bf16_adapters_remove_the_dtype_cast_copies_from_the_update():
+    # the hidden size makes the LoRA layers' inputs dominate the activations, as on the 7B model
+    overrides = {"llm_hidden_size": 256, "llm_intermediate_size": 512}
+    peaks = {}
+    for adapter_dtype in ("model", "float32"):
+        torch.manual_seed(0)
+        bundle = build_policy(
+            "tiny",
+            overrides=overrides,
+            lora=LoRASettings(rank=2, adapter_dtype=adapter_dtype),
+            critic="shared",
+            text_tokenizer="builtin",
+            dtype=torch.bfloat16,
+        )
+        peaks[adapter_dtype] = _update_activation_peak(bundle)
+    # fp32 adapters keep an fp32 copy of each bf16 LoRA input for the backward (3x the bytes)
+    assert peaks["model"] < 0.8 * peaks["float32"], peaks

@@ -51,6 +51,10 @@ class LoRASettings:
         dropout: dropout on the adapter input.
         targets: ``"all-linear"`` or explicit module-name suffixes (e.g. ``["q_proj", "v_proj"]``).
         init: peft ``init_lora_weights`` (``"gaussian"``: Gaussian ``A``, zero ``B``).
+        adapter_dtype: ``"model"`` (default): adapters in the base weights' dtype (bf16 for
+            the 7B model), as OpenVLA's fine-tuning had them; ``"float32"``: peft's autocast of
+            adapters to fp32, whose ``Linear`` then keeps an fp32 copy of every bf16 input for
+            the backward (on the 7B update 14 GB of 25 GB of activations, FACTS.md).
     """
 
     rank: int = 32
@@ -59,10 +63,15 @@ class LoRASettings:
     targets: Literal["all-linear"] | list[str] = "all-linear"
     init: bool | str = "gaussian"
     exclude: list[str] = field(default_factory=lambda: ["language_model.lm_head", ".attn_pool."])
+    adapter_dtype: Literal["model", "float32"] = "model"
 
     def __post_init__(self) -> None:
         if self.rank < 1:
             raise ValueError(f"LoRASettings.rank={self.rank} must be >= 1.")
+        if self.adapter_dtype not in ("model", "float32"):
+            raise ValueError(
+                f"LoRASettings.adapter_dtype={self.adapter_dtype!r} must be 'model' or 'float32'."
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"LoRASettings.dropout={self.dropout} must be in [0, 1).")
         if self.targets != "all-linear" and (
@@ -107,7 +116,8 @@ def apply_lora(model: OpenVLA, settings: LoRASettings | None = None) -> PeftMode
         target_modules=linear_target_names(model, settings),
         init_lora_weights=settings.init,
     )
-    return get_peft_model(model, config)
+    # autocast_adapter_dtype=False: adapters in the model's dtype (no fp32 copies of inputs)
+    return get_peft_model(model, config, autocast_adapter_dtype=settings.adapter_dtype == "float32")
 
 
 def base_model(model: nn.Module) -> OpenVLA:
@@ -152,4 +162,7 @@ def load_adapters(
         raise FileNotFoundError(
             f"No peft adapters at {path} (adapter_config.json missing); save with save_adapters()."
         )
-    return PeftModel.from_pretrained(model, str(path), is_trainable=is_trainable)
+    # adapters in the model's dtype, as apply_lora makes them
+    return PeftModel.from_pretrained(
+        model, str(path), is_trainable=is_trainable, autocast_adapter_dtype=False
+    )
