@@ -148,3 +148,14 @@ def test_bf16_adapters_remove_the_dtype_cast_copies_from_the_update():
         peaks[adapter_dtype] = _update_activation_peak(bundle)
     # fp32 adapters keep an fp32 copy of each bf16 LoRA input for the backward (3x the bytes)
     assert peaks["model"] < 0.8 * peaks["float32"], peaks
+
+
+@pytest.mark.parametrize("critic", ["shared", "separate"])
+def test_every_trainable_tensor_gets_a_gradient(critic):
+    bundle = _policy(critic=critic)
+    params = bundle.trainable_named_parameters()
+    loss = VLAPPOLoss(bundle.evaluator)
+    batch = synthetic_batch(bundle.model.config, 2, frame_hw=(32, 32))
+    sum(v for k, v in loss(batch).items() if k.startswith("loss_")).backward()
+    missing = sorted(name for name, p in params.items() if p.grad is None)
+    assert not missing, missing[:6]

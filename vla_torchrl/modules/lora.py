@@ -4,8 +4,8 @@ Defaults follow the paper (rank 32 on all linear layers, Sec. 5) and OpenVLA's f
 script (``lora_alpha = min(rank, 16)``, dropout 0, Gaussian init of ``A``, zero ``B``).
 "All linear layers" means every ``nn.Linear`` of the VLA (both ViTs, the projector, the Llama
 attention and MLP projections) except the LM head, as peft's ``"all-linear"`` does for
-transformers models; SigLIP's attention-pool head is skipped too because OpenVLA's forward
-never uses it (adapters there would never receive a gradient).
+transformers models; SigLIP's attention-pool head and each ViT's last block are skipped too
+because OpenVLA's forward never uses them (adapters there would never receive a gradient).
 
 Examples:
     >>> import torch
@@ -38,6 +38,7 @@ __all__ = [
     "lora_parameters",
     "save_adapters",
     "trainable_parameter_groups",
+    "unused_block_prefixes",
 ]
 
 
@@ -83,13 +84,31 @@ class LoRASettings:
             )
 
 
+def unused_block_prefixes(model: nn.Module) -> list[str]:
+    """Module-name prefixes of the blocks OpenVLA never runs: each ViT's last block.
+
+    Features are read after the second-to-last block (FACTS.md), so adapters in the last block
+    would never get a gradient but would take optimizer state.
+    """
+    if not isinstance(model, OpenVLA):
+        return []
+    towers = ("featurizer", "fused_featurizer")
+    return [
+        f"vision_backbone.{tower}.blocks.{len(getattr(model.vision_backbone, tower).blocks) - 1}."
+        for tower in towers
+    ]
+
+
 def linear_target_names(model: nn.Module, settings: LoRASettings) -> list[str]:
-    """Full names of the ``nn.Linear`` modules that get adapters."""
+    """Full names of the ``nn.Linear`` modules that get adapters (none in unused blocks)."""
     names = []
+    unused = unused_block_prefixes(model)
     for name, module in model.named_modules():
         if not isinstance(module, nn.Linear):
             continue
         if any(ex in name or name == ex for ex in settings.exclude):
+            continue
+        if any(name.startswith(prefix) for prefix in unused):
             continue
         if settings.targets != "all-linear" and not any(
             name == t or name.endswith("." + t) for t in settings.targets
