@@ -253,9 +253,9 @@ def _loss(kind: LossKind, bundle: PolicyBundle) -> nn.Module:
 
 
 # -- the steps ----------------------------------------------------------------------------------
-def _autocast(mode: str):
+def _autocast(mode: str, device_type: str = "cpu"):
     if mode == "bf16":
-        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+        return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -284,7 +284,7 @@ def _update_step(
     """One minibatch forward + backward (in training mode), clipping and the optimizer step, as
     :func:`vla_torchrl.recipes.update.run_update` runs them."""
     with update_mode(loss_fn):
-        with _autocast(autocast):
+        with _autocast(autocast, trainable[0].device.type if trainable else "cpu"):
             losses = loss_fn(batch)
         terms = [v for k, v in losses.items() if k.startswith("loss_")]
         loss = sum(terms).float()
@@ -366,7 +366,9 @@ def run_steps(
     loss_fn = _loss(loss, bundle)
     _prepare_optimizer(optimizer, trainable, keep_grads=grad_accum_steps > 1)
     config = bundle.model.config
+    device = bundle.model.projector.fc1.weight.device
     batch = synthetic_batch(config, minibatch_size, frame_hw=frame_hw, instructions=instructions)
+    batch = batch.to(device)
     counter.reset_peak()
     _update_step(
         loss_fn,
@@ -384,7 +386,7 @@ def run_steps(
     del batch
     frames = synthetic_batch(
         config, num_envs, frame_hw=frame_hw, instructions=instructions, with_training_keys=False
-    )
+    ).to(device)
     counter.reset_peak()
     with torch.no_grad():
         bundle.actor(frames)
