@@ -53,7 +53,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("envs", "modules"),
     ("config",),
     ("training",),
-    ("evaluation",),
+    ("evaluation", "planning"),
     ("studies",),
     ("recipes",),
 )

@@ -64,6 +64,7 @@ from vla_torchrl.modules.critic import (
 from vla_torchrl.modules.openvla import OpenVLA
 from vla_torchrl.modules.passes import prefix_inputs, restricted_log_probs
 from vla_torchrl.modules.processors.bundle import OpenVLAProcessor, read_observation
+from vla_torchrl.utils.fake import has_data
 
 __all__ = ["GenerationOutput", "OpenVLAActor", "generate_action_tokens"]
 
@@ -104,8 +105,9 @@ def generate_action_tokens(
     cache = DynamicCache() if use_cache else None
     embeds, mask, pos = inputs_embeds, attention_mask, position_ids
     # one host check per call (not per token): without left padding the causal mask alone is
-    # exact, and transformers then skips building a padding mask at every step
-    padded = bool((mask == 0).any())
+    # exact, and transformers then skips building a padding mask at every step (fake / meta
+    # tensors, memory planning: assume padding, the larger case)
+    padded = bool((mask == 0).any()) if has_data(mask) else True
     out = model.backbone(embeds, mask if padded else None, pos, cache=cache, use_cache=use_cache)
     h = out.last_hidden_state[:, -1]
     hiddens, tokens, log_probs = [h], [], []

@@ -56,6 +56,7 @@ from vla_torchrl.modules.critic import (
 from vla_torchrl.modules.openvla import OpenVLA
 from vla_torchrl.modules.passes import entropy, restricted_log_probs, teacher_forced_hidden
 from vla_torchrl.modules.processors.bundle import OpenVLAProcessor, read_observation
+from vla_torchrl.utils.fake import has_data
 
 __all__ = ["OpenVLAEvaluator"]
 
@@ -134,7 +135,8 @@ class OpenVLAEvaluator(TensorDictModuleBase):
         n_steps = self.model.config.action_dim
         tokens = tensordict.get(self.action_tokens_key).reshape(len(texts), n_steps).long()
         first, end = self.model.config.action_token_ids
-        if tokens.numel() and (tokens.min() < first or tokens.max() >= end):
+        # the range check reads values: skipped for fake / meta tensors (memory planning)
+        if tokens.numel() and has_data(tokens) and (tokens.min() < first or tokens.max() >= end):
             raise ValueError(
                 f"OpenVLAEvaluator: action tokens must lie in [{first}, {end}), got range "
                 f"[{int(tokens.min())}, {int(tokens.max())}]."

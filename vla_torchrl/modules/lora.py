@@ -4,8 +4,8 @@ Defaults follow the paper (rank 32 on all linear layers, Sec. 5) and OpenVLA's f
 script (``lora_alpha = min(rank, 16)``, dropout 0, Gaussian init of ``A``, zero ``B``).
 "All linear layers" means every ``nn.Linear`` of the VLA (both ViTs, the projector, the Llama
 attention and MLP projections) except the LM head, as peft's ``"all-linear"`` does for
-transformers models; SigLIP's attention-pool head is skipped too because OpenVLA's forward
-never uses it (adapters there would never receive a gradient).
+transformers models; SigLIP's attention-pool head and each ViT's last block are skipped too
+because OpenVLA's forward never uses them (adapters there would never receive a gradient).
 
 Examples:
     >>> import torch
@@ -38,6 +38,7 @@ __all__ = [
     "lora_parameters",
     "save_adapters",
     "trainable_parameter_groups",
+    "unused_block_prefixes",
 ]
 
 
@@ -51,6 +52,10 @@ class LoRASettings:
         dropout: dropout on the adapter input.
         targets: ``"all-linear"`` or explicit module-name suffixes (e.g. ``["q_proj", "v_proj"]``).
         init: peft ``init_lora_weights`` (``"gaussian"``: Gaussian ``A``, zero ``B``).
+        adapter_dtype: ``"model"`` (default): adapters in the base weights' dtype (bf16 for
+            the 7B model), as OpenVLA's fine-tuning had them; ``"float32"``: peft's autocast of
+            adapters to fp32, whose ``Linear`` then keeps an fp32 copy of every bf16 input for
+            the backward (on the 7B update 14 GB of 25 GB of activations, FACTS.md).
     """
 
     rank: int = 32
@@ -59,10 +64,15 @@ class LoRASettings:
     targets: Literal["all-linear"] | list[str] = "all-linear"
     init: bool | str = "gaussian"
     exclude: list[str] = field(default_factory=lambda: ["language_model.lm_head", ".attn_pool."])
+    adapter_dtype: Literal["model", "float32"] = "model"
 
     def __post_init__(self) -> None:
         if self.rank < 1:
             raise ValueError(f"LoRASettings.rank={self.rank} must be >= 1.")
+        if self.adapter_dtype not in ("model", "float32"):
+            raise ValueError(
+                f"LoRASettings.adapter_dtype={self.adapter_dtype!r} must be 'model' or 'float32'."
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"LoRASettings.dropout={self.dropout} must be in [0, 1).")
         if self.targets != "all-linear" and (
@@ -74,13 +84,31 @@ class LoRASettings:
             )
 
 
+def unused_block_prefixes(model: nn.Module) -> list[str]:
+    """Module-name prefixes of the blocks OpenVLA never runs: each ViT's last block.
+
+    Features are read after the second-to-last block (FACTS.md), so adapters in the last block
+    would never get a gradient but would take optimizer state.
+    """
+    if not isinstance(model, OpenVLA):
+        return []
+    towers = ("featurizer", "fused_featurizer")
+    return [
+        f"vision_backbone.{tower}.blocks.{len(getattr(model.vision_backbone, tower).blocks) - 1}."
+        for tower in towers
+    ]
+
+
 def linear_target_names(model: nn.Module, settings: LoRASettings) -> list[str]:
-    """Full names of the ``nn.Linear`` modules that get adapters."""
+    """Full names of the ``nn.Linear`` modules that get adapters (none in unused blocks)."""
     names = []
+    unused = unused_block_prefixes(model)
     for name, module in model.named_modules():
         if not isinstance(module, nn.Linear):
             continue
         if any(ex in name or name == ex for ex in settings.exclude):
+            continue
+        if any(name.startswith(prefix) for prefix in unused):
             continue
         if settings.targets != "all-linear" and not any(
             name == t or name.endswith("." + t) for t in settings.targets
@@ -107,7 +135,8 @@ def apply_lora(model: OpenVLA, settings: LoRASettings | None = None) -> PeftMode
         target_modules=linear_target_names(model, settings),
         init_lora_weights=settings.init,
     )
-    return get_peft_model(model, config)
+    # autocast_adapter_dtype=False: adapters in the model's dtype (no fp32 copies of inputs)
+    return get_peft_model(model, config, autocast_adapter_dtype=settings.adapter_dtype == "float32")
 
 
 def base_model(model: nn.Module) -> OpenVLA:
@@ -152,4 +181,7 @@ def load_adapters(
         raise FileNotFoundError(
             f"No peft adapters at {path} (adapter_config.json missing); save with save_adapters()."
         )
-    return PeftModel.from_pretrained(model, str(path), is_trainable=is_trainable)
+    # adapters in the model's dtype, as apply_lora makes them
+    return PeftModel.from_pretrained(
+        model, str(path), is_trainable=is_trainable, autocast_adapter_dtype=False
+    )

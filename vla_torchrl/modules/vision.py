@@ -15,6 +15,7 @@ from __future__ import annotations
 import timm
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from vla_torchrl.modules.config import OpenVLAConfig, ViTConfig
 
@@ -28,6 +29,15 @@ class ScaleFactorLayerScale(nn.Module):
         super().__init__()
         self.scale_factor = nn.Parameter(torch.ones(dim))
 
+    @classmethod
+    def from_gamma(cls, gamma: torch.Tensor) -> ScaleFactorLayerScale:
+        """The layer holding (a copy of) timm's ``gamma``: same values, dtype and device; no
+        ``.to`` / ``copy_``, so it also works on ``meta`` and under ``FakeTensorMode``."""
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        layer.scale_factor = nn.Parameter(gamma.detach().clone(), requires_grad=gamma.requires_grad)
+        return layer
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale_factor
 
@@ -39,22 +49,25 @@ def build_tower(spec: ViTConfig, image_size: int) -> nn.Module:
         for name in ("ls1", "ls2"):
             layer = getattr(block, name)
             if hasattr(layer, "gamma"):
-                new = ScaleFactorLayerScale(layer.gamma.shape[0]).to(layer.gamma.device)
-                with torch.no_grad():
-                    if layer.gamma.device.type != "meta":
-                        new.scale_factor.copy_(layer.gamma)
-                setattr(block, name, new)
+                setattr(block, name, ScaleFactorLayerScale.from_gamma(layer.gamma))
     return model
 
 
 def _penultimate_patches(vit: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
-    """Patch tokens after the second-to-last block, no final norm, prefix tokens dropped."""
+    """Patch tokens after the second-to-last block, no final norm, prefix tokens dropped.
+
+    With ``vit.set_grad_checkpointing(True)``, in training mode and with gradients enabled (as
+    timm's own ``forward_features`` and transformers decide), each block is checkpointed
+    (non-reentrant): its activations are recomputed in the backward instead of being kept.
+    """
     x = vit.patch_embed(pixels)
     x = vit._pos_embed(x)
     x = vit.patch_drop(x)
     x = vit.norm_pre(x)
+    checkpointed = getattr(vit, "grad_checkpointing", False) and vit.training
+    checkpointed = checkpointed and torch.is_grad_enabled()
     for block in vit.blocks[:-1]:
-        x = block(x)
+        x = checkpoint(block, x, use_reentrant=False) if checkpointed else block(x)
     return x[:, vit.num_prefix_tokens :]
 
 

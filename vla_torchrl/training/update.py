@@ -38,6 +38,7 @@ from tensordict import TensorDictBase
 from vla_torchrl.config.train_schema import TrainConfig
 from vla_torchrl.envs.sim_errors import void_step_mask
 from vla_torchrl.keys import ADVANTAGE_KEY, REWARD_KEY, VALID_STEP_KEY, next_key
+from vla_torchrl.modules.train_mode import update_mode
 from vla_torchrl.objectives import (
     GroupRelativeAdvantage,
     VLAPPOLoss,
@@ -47,11 +48,8 @@ from vla_torchrl.objectives.global_batch import (
     global_advantage_stats,
     global_group_relative_advantage,
 )
-from vla_torchrl.utils.distributed import (
-    DistInfo,
-    is_dtensor,
-    sync_gradients,
-)
+from vla_torchrl.utils.distributed import DistInfo, is_dtensor, sync_gradients
+from vla_torchrl.utils.fake import has_data
 
 __all__ = ["rewards_vary", "rl_update", "run_update", "total_loss"]
 
@@ -126,15 +124,20 @@ def run_update(
             optimizer.zero_grad(set_to_none=True)
             finite = True
             for index in group:
-                with _autocast(autocast, device_type):
-                    losses = loss_fn(batch[index.to(batch.device)])
-                loss = total_loss(losses).float()
-                if not torch.isfinite(loss):
-                    finite = False
-                    break
-                (loss / len(group)).backward()
+                # training mode for forward and backward: transformers and timm checkpoint
+                # activations only then (dropout layers keep their mode; modules.train_mode)
+                with update_mode(loss_fn):
+                    with _autocast(autocast, device_type):
+                        losses = loss_fn(batch[index.to(batch.device)])
+                    loss = total_loss(losses).float()
+                    # value checks read the data: skipped on fake / meta tensors (planning)
+                    real = has_data(loss)
+                    if real and not torch.isfinite(loss):
+                        finite = False
+                        break
+                    (loss / len(group)).backward()
                 for key, value in losses.items():
-                    if isinstance(value, torch.Tensor) and value.numel() == 1:
+                    if isinstance(value, torch.Tensor) and value.numel() == 1 and real:
                         sums[key] += float(value.detach())
                         counts[key] += 1
             if distributed:
@@ -146,8 +149,9 @@ def run_update(
                 norm = _clip_grad_norm(
                     params, max_grad_norm if max_grad_norm is not None else math.inf
                 )
-                finite = bool(torch.isfinite(norm))
-                grad_norms.append(float(norm))
+                if has_data(norm):
+                    finite = bool(torch.isfinite(norm))
+                    grad_norms.append(float(norm))
             if not finite:
                 optimizer.zero_grad(set_to_none=True)
                 skipped += 1

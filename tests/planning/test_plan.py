@@ -1,0 +1,68 @@
+"""vla-torchrl-plan: verdict, FSDP2 arithmetic, JSON output, overrides."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vla_torchrl.planning.advice import GIB, fits, fsdp2_per_gpu
+from vla_torchrl.planning.memory import CATEGORIES, MemoryEstimate
+from vla_torchrl.recipes.plan import main
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _estimate():
+    update = dict.fromkeys(CATEGORIES, 0)
+    update.update(frozen_weights=12 * GIB, activations=6 * GIB)
+    rollout = dict.fromkeys(CATEGORIES, 0)
+    rollout.update(frozen_weights=12 * GIB, activations=2 * GIB)
+    return MemoryEstimate(
+        update=update,
+        rollout=rollout,
+        sequence_length=10,
+        parameters={},
+        decoder={"frozen_weights": 8 * GIB, "trainable_weights": 0},
+        largest_layer_bytes=GIB // 4,
+    )
+
+
+def test_fits_keeps_the_margin_free():
+    assert fits(21.6 * GIB, 24.0)  # 90% of 24
+    assert not fits(21.7 * GIB, 24.0)
+    assert fits(23.9 * GIB, 24.0, margin=0.0)
+
+
+def test_fsdp2_shards_the_decoder_layers_analytically():
+    est = _estimate()
+    # 8 GiB of decoder weights over 4 ranks: 6 GiB saved, minus 2 gathered layers (0.5 GiB)
+    per_gpu = fsdp2_per_gpu(est, 4)
+    assert per_gpu["update"] == 18 * GIB - (6 * GIB - GIB // 2)
+    assert per_gpu["rollout"] == 14 * GIB - (6 * GIB - GIB // 2)
+    assert fsdp2_per_gpu(est, 1)["update"] == 18 * GIB
+
+
+def test_cli_prints_a_table_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "plan.json"
+    args = ["--config-name", "train_cpu", "--json", str(out), "--no-search", "gpu_memory=8"]
+    args += ["env.num_envs=2", "optim.minibatch_size=2", "env.width=32", "env.height=32"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "frozen weights" in text and "FITS" in text
+    result = json.loads(out.read_text())
+    assert result["fits"] is True and result["gpu_memory_gib"] == 8.0
+    update = result["estimate"]["update"]
+    assert set(update) == set(CATEGORIES)
+    assert result["config"]["minibatch_size"] == 2 and result["max_rss_gib"] < 4
+    assert set(result["fsdp2"]) == {"2", "4", "8"}
+
+
+def test_cli_suggests_settings_when_it_does_not_fit(capsys):
+    # a card smaller than the weights: nothing fits, the search says so
+    args = ["--config-name", "train_cpu", "--gpu-memory", "0.001", "--format", "json"]
+    args += ["env.num_envs=2", "optim.minibatch_size=2", "env.width=32", "env.height=32"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["fits"] is False and result["suggestions"] == []
+    assert result["rollout_num_envs"] == 0
