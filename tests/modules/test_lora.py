@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
 from tests.modules.conftest import INSTRUCTIONS, make_batch, make_tiny_model
@@ -150,3 +151,25 @@ def test_gradient_checkpointing_gives_the_same_gradients():
             )
         )
     torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+
+
+def test_policies_saved_with_adapters_on_the_unused_vit_block_still_load(tmp_path):
+    """Before the last ViT blocks were excluded, saved policies held (untrained) adapters there."""
+    from safetensors.torch import load_file, save_file
+
+    from vla_torchrl.modules import build_policy
+
+    torch.manual_seed(0)
+    bundle = build_policy(
+        "tiny", lora=LoRASettings(rank=2), critic="shared", text_tokenizer="builtin"
+    )
+    path = tmp_path / "trainable.safetensors"
+    bundle.save_trainable(path)
+    state = load_file(str(path))
+    last = len(bundle.model.vision_backbone.featurizer.blocks) - 1
+    legacy = f"policy.base_model.model.vision_backbone.featurizer.blocks.{last}.attn.qkv.lora_A.default.weight"
+    save_file({**state, legacy: torch.zeros(2, 32)}, str(path))
+    bundle.load_trainable(path)  # the legacy adapter is dropped, everything else must match
+    save_file({**state, "policy.something.else": torch.zeros(1)}, str(path))
+    with pytest.raises(ValueError, match="unexpected"):
+        bundle.load_trainable(path)

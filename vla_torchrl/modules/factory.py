@@ -50,7 +50,12 @@ from vla_torchrl.modules.critic import (
     critic_input_dim,
 )
 from vla_torchrl.modules.evaluator import OpenVLAEvaluator
-from vla_torchrl.modules.lora import LoRASettings, apply_lora, trainable_parameter_groups
+from vla_torchrl.modules.lora import (
+    LoRASettings,
+    apply_lora,
+    drop_unused_adapters,
+    trainable_parameter_groups,
+)
 from vla_torchrl.modules.openvla import OpenVLA
 from vla_torchrl.modules.processors import ActionTokenizer, OpenVLAProcessor
 from vla_torchrl.modules.processors.prompt import TextTokenizer
@@ -166,7 +171,7 @@ class PolicyBundle:
         """Load a file written by :meth:`save_trainable` into a bundle built the same way."""
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        state = drop_unused_adapters(load_file(str(path)), self.model)
         named = self.trainable_named_parameters()
         missing, unexpected = sorted(set(named) - set(state)), sorted(set(state) - set(named))
         if missing or unexpected:

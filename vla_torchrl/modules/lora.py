@@ -99,6 +99,17 @@ def unused_block_prefixes(model: nn.Module) -> list[str]:
     ]
 
 
+def drop_unused_adapters(state: dict, model: nn.Module) -> dict:
+    """``state`` without LoRA tensors of the never-run ViT blocks (:func:`unused_block_prefixes`).
+
+    Policies saved before those blocks were excluded hold such adapters; they never received a
+    gradient (still their initial values), so leaving them out loses nothing and such policies
+    keep loading.
+    """
+    unused = unused_block_prefixes(model)
+    return {k: v for k, v in state.items() if not ("lora_" in k and any(u in k for u in unused))}
+
+
 def linear_target_names(model: nn.Module, settings: LoRASettings) -> list[str]:
     """Full names of the ``nn.Linear`` modules that get adapters (none in unused blocks)."""
     names = []

@@ -39,6 +39,7 @@ from safetensors import SafetensorError
 from vla_torchrl.config.train_schema import AlgoConfig, ModelConfig
 from vla_torchrl.errors import UserError
 from vla_torchrl.modules import BuiltinTokenizer, LoRASettings, PolicyBundle, build_policy
+from vla_torchrl.modules.lora import drop_unused_adapters
 
 __all__ = ["build_policy_from_config", "load_policy", "save_policy"]
 
@@ -268,7 +269,7 @@ def _load_trainable(bundle: PolicyBundle, path: Path, *, strict_critic: bool) ->
         return
     from safetensors.torch import load_file
 
-    state = load_file(str(path))
+    state = drop_unused_adapters(load_file(str(path)), bundle.model)
     named = bundle.trainable_named_parameters()
     policy = {k for k in named if k.startswith("policy.")}
     saved = {k for k in state if k.startswith("policy.")}
