@@ -180,7 +180,7 @@ def test_success_needs_a_grasp_not_a_release(ind_env, monkeypatch):
 
 
 def test_same_start_groups_reset_to_the_same_scene():
-    from vla_torchrl.envs.factory import make_env
+    from vla_torchrl.envs.builder import make_env
 
     env = make_env(
         "ind",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vla_torchrl.envs.factory import episode_numbering
+from vla_torchrl.envs.builder import episode_numbering
 
 
 def _ids(numbering, episodes):
