@@ -135,3 +135,21 @@ def test_dataclass_post_init_checks_directly():
         AlgoConfig(name="a2c")
     with pytest.raises(ConfigError, match="algo.epochs=0"):
         AlgoConfig(epochs=0)
+
+
+def test_model_small_and_arch_overrides_are_validated():
+    from vla_torchrl.config.load import compose_config
+    from vla_torchrl.errors import ConfigError
+
+    cfg = compose_config(["model=small", "model.arch.llm_num_layers=2"], config_name="train_cpu")
+    assert cfg.model.name == "small" and cfg.model.arch == {"llm_num_layers": 2}
+    cases = {
+        "+model.arch.no_such_field=1": "unknown field",
+        "model.arch.llm_hidden_size=30": "not divisible",  # OpenVLAConfig's own check
+        "model.arch=3": "a mapping",
+    }
+    for override, message in cases.items():
+        with pytest.raises(ConfigError, match=message):
+            compose_config(["model=small", override], config_name="train_cpu")
+    with pytest.raises(ConfigError, match="random-init"):
+        compose_config(["model=openvla", "model.arch.image_size=96"], config_name="train_cpu")

@@ -39,6 +39,8 @@ def _type_ok(value: Any, annotation: Any) -> tuple[bool, Any]:
         return False, value
     if annotation is str:
         return isinstance(value, str), value
+    if origin is dict:
+        return isinstance(value, Mapping), value
     if origin is list:
         if not isinstance(value, list | tuple):
             return False, value
@@ -59,6 +61,8 @@ def _describe(annotation: Any) -> str:
         return names[annotation]
     if typing.get_origin(annotation) is list:
         return "a list"
+    if typing.get_origin(annotation) is dict:
+        return "a mapping (key: value)"
     parts = [a for a in typing.get_args(annotation) if a is not type(None)]
     if len(parts) == 1:
         return f"{_describe(parts[0])} or null"

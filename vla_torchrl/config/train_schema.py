@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -178,6 +178,12 @@ class ModelConfig:
             self.name in ("openvla", "tiny", "small"),
             f"model.name={self.name!r} is unknown; use 'openvla', 'tiny' or 'small'",
         )
+        _check(
+            isinstance(self.arch, Mapping),
+            f"model.arch={self.arch!r} must be a mapping of OpenVLAConfig fields, e.g. "
+            "model.arch.image_size=96",
+        )
+        self.arch = {k: v for k, v in self.arch.items() if v is not None}  # null: the preset's
         if self.arch:
             _check(
                 self.name in ("tiny", "small") and not self.checkpoint,
