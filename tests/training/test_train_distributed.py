@@ -86,7 +86,12 @@ def test_two_rank_update_equals_one_process_on_the_concatenated_batch(
     moved = max((single[k] - init[k]).abs().max().item() for k in init)
     assert moved > 1e-4  # the update changed the parameters
     diff = max((single[k] - dp[k]).abs().max().item() for k in init)
-    assert diff < 1e-5
+    # FSDP2's reduce-scatter sums gradients in another order than one process does; after
+    # AdamW's first step (update ~ lr * g / (|g| + eps)) a weight whose gradient is near eps
+    # turns that float32 rounding into a change of a few % of lr (1e-3): measured 1.25e-5 and
+    # 1.87e-5 on this machine (also on the commit before this change). The moments below check
+    # the gradients themselves to 1e-6.
+    assert diff < (5e-5 if dp_mode == "ppo-fsdp2" else 1e-5)
     # the optimizer state a checkpoint holds is the whole (gathered) state
     m_single = load_file(tmp_path / "single.st.exp_avg")
     m_dp = load_file(tmp_path / "dp.st.exp_avg")
