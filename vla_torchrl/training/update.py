@@ -242,10 +242,8 @@ def rl_update(
     if isinstance(loss_fn, VLAPPOLoss) and cfg.algo.normalize_advantage:
         # normalise with statistics of the whole (global) rollout, not of each minibatch of 8
         mask = valid[..., None]
-        if degenerate:
-            loss_fn.advantage_stats_fn = _unit_stats
-        else:
-            loss_fn.advantage_stats_fn = global_advantage_stats(rollout.get(ADVANTAGE_KEY), mask)
+        # (zeroed advantages stay zero: their mean is 0)
+        loss_fn.advantage_stats_fn = global_advantage_stats(rollout.get(ADVANTAGE_KEY), mask)
     trajectory_loss = isinstance(loss_fn, VLATPOLoss)
     batch = rollout if trajectory_loss else rollout.reshape(-1)
     if not valid.all():
@@ -274,12 +272,6 @@ def rl_update(
     )
     stats["degenerate_batch"] = float(degenerate)
     return stats
-
-
-def _unit_stats(advantage: torch.Tensor, mask: torch.Tensor | None = None):
-    """Mean 0, std 1: leaves (zeroed) advantages as they are."""
-    zero = torch.zeros((), dtype=advantage.dtype, device=advantage.device)
-    return zero, torch.ones_like(zero)
 
 
 def rewards_vary(rollout: TensorDictBase, valid: torch.Tensor, info: DistInfo) -> bool:
