@@ -46,6 +46,7 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", default=None)
     p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--ls-init", type=float, default=None, help="DINO LayerScale init (None: 1e-5)")
     a = p.parse_args()
     torch.manual_seed(a.seed)
     out = Path(a.out)
@@ -82,7 +83,7 @@ def main():
     )
     cfg = OpenVLAConfig.tiny(
         image_size=a.img,
-        dino=ViTConfig(DINO_TIMM_ID, a.vd, a.vdepth, 4, a.patch, 4.0),
+        dino=ViTConfig(DINO_TIMM_ID, a.vd, a.vdepth, 4, a.patch, 4.0, layer_scale_init=a.ls_init),
         siglip=ViTConfig(SIGLIP_TIMM_ID, a.vd, a.vdepth, 4, a.patch, 4.0),
         llm_hidden_size=a.h,
         llm_intermediate_size=4 * a.h,
@@ -136,13 +137,20 @@ def main():
 
     aug = ImageAugmentation(shift=a.shift, brightness=0.1, contrast=0.1, seed=a.seed)
 
-    def val_loss():
+    def val_loss(shuffle_images=False):
+        # shuffle_images: the held-out loss with each step's image swapped for another step's;
+        # its gap to the true loss measures how much the policy reads the image
         model.eval()
         tot = 0
         n = 0
+        g = torch.Generator().manual_seed(0)
         with torch.no_grad():
             for i in range(0, len(val_idx), 64):
                 mb = demos[val_idx[i : i + 64]]
+                if shuffle_images:
+                    mb = mb.clone()
+                    img = mb["observation", "image"]
+                    mb["observation", "image"] = img[torch.randperm(len(img), generator=g)]
                 o = loss_fn(mb.clone())
                 tot += float(o["loss_sft"]) * mb.shape[0]
                 n += mb.shape[0]
@@ -204,6 +212,7 @@ def main():
             done = time.time() - t_train > budget
             if time.time() - last_eval > a.eval_every_min * 60 or done:
                 vl = val_loss()
+                vls = val_loss(shuffle_images=True)
                 r = sim_eval()
                 last_eval = time.time()
                 L(
@@ -211,6 +220,7 @@ def main():
                     step=step,
                     epoch=round(seen / len(train_idx), 2),
                     val_loss=round(vl, 4),
+                    val_loss_shuffled_images=round(vls, 4),
                     **r,
                 )
                 torch.save({k: v for k, v in model.state_dict().items()}, out / "last.pt")
