@@ -142,16 +142,23 @@ def resolve_loss_target(algo: AlgoConfig):
 
 
 def custom_loss(cfg: TrainConfig, bundle: PolicyBundle):
-    """Instantiate ``algo.loss`` (Hydra) as ``Target(evaluator, algo=cfg.algo, **arguments)``.
+    """Build ``algo.loss`` as ``Target(evaluator, algo=cfg.algo, **arguments)``.
+
+    The arguments are the other entries of ``algo.loss``, through Hydra's ``instantiate`` (so an
+    argument may itself be ``{_target_: ...}``).
 
     Raises UserError when it cannot be built, or when it has trainable parameters that the
     optimizer does not hold (they would silently stay at their initial values).
     """
     from hydra.utils import instantiate
 
-    resolve_loss_target(cfg.algo)
+    target = resolve_loss_target(cfg.algo)
+    kwargs = {k: v for k, v in cfg.algo.loss.items() if k != "_target_"}
     try:
-        loss = instantiate(dict(cfg.algo.loss), bundle.evaluator, algo=cfg.algo, _convert_="all")
+        # nested {_target_: ...} arguments are built by Hydra; the evaluator and the config are
+        # Python objects, passed directly
+        kwargs = instantiate(kwargs, _convert_="all") if kwargs else {}
+        loss = target(bundle.evaluator, algo=cfg.algo, **kwargs)
     except Exception as err:  # noqa: BLE001 - report the user's constructor error in one line
         cause = err.__cause__ or err
         raise UserError(
