@@ -107,6 +107,9 @@ class EnvConfig:
         width, height: camera resolution (the paper: 640 x 480).
         options: extra keyword options of the backend's env (toy: ``ToyReachConfig`` fields such
             as ``num_targets`` or ``use_gripper``; ManiSkill: ``make_env`` options).
+        transforms: TorchRL transforms appended to the env, in order, each
+            ``{_target_: package.Transform, <its arguments>}`` (Hydra ``instantiate``), e.g.
+            ``env.transforms='[{_target_: torchrl.envs.RewardScaling, loc: 0.0, scale: 2.0}]'``.
     """
 
     backend: Literal["maniskill", "toy"] = "maniskill"
@@ -116,8 +119,15 @@ class EnvConfig:
     width: int = 640
     height: int = 480
     options: dict = field(default_factory=dict)
+    transforms: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        for i, spec in enumerate(self.transforms):
+            _check(
+                isinstance(spec, Mapping) and isinstance(spec.get("_target_"), str),
+                f"env.transforms[{i}]={spec!r} must be a mapping with a _target_ naming a "
+                "TorchRL transform, e.g. {_target_: torchrl.envs.RewardScaling, loc: 0, scale: 2}",
+            )
         _check(
             self.backend in ("maniskill", "toy"),
             f"env.backend={self.backend!r} is unknown; use 'maniskill' or 'toy'",
