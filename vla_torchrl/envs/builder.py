@@ -46,7 +46,7 @@ def build_scene_config(spec: TaskSpec, library: AssetLibrary):
 
 
 def _single_env(
-    task: str,
+    task: str | TaskSpec,
     asset_source: str,
     asset_seed: int,
     rl4vla_dir: str | None,
@@ -56,11 +56,14 @@ def _single_env(
     from vla_torchrl.envs.maniskill.put_on_env import PutOnEnv
 
     library = AssetLibrary.load(asset_source, rl4vla_dir=rl4vla_dir, seed=asset_seed)  # type: ignore[arg-type]
-    return PutOnEnv(build_scene_config(SUITE[task], library), **env_kwargs)
+    # the spec itself travels to ParallelEnv's (spawned) workers, so tasks registered at run
+    # time (register_task) need no registration there
+    spec = task if isinstance(task, TaskSpec) else SUITE[task]
+    return PutOnEnv(build_scene_config(spec, library), **env_kwargs)
 
 
 def _guarded_single_env(
-    task: str,
+    task: str | TaskSpec,
     asset_source: str,
     asset_seed: int,
     rl4vla_dir: str | None,
@@ -181,13 +184,13 @@ def make_env(
         # GPU simulation: one ManiSkill env object holding num_envs scenes (not tested on CPU CI)
         env_kwargs.update(num_envs=num_envs, sim_backend="gpu", device=device or "cuda")
         build = _guarded_single_env if guard_sim_errors else _single_env
-        env: EnvBase = build(task, source, asset_seed, rl4vla_dir, env_kwargs)
+        env: EnvBase = build(spec, source, asset_seed, rl4vla_dir, env_kwargs)
     else:
         env_kwargs["device"] = device or "cpu"
         fns = [
             functools.partial(
                 _guarded_single_env if guard_sim_errors else _single_env,
-                task,
+                spec,
                 source,
                 asset_seed,
                 rl4vla_dir,
