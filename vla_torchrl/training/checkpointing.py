@@ -56,6 +56,11 @@ RNG = "rng.pt"
 COUNTERS = "counters.json"
 EXTRA_DIR = "extra"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
+# the way out of a damaged checkpoint, as the training CLI spells it (TrainConfig.resume)
+_OLDER = (
+    "resume from an older one (resume=<its step>; resume=true picks the newest that verifies) "
+    "or restart (resume=from_scratch)"
+)
 
 
 class CheckpointError(UserError):
@@ -138,7 +143,7 @@ def _check_rng_states(states: Mapping[str, Any], file: Path) -> None:
     except Exception as err:
         raise CheckpointError(
             f"checkpoint file {file} holds no valid RNG states ({type(err).__name__}: {err}); "
-            "load an older checkpoint"
+            + _OLDER
         ) from err
     finally:
         restore_rng_states(current)
@@ -212,12 +217,12 @@ def _read(file: Path, reader: Callable[[Path], Any], kind: type | None = None) -
     except Exception as err:
         raise CheckpointError(
             f"checkpoint file {file} cannot be read ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}); load an older checkpoint"
+            f"{str(err).splitlines()[0] if str(err) else ''}); " + _OLDER
         ) from err
     if kind is not None and not isinstance(value, kind):
         raise CheckpointError(
             f"checkpoint file {file} holds a {type(value).__name__}, expected a "
-            f"{kind.__name__}; load an older checkpoint"
+            f"{kind.__name__}; " + _OLDER
         )
     return value
 
@@ -409,7 +414,7 @@ class CheckpointManager:
         if not manifest_path.is_file():
             raise CheckpointError(
                 f"{manifest_path} is missing: the checkpoint {path} is incomplete (a save was "
-                "interrupted); load an older one (CheckpointManager.latest() skips it)"
+                "interrupted); " + _OLDER
             )
         try:
             manifest = json.loads(manifest_path.read_text())
@@ -420,7 +425,7 @@ class CheckpointManager:
         except Exception as err:  # bad JSON, wrong types, absurd nesting: never trust it
             raise CheckpointError(
                 f"{manifest_path} is corrupt ({type(err).__name__}: {err}); the checkpoint "
-                "cannot be trusted, load an older one"
+                "cannot be trusted; " + _OLDER
             ) from err
         if manifest.get("format") != FORMAT_VERSION:
             raise CheckpointError(
@@ -433,8 +438,7 @@ class CheckpointManager:
                 size_expected, sha_expected = int(meta["size"]), str(meta["sha256"])
             except Exception as err:
                 raise CheckpointError(
-                    f"{manifest_path} is corrupt: bad entry {rel!r}: {meta!r} ({err}); "
-                    "load an older checkpoint"
+                    f"{manifest_path} is corrupt: bad entry {rel!r}: {meta!r} ({err}); " + _OLDER
                 ) from err
             file = path / rel
             if not file.is_file():
@@ -443,12 +447,12 @@ class CheckpointManager:
             if size != size_expected:
                 raise CheckpointError(
                     f"checkpoint file {file} is truncated or altered: {size} bytes, the manifest "
-                    f"says {size_expected}; load an older checkpoint"
+                    f"says {size_expected}; " + _OLDER
                 )
             if _sha256(file) != sha_expected:
                 raise CheckpointError(
                     f"checkpoint file {file} is corrupt: its sha256 differs from the manifest; "
-                    "load an older checkpoint"
+                    + _OLDER
                 )
         manifest["step"] = step
         return manifest
