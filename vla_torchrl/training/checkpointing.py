@@ -44,6 +44,8 @@ __all__ = [
     "CheckpointError",
     "CheckpointManager",
     "capture_rng_states",
+    "check_finite",
+    "check_saved_dtypes",
     "check_tensors",
     "restore_rng_states",
 ]
@@ -230,7 +232,8 @@ def _read(file: Path, reader: Callable[[Path], Any], kind: type | None = None) -
 def check_tensors(
     loaded: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], *, where: str
 ) -> None:
-    """Check that ``loaded`` has exactly the names and shapes of ``expected``.
+    """Check that ``loaded`` has exactly the names, shapes and dtypes of ``expected`` and only
+    finite floating-point values.
 
     Args:
         loaded: tensors read from a checkpoint.
@@ -238,7 +241,8 @@ def check_tensors(
         where: the checkpoint, for the message.
 
     Raises:
-        CheckpointError: naming the missing, unexpected and mis-shaped tensors.
+        CheckpointError: naming the missing, unexpected, mis-shaped or mis-typed tensors, or
+            one holding NaN / inf.
 
     Examples:
         >>> check_tensors({"w": torch.zeros(2, 3)}, {"w": torch.zeros(2, 4)}, where="ckpt")
@@ -247,6 +251,19 @@ def check_tensors(
         vla_torchrl.training.checkpointing.CheckpointError: ckpt does not match the model being resumed: shape of w: [2, 3] in the checkpoint, [2, 4] in the model; resume with the config the checkpoint was written with (e.g. the same model.lora_rank), or start a new run_dir
     """
     problems = []
+    for name in sorted(set(expected) & set(loaded)):
+        a, b = loaded[name], expected[name]
+        if a.dtype != b.dtype:
+            raise CheckpointError(
+                f"{where}: tensor {name} is {str(a.dtype).removeprefix('torch.')}, the model "
+                f"expects {str(b.dtype).removeprefix('torch.')}; resume with the config the "
+                "checkpoint was written with (e.g. the same model.dtype), or start a new run_dir"
+            )
+        if a.is_floating_point() and not bool(torch.isfinite(a).all()):
+            raise CheckpointError(
+                f"{where}: tensor {name} holds NaN or inf values; the run diverged before this "
+                "save, " + _OLDER
+            )
     missing = sorted(set(expected) - set(loaded))
     unexpected = sorted(set(loaded) - set(expected))
     if missing:
@@ -267,6 +284,61 @@ def check_tensors(
             "the config the checkpoint was written with (e.g. the same model.lora_rank), or "
             "start a new run_dir"
         )
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def check_saved_dtypes(
+    path: str | os.PathLike, expected: Mapping[str, torch.Tensor], *, fix: str
+) -> None:
+    """Refuse a safetensors file whose tensors have other dtypes than the ``expected`` ones
+    they will be copied into (read from the file's header; nothing else is loaded).
+
+    Args:
+        path: the safetensors file.
+        expected: name -> the tensor (e.g. parameter) it is loaded into.
+        fix: what to do, for the message.
+
+    Raises:
+        CheckpointError: one line naming the file, the tensor and both dtypes.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as fh:
+            saved = {k: fh.get_slice(k).get_dtype() for k in fh.keys()}  # noqa: SIM118 - safe_open is no dict
+    except Exception as err:
+        raise CheckpointError(
+            f"{path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0]}); {fix}"
+        ) from err
+    for name in sorted(set(saved) & set(expected)):
+        want = expected[name].dtype
+        got = _SAFETENSORS_DTYPES.get(saved[name])
+        if got != want:
+            shown = saved[name] if got is None else str(got).removeprefix("torch.")
+            raise CheckpointError(
+                f"{path}: tensor {name} is {shown}, the model expects "
+                f"{str(want).removeprefix('torch.')}; {fix}"
+            )
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], *, where: str, fix: str) -> None:
+    """Refuse NaN / inf in floating-point ``tensors`` (one line naming ``where`` and the tensor)."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{where}: tensor {name} holds NaN or inf values; {fix}")
 
 
 class CheckpointManager:

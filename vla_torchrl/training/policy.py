@@ -40,6 +40,7 @@ from vla_torchrl.config.train_schema import AlgoConfig, ModelConfig
 from vla_torchrl.errors import UserError
 from vla_torchrl.modules import BuiltinTokenizer, LoRASettings, PolicyBundle, build_policy
 from vla_torchrl.modules.lora import drop_unused_adapters
+from vla_torchrl.training.checkpointing import check_finite, check_saved_dtypes
 
 __all__ = ["build_policy_from_config", "load_policy", "save_policy"]
 
@@ -256,10 +257,17 @@ def _load(
     trainable = directory / TRAINABLE_FILE
     if not trainable.is_file():
         raise UserError(f"{trainable} is missing: the policy directory is incomplete")
+    fix = "re-save the policy from its run (the weights must keep the model's dtypes)"
+    check_saved_dtypes(trainable, bundle.trainable_named_parameters(), fix=fix)
     try:
         _load_trainable(bundle, trainable, strict_critic=critic in (None, spec["critic"]))
     except (ValueError, OSError, SafetensorError, RuntimeError) as err:
         raise UserError(f"could not load {trainable}: {err}") from err
+    check_finite(
+        bundle.trainable_named_parameters(),
+        where=str(trainable),
+        fix="the run that saved it diverged; use an earlier policy or checkpoint",
+    )
     return bundle
 
 
