@@ -68,3 +68,86 @@ def test_policy_load_refuses_other_dtypes_and_nan(policy_dir, tmp_path, change, 
     assert needle in message and str(target / TRAINABLE_FILE) in message and name in message
     assert "\n" not in message
     load_policy(policy_dir)  # the untouched policy still loads
+
+
+# ----------------------------------------------------------- disk full, atomic policy save
+
+
+def test_disk_full_during_checkpoint_save_says_so(tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    from vla_torchrl.training import checkpointing
+    from vla_torchrl.training.checkpointing import CheckpointManager
+
+    manager = CheckpointManager(tmp_path, keep_last=3)
+    good = manager.save(1, tensors={"w": torch.ones(2)})
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpointing, "save_file", full)
+    with pytest.raises(CheckpointError, match=f"disk full at {manager.root}: checkpoint step 2"):
+        manager.save(2, tensors={"w": torch.ones(2)})
+    # torch.save's zip writer on a full disk: RuntimeError "unexpected pos", no errno
+    monkeypatch.undo()
+
+    def zip_full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 32")
+
+    monkeypatch.setattr(checkpointing.torch, "save", zip_full)
+    monkeypatch.setattr(
+        checkpointing.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(100, 100, 0)
+    )
+    with pytest.raises(CheckpointError, match="disk full at"):
+        manager.save(3, tensors={"w": torch.ones(2)})
+    monkeypatch.undo()
+    assert manager.checkpoints() == [good] and manager.latest() == good
+    assert [p.name for p in manager.root.iterdir()] == [good.name]  # no temp left
+
+
+def test_policy_save_is_atomic_and_disk_full_is_named(policy_dir, tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    from safetensors import torch as st
+
+    target = tmp_path / "policy"
+    shutil.copytree(policy_dir, target)
+    before = {p.name: p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    model, algo = ModelConfig(name="tiny", lora_rank=2, dtype="float32"), AlgoConfig(name="ppo")
+    bundle = build_policy_from_config(model, algo)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(st, "save_file", full)
+    with pytest.raises(UserError, match=f"disk full at {tmp_path}: the policy {target}"):
+        save_policy(bundle, target, model, algo)
+    after = {p.name: p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    assert after == before  # the previous policy, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["policy"]
+
+
+def test_policy_folders_are_byte_reproducible(tmp_path):
+    """Two processes (other string hashing) save the same policy: the same bytes, incl. peft's
+    adapter_config.json (target_modules was written in set order)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from vla_torchrl.config.train_schema import AlgoConfig, ModelConfig\n"
+        "from vla_torchrl.training.policy import build_policy_from_config, save_policy\n"
+        "m, a = ModelConfig(name='tiny', lora_rank=2, dtype='float32'), AlgoConfig(name='ppo')\n"
+        "save_policy(build_policy_from_config(m, a), sys.argv[1], m, a)\n"
+    )
+    for name, seed in (("a", "1"), ("b", "2")):
+        env = {**__import__("os").environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / name)], check=True, env=env)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*"))
+    assert any(p.name == "adapter_config.json" for p in files)
+    for rel in files:
+        if (tmp_path / "a" / rel).is_file():
+            a, b = (tmp_path / "a" / rel).read_bytes(), (tmp_path / "b" / rel).read_bytes()
+            assert a == b, rel

@@ -21,6 +21,7 @@ pickle-free format with per-file checksums and RNG capture for single-process ru
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -47,6 +48,8 @@ __all__ = [
     "check_finite",
     "check_saved_dtypes",
     "check_tensors",
+    "is_disk_full",
+    "replace_directory",
     "restore_rng_states",
 ]
 
@@ -341,6 +344,36 @@ def check_finite(tensors: Mapping[str, torch.Tensor], *, where: str, fix: str) -
             raise CheckpointError(f"{where}: tensor {name} holds NaN or inf values; {fix}")
 
 
+def is_disk_full(err: BaseException, where: str | os.PathLike) -> bool:
+    """Whether ``err`` (from a write under ``where``) means the disk is full: ENOSPC, the
+    "os error 28" of safetensors, or torch.save's zip writer failing ("unexpected pos", "file
+    write failed") while under 64 MiB are left there."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return True
+    text = str(err)
+    if "os error 28" in text or "No space left on device" in text:
+        return True
+    if "unexpected pos" in text or "file write failed" in text:
+        try:
+            return shutil.disk_usage(where).free < 64 << 20
+        except OSError:
+            return False
+    return False
+
+
+def replace_directory(tmp: Path, final: Path) -> None:
+    """Put the complete directory ``tmp`` in place of ``final`` (renames only: a reader sees the
+    old or the new one, a crash leaves at worst the old one under a ``.trash-`` name)."""
+    old = None
+    if final.exists():
+        old = final.parent / f".trash-{final.name}-{os.getpid()}-{time.monotonic_ns()}"
+        os.rename(final, old)
+    os.rename(tmp, final)
+    _fsync_dir(final.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 class CheckpointManager:
     """Save, find and load checkpoints of one run.
 
@@ -433,8 +466,14 @@ class CheckpointManager:
                 self._discard(final)
             os.rename(tmp, final)
             _fsync_dir(self.root)
-        except BaseException:
+        except BaseException as err:
             shutil.rmtree(tmp, ignore_errors=True)
+            if is_disk_full(err, self.root):
+                raise CheckpointError(
+                    f"disk full at {self.root}: checkpoint step {step} was not written (the "
+                    "earlier ones are intact); free space there (or lower keep_last) and rerun "
+                    "with resume=true to continue from the last checkpoint"
+                ) from err
             raise
         self._prune(keep=final)
         return final

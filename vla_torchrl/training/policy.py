@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,12 @@ from vla_torchrl.config.train_schema import AlgoConfig, ModelConfig
 from vla_torchrl.errors import UserError
 from vla_torchrl.modules import BuiltinTokenizer, LoRASettings, PolicyBundle, build_policy
 from vla_torchrl.modules.lora import drop_unused_adapters
-from vla_torchrl.training.checkpointing import check_finite, check_saved_dtypes
+from vla_torchrl.training.checkpointing import (
+    check_finite,
+    check_saved_dtypes,
+    is_disk_full,
+    replace_directory,
+)
 
 __all__ = ["build_policy_from_config", "load_policy", "save_policy"]
 
@@ -151,8 +157,34 @@ def save_policy(
     ``trainable``: the trained tensors to write instead of the bundle's own (e.g. gathered from
     FSDP2 shards; full fine-tuning only, no peft adapters are written then).
     """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    # written beside the target and swapped in whole: a kill or a full disk mid-save leaves the
+    # previous policy (or none), never a mix
+    final = Path(directory)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    directory = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir()
+    try:
+        _write_policy(bundle, directory, model, algo, trainable)
+        replace_directory(directory, final)
+    except BaseException as err:
+        shutil.rmtree(directory, ignore_errors=True)
+        if is_disk_full(err, final.parent):
+            raise UserError(
+                f"disk full at {final.parent}: the policy {final} was not written; free space "
+                "there and rerun (a finished training run resumes from its last checkpoint)"
+            ) from err
+        raise
+    return final
+
+
+def _write_policy(
+    bundle: PolicyBundle,
+    directory: Path,
+    model: ModelConfig,
+    algo: AlgoConfig,
+    trainable: dict[str, torch.Tensor] | None,
+) -> None:
     base = str(Path(model.checkpoint).resolve()) if model.checkpoint else TINY_BASE
     spec: dict[str, Any] = {
         "model": dataclasses.asdict(model),
@@ -171,7 +203,6 @@ def save_policy(
 
         state = {k: t.detach().to("cpu").contiguous() for k, t in trainable.items()}
         save_file(state, str(directory / TRAINABLE_FILE), metadata={"format": "pt"})
-    return directory
 
 
 def load_policy(
