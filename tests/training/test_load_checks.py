@@ -151,3 +151,29 @@ def test_policy_folders_are_byte_reproducible(tmp_path):
         if (tmp_path / "a" / rel).is_file():
             a, b = (tmp_path / "a" / rel).read_bytes(), (tmp_path / "b" / rel).read_bytes()
             assert a == b, rel
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("critic", 123, "critic is 123, expected a string"),
+        ("base_checkpoint", 5, "base_checkpoint is 5, expected a string"),
+        ("norm_stats", [1], "norm_stats is [1], expected a mapping or null"),
+        ("model", {"name": "tiny", "lora_rank": -1}, "lora_rank"),
+    ],
+)
+def test_policy_json_types_are_one_line_naming_the_file(
+    policy_dir, tmp_path, field, value, needle
+):
+    import json
+    import shutil
+
+    target = tmp_path / "policy"
+    shutil.copytree(policy_dir, target)
+    spec = json.loads((target / "policy.json").read_text())
+    spec[field] = value
+    (target / "policy.json").write_text(json.dumps(spec))
+    with pytest.raises(UserError) as info:
+        load_policy(target)
+    message = str(info.value)
+    assert needle in message and str(target / "policy.json") in message and "\n" not in message

@@ -236,13 +236,12 @@ def _load(
     try:
         spec = json.loads(spec_file.read_text())
         model = ModelConfig(**spec["model"])
-        spec["critic"], spec["base_checkpoint"]  # noqa: B018 - present?
-    except UserError:
-        raise
-    except Exception as err:  # bad JSON, missing or unknown fields
+        _check_spec_types(spec)
+    except Exception as err:  # bad JSON, missing, unknown or mistyped fields
+        reason = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
         raise UserError(
-            f"{spec_file} is not a valid policy description ({type(err).__name__}: {err}); "
-            "pass the 'policy' directory written by a training run"
+            f"{spec_file} is not a valid policy description ({reason}); pass the 'policy' "
+            "directory written by a training run"
         ) from err
     # A run starting from a saved policy may attach another critic (e.g. PPO after SFT): the
     # policy weights come from the file, a critic it lacks starts fresh.
@@ -300,6 +299,25 @@ def _load(
         fix="the run that saved it diverged; use an earlier policy or checkpoint",
     )
     return bundle
+
+
+_SPEC_TYPES = {  # policy.json field -> (allowed types, as the message says it)
+    "critic": ((str,), "a string"),
+    "base_checkpoint": ((str,), "a string (a directory or 'tiny')"),
+    "tokenizer": ((str, type(None)), "a string"),
+    "norm_stats": ((dict, type(None)), "a mapping or null"),
+    "unnorm_key": ((str, type(None)), "a string or null"),
+}
+
+
+def _check_spec_types(spec: Any) -> None:
+    if not isinstance(spec, dict):
+        raise TypeError(f"the file holds a {type(spec).__name__}, not a mapping")
+    for key, (types, want) in _SPEC_TYPES.items():
+        if key in ("critic", "base_checkpoint") and key not in spec:
+            raise KeyError(key)
+        if key in spec and not isinstance(spec[key], types):
+            raise TypeError(f"{key} is {spec[key]!r}, expected {want}")
 
 
 def _load_trainable(bundle: PolicyBundle, path: Path, *, strict_critic: bool) -> None:

@@ -54,7 +54,7 @@ from vla_torchrl.training.metrics import METRICS_FILE, MetricLogger
 from vla_torchrl.utils.distributed import DistInfo, barrier
 from vla_torchrl.utils.seeding import seed_everything
 
-__all__ = ["RunContext", "start_run"]
+__all__ = ["RunContext", "check_can_start", "start_run"]
 
 CONFIG_FILE = "config.json"
 _log = logging.getLogger("vla_torchrl.recipes")
@@ -245,18 +245,31 @@ def start_run(
     return ctx
 
 
+def check_can_start(cfg: TrainConfig) -> None:
+    """Refuse ``resume=false`` on a ``run_dir`` that already holds a run, before anything is
+    written (the command line calls it before Hydra's own files go into ``run_dir``).
+
+    Raises:
+        UserError: naming the directory and the ways out.
+    """
+    run_dir = Path(cfg.run_dir)
+    log = run_dir / METRICS_FILE
+    has_log = log.exists() and log.stat().st_size > 0
+    if cfg.resume is False and (CheckpointManager(run_dir).checkpoints() or has_log):
+        raise UserError(
+            f"run_dir={str(run_dir)!r} already holds a run (checkpoints or metrics) and "
+            "resume=false; set resume=true to continue it, resume=from_scratch to restart it "
+            "(the old files are moved aside), or choose a new run_dir"
+        )
+
+
 def _open_run_dir(cfg: TrainConfig, *, tensorboard: bool | None, wandb: str | None) -> RunContext:
     """The run directory's owner (one process, or rank 0): resume or refuse, open the log."""
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     manager = CheckpointManager(run_dir, keep_last=cfg.keep_last)
     has_log = (run_dir / METRICS_FILE).exists() and (run_dir / METRICS_FILE).stat().st_size > 0
-    if cfg.resume is False and (manager.checkpoints() or has_log):
-        raise UserError(
-            f"run_dir={str(run_dir)!r} already holds a run (checkpoints or metrics) and "
-            "resume=false; set resume=true to continue it, resume=from_scratch to restart it "
-            "(the old files are moved aside), or choose a new run_dir"
-        )
+    check_can_start(cfg)
     resumed = _resume(cfg, manager, run_dir) if cfg.resume is not False else None
     if cfg.resume == "from_scratch":
         has_log = False  # moved aside by _resume
