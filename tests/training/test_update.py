@@ -68,3 +68,31 @@ def test_non_finite_loss_skips_the_step_and_counts_it():
     )
     assert stats["skipped"] == 1 and stats["steps"] == 1
     assert abs(w.item() - 1.0) < 1e-6  # only the finite step moved w (lr 0.5 * grad -2)
+
+
+def test_skipped_nan_gradient_step_leaves_grad_norm_finite():
+    """A NaN gradient (finite loss) is skipped; grad_norm averages the taken steps only, never
+    NaN (it was logged as null; issue 17 item 9)."""
+    import math
+
+    w = torch.nn.Parameter(torch.zeros(1))
+    calls = {"n": 0}
+
+    def loss_fn(td):
+        calls["n"] += 1
+        value = ((w - td["x"]) ** 2).mean()
+        if calls["n"] == 1:  # a finite loss whose gradient is NaN
+            value.register_hook(lambda g: g * float("nan"))
+        return TensorDict({"loss_l": value}, [])
+
+    stats = run_update(
+        TensorDict({"x": torch.ones(4, 1)}, [4]),
+        loss_fn,
+        torch.optim.SGD([w], lr=0.5),
+        [w],
+        minibatch_size=2,
+        grad_accum_steps=1,
+        shuffle=False,
+    )
+    assert stats["skipped"] == 1 and stats["steps"] == 1
+    assert math.isfinite(stats["grad_norm"]) and abs(stats["grad_norm"] - 2.0) < 1e-6
