@@ -170,6 +170,12 @@ def _run_hydra(
         # Before the task starts, Hydra only parses the command line and composes the config;
         # it raises plain ValueErrors for some bad overrides (e.g. ``algo=true``): user errors.
         if catch and "started" not in result:
+            if isinstance(err, OSError):  # e.g. the run directory cannot be created
+                where = err.filename if err.filename is not None else "the output directory"
+                raise UserError(
+                    f"cannot write {where}: {err.strerror or err}; choose a directory you can "
+                    "write to (run_dir=... / out=...)"
+                ) from err
             raise UserError(f"bad command line {' '.join(args)!r}: {err}") from err
         raise
     finally:
