@@ -124,3 +124,11 @@ def test_io_error_before_the_task_is_not_a_bad_command_line(tmp_path, monkeypatc
     err = capsys.readouterr().err
     assert status == 2 and not ran and err.count("\n") == 1
     assert err.startswith(f"error: cannot write {tmp_path / 'file'}") and "bad command" not in err
+
+
+def test_unknown_key_is_not_advised_as_plus_key(tmp_path):
+    """Hydra's "+foo=1" advice would be refused by the schema: the line says the key does not
+    exist instead (issue 17 item 9)."""
+    proc = _show_config(tmp_path, "algo.foo=1")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "+algo.foo" not in proc.stderr and "no such config key" in proc.stderr
