@@ -75,7 +75,7 @@ def evaluate(
     if episodes < 1:
         raise UserError(f"--episodes={episodes} must be >= 1")
     if not greedy and not (math.isfinite(temperature) and temperature > 0):
-        raise UserError(f"--temperature={temperature} must be a number > 0 (or use --greedy)")
+        raise UserError(f"--temperature={temperature} must be > 0 and finite (or use --greedy)")
     for flag, value in (
         ("--num-envs", num_envs),
         ("--max-steps", max_episode_steps),
