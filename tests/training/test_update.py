@@ -124,3 +124,31 @@ def test_rl_update_offers_rollout_wide_advantage_stats_to_a_composed_loss():
     for mean, std in loss.inner.seen:
         torch.testing.assert_close(mean, adv.mean())
         torch.testing.assert_close(std, adv.std())
+
+
+def test_skipped_nan_gradient_step_leaves_grad_norm_finite():
+    """A NaN gradient (finite loss) is skipped; grad_norm averages the taken steps only, never
+    NaN (it was logged as null; issue 17 item 9)."""
+    import math
+
+    w = torch.nn.Parameter(torch.zeros(1))
+    calls = {"n": 0}
+
+    def loss_fn(td):
+        calls["n"] += 1
+        value = ((w - td["x"]) ** 2).mean()
+        if calls["n"] == 1:  # a finite loss whose gradient is NaN
+            value.register_hook(lambda g: g * float("nan"))
+        return TensorDict({"loss_l": value}, [])
+
+    stats = run_update(
+        TensorDict({"x": torch.ones(4, 1)}, [4]),
+        loss_fn,
+        torch.optim.SGD([w], lr=0.5),
+        [w],
+        minibatch_size=2,
+        grad_accum_steps=1,
+        shuffle=False,
+    )
+    assert stats["skipped"] == 1 and stats["steps"] == 1
+    assert math.isfinite(stats["grad_norm"]) and abs(stats["grad_norm"] - 2.0) < 1e-6

@@ -555,6 +555,14 @@ class OptimConfig:
             self.autocast in ("none", "bf16"),
             f"optim.autocast={self.autocast!r} is unknown; use none or bf16",
         )
+        _check(
+            isinstance(self.max_consecutive_skips, int)
+            and not isinstance(self.max_consecutive_skips, bool)
+            and self.max_consecutive_skips >= 1,
+            f"optim.max_consecutive_skips={self.max_consecutive_skips!r} must be an integer >= 1 "
+            "(updates skipped in a row for a non-finite loss, gradient or logits before the run "
+            "stops; default 5)",
+        )
 
     @property
     def transitions_per_update(self) -> int:
@@ -631,7 +639,12 @@ class TrainConfig:
         seed: seed of every RNG (``seed_everything``).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         run_dir: where checkpoints, logs and reports go.
-        resume: continue from the newest complete checkpoint in ``run_dir``.
+        resume: ``true``: continue from the newest checkpoint in ``run_dir`` that verifies (a
+            damaged newer one is moved aside with a log line; when none verifies the run stops
+            and says so); ``false``: refuse a ``run_dir`` that already holds a run;
+            ``from_scratch``: start at step 0, moving the old checkpoints and metric log aside
+            to ``run_dir/discarded-<time>/``; an integer N: continue from the checkpoint of
+            step N (later ones are moved aside the same way).
         checkpoint_every: environment steps between checkpoints (0: only at the end).
         keep_last: complete checkpoints kept on disk.
         dist: data-parallel settings (used when launched with ``torchrun``).
@@ -647,7 +660,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     run_dir: str = "runs/default"
-    resume: bool = True
+    resume: bool | int | Literal["from_scratch"] = True
     checkpoint_every: int = 102_400
     keep_last: int = 3
 
@@ -658,6 +671,14 @@ class TrainConfig:
         )
         _check(self.checkpoint_every >= 0, f"checkpoint_every={self.checkpoint_every} must be >= 0")
         _check(self.keep_last >= 1, f"keep_last={self.keep_last} must be >= 1")
+        _check(
+            isinstance(self.resume, bool)
+            or self.resume == "from_scratch"
+            or (isinstance(self.resume, int) and self.resume >= 0),
+            f"resume={self.resume!r} is not a resume mode; use true (the newest checkpoint that "
+            "verifies), false (refuse an existing run), from_scratch (restart at step 0, old "
+            "files moved aside) or a step N >= 0 (the checkpoint of that step)",
+        )
 
 
 def validate(

@@ -21,6 +21,7 @@ from torchrl.envs import EnvBase, ParallelEnv, SerialEnv, TransformedEnv
 
 from vla_torchrl.envs.asset_library import AssetLibrary, AssetSource, resolve_asset_source
 from vla_torchrl.envs.suite import SUITE, TaskSpec
+from vla_torchrl.utils.lifetime import in_worker
 
 __all__ = ["build_scene_config", "episode_numbering", "make_env", "perturbation_transform"]
 
@@ -200,6 +201,8 @@ def make_env(
         ]
         parallel = num_envs > 1 if parallel is None else parallel
         if parallel:
+            # workers end with this process, also when it is SIGKILLed (no orphaned scenes)
+            fns = [functools.partial(in_worker, fn) for fn in fns]
             env = ParallelEnv(num_envs, fns, serial_for_single=False)
         else:
             env = SerialEnv(num_envs, fns)

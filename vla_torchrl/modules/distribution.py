@@ -37,6 +37,7 @@ import torch
 from torch import distributions as D
 from transformers import DynamicCache
 
+from vla_torchrl.errors import UserError
 from vla_torchrl.modules.openvla import OpenVLA
 from vla_torchrl.modules.passes import (
     entropy,
@@ -102,7 +103,16 @@ def generate_action_tokens(
         if mode == "greedy":
             idx = logp.argmax(-1)
         else:
-            idx = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+            try:
+                idx = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+            except RuntimeError as err:  # NaN / inf probabilities: no host check per token
+                if "probability tensor contains" not in str(err):
+                    raise
+                raise UserError(
+                    "the policy's action logits are not finite (NaN or inf) while sampling: "
+                    "training diverged (e.g. optim.lr too high); continue from a checkpoint "
+                    "before the divergence with a lower rate (resume=<its step> optim.lr=...)"
+                ) from err
         tokens.append(idx + first_id)
         log_probs.append(logp.gather(-1, idx.unsqueeze(-1)).squeeze(-1))
         if step == n_steps - 1 and not feed_last:

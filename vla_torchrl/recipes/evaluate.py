@@ -56,12 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="eval")
     args = parser.parse_args(argv)
-    policies = {}
-    for item in args.policy:
-        label, sep, path = item.partition("=")
-        if not sep or not label or not path:
-            raise UserError(f"--policy {item!r} must look like LABEL=DIR, e.g. RL=runs/ppo/policy")
-        policies[label] = path
+    policies = args.policy  # LABEL=DIR items, checked by evaluate (names, duplicates)
     try:
         seeds = [int(s) for s in _csv(args.seeds)]
     except ValueError as err:

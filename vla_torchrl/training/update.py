@@ -147,7 +147,8 @@ def run_update(
                 )
                 if has_data(norm):
                     finite = bool(torch.isfinite(norm))
-                    grad_norms.append(float(norm))
+                    if finite:  # a skipped step's NaN norm would log as null
+                        grad_norms.append(float(norm))
             if not finite:
                 optimizer.zero_grad(set_to_none=True)
                 skipped += 1
