@@ -43,6 +43,7 @@ def test_unknown_perturbation_kind_or_region_is_rejected():
 def test_registered_task_reaches_parallel_workers_as_its_spec(monkeypatch):
     """register_task: known to SUITE / task_names, and ParallelEnv's worker functions carry the
     TaskSpec itself (a spawned worker re-imports SUITE without the registration)."""
+    import functools
     import pickle
 
     import pytest
@@ -68,6 +69,9 @@ def test_registered_task_reaches_parallel_workers_as_its_spec(monkeypatch):
         monkeypatch.setattr(builder, "ParallelEnv", _StubParallel)
         builder.make_env("test-far-plate", num_envs=2, parallel=True, sim_backend="cpu")
         fn = pickle.loads(pickle.dumps(captured["fns"][0]))  # what a spawned worker receives
+        # the worker's function may be wrapped (e.g. tied to its parent's lifetime): unwrap
+        while isinstance(fn.args[0], functools.partial):
+            fn = fn.args[0]
         assert fn.args[0] == spec and isinstance(fn.args[0], TaskSpec)
     finally:
         SUITE.pop("test-far-plate", None)
