@@ -48,6 +48,19 @@ def test_step_count_and_gradient_clipping():
     assert stats["grad_norm"] > 0.5  # the reported norm is the one before clipping
 
 
+def _two_minibatch_update(loss_fn, w):
+    """Two SGD steps (lr 0.5) of ``loss_fn`` on x = 1, minibatches of 2, in order."""
+    return run_update(
+        TensorDict({"x": torch.ones(4, 1)}, [4]),
+        loss_fn,
+        torch.optim.SGD([w], lr=0.5),
+        [w],
+        minibatch_size=2,
+        grad_accum_steps=1,
+        shuffle=False,
+    )
+
+
 def test_non_finite_loss_skips_the_step_and_counts_it():
     w = torch.nn.Parameter(torch.zeros(1))
     calls = {"n": 0}
@@ -57,15 +70,7 @@ def test_non_finite_loss_skips_the_step_and_counts_it():
         value = ((w - td["x"]) ** 2).mean()
         return TensorDict({"loss_l": value * float("nan") if calls["n"] == 1 else value}, [])
 
-    stats = run_update(
-        TensorDict({"x": torch.ones(4, 1)}, [4]),
-        loss_fn,
-        torch.optim.SGD([w], lr=0.5),
-        [w],
-        minibatch_size=2,
-        grad_accum_steps=1,
-        shuffle=False,
-    )
+    stats = _two_minibatch_update(loss_fn, w)
     assert stats["skipped"] == 1 and stats["steps"] == 1
     assert abs(w.item() - 1.0) < 1e-6  # only the finite step moved w (lr 0.5 * grad -2)
 
@@ -141,14 +146,6 @@ def test_skipped_nan_gradient_step_leaves_grad_norm_finite():
             value.register_hook(lambda g: g * float("nan"))
         return TensorDict({"loss_l": value}, [])
 
-    stats = run_update(
-        TensorDict({"x": torch.ones(4, 1)}, [4]),
-        loss_fn,
-        torch.optim.SGD([w], lr=0.5),
-        [w],
-        minibatch_size=2,
-        grad_accum_steps=1,
-        shuffle=False,
-    )
+    stats = _two_minibatch_update(loss_fn, w)
     assert stats["skipped"] == 1 and stats["steps"] == 1
     assert math.isfinite(stats["grad_norm"]) and abs(stats["grad_norm"] - 2.0) < 1e-6
