@@ -16,6 +16,7 @@ FOREGROUND_MASK_KEY           bool [B, H, W]      object / receptacle / robot pi
 STATE_KEY                     float [B, S]        proprioception (optional)
 INSTRUCTION_KEY               str (non-tensor)    language instruction, one per env
 EPISODE_ID_KEY                int64 [B]           episode id that seeded the reset
+PRIVILEGED_KEY                TensorDict [B]      simulator state labels (demos only)
 ACTION_KEY                    float [B, 7]        continuous env action (xyz, euler, gripper)
 ACTION_TOKENS_KEY             int64 [B, 7]        OpenVLA action token ids (31744..31999)
 TOKEN_LOG_PROBS_KEY           float [B, 7]        log-prob of each action token
@@ -60,6 +61,7 @@ __all__ = [
     "METRIC_KEYS",
     "NEXT",
     "OBSERVATION_KEY",
+    "PRIVILEGED_KEY",
     "REF_ACTION_LOG_PROB_KEY",
     "REWARD_KEY",
     "STATE_KEY",
@@ -80,6 +82,10 @@ NEXT = "next"
 # -- observations (written by envs, read by transforms and the actor) -------------------------
 FOREGROUND_MASK_KEY: NestedKey = (OBSERVATION_KEY, "foreground_mask")
 EPISODE_ID_KEY: NestedKey = "episode_id"
+# privileged simulator state (expert demos, ``vla-torchrl-collect privileged=true``): a
+# sub-tensordict of robot-root-frame positions, the grasp flag and the expert's phase; never
+# an input of the policy, only a label (vision pretraining, diagnostics)
+PRIVILEGED_KEY: NestedKey = "privileged"
 # reset input: the episode id to draw (-1: the env's next one); see vla_torchrl.envs.maniskill.put_on_env
 EPISODE_ID_REQUEST_KEY: NestedKey = "episode_id_request"
 

@@ -24,6 +24,8 @@ class CollectConfig:
         filter_idle: drop idle steps (the paper's filter).
         keep_failures: keep unsuccessful episodes too.
         overwrite: replace an existing ``out``.
+        privileged: also store the simulator state of every step (positions, grasp flag,
+            expert phase) as labels for vision pretraining (ManiSkill only).
         progress_bar: show a progress bar (only on a terminal).
 
     Examples:
@@ -40,6 +42,7 @@ class CollectConfig:
     filter_idle: bool = True
     keep_failures: bool = False
     overwrite: bool = False
+    privileged: bool = False
     progress_bar: bool = True
 
     def __post_init__(self) -> None:

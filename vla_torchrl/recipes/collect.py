@@ -25,6 +25,11 @@ transitions in episode order:
   tokenizer (actions in [-1, 1], the tiny model's); training re-tokenizes with its model's
   ``norm_stats``;
 - ``EPISODE_ID_KEY`` int64 ``[N]``: the episode each transition comes from;
+- ``PRIVILEGED_KEY`` (only with ``privileged=true``, ManiSkill): the simulator state the
+  action was computed from, labels for vision pretraining (``tcp_position``,
+  ``object_position``, ``receptacle_position`` float ``[N, 3]`` in the robot root frame,
+  ``is_grasped`` bool ``[N]``, ``expert_phase`` int64 ``[N]``; see
+  :meth:`~vla_torchrl.envs.maniskill.expert.PutOnExpert.privileged_state`);
 
 plus ``summary.json`` (episodes, successes, kept episodes and steps, seconds per episode, the
 config). Memory: the transitions are gathered in RAM before writing (about 0.9 MB per kept step
@@ -57,6 +62,7 @@ from vla_torchrl.keys import (
     GRASPED_KEY,
     IMAGE_KEY,
     INSTRUCTION_KEY,
+    PRIVILEGED_KEY,
     SUCCESS_KEY,
 )
 from vla_torchrl.recipes._cli import run_cli
@@ -68,16 +74,23 @@ _log = logging.getLogger("vla_torchrl.recipes.collect")
 SUMMARY_FILE = "summary.json"
 
 
-def _expert(env, backend: str):
-    """A function returning the expert's actions ``[B, 7]`` for the env's current state."""
+def _expert(env, backend: str, *, privileged: bool = False):
+    """Functions returning the expert's actions ``[B, 7]`` for the env's current state and
+    (``privileged``; else None) the simulator state its last action saw (a dict of ``[B, ...]``)."""
     if backend == "toy":
-        return env.oracle_action
+        if privileged:
+            raise UserError(
+                "privileged=true records the ManiSkill simulator's state (positions, grasp, "
+                "expert phase); the toy env has none: use env.backend=maniskill or privileged=false"
+            )
+        return env.oracle_action, None
     from vla_torchrl.envs.maniskill.expert import ExpertPolicy
 
     try:
-        return ExpertPolicy(env).actions
+        policy = ExpertPolicy(env)
     except ValueError as err:
         raise UserError(str(err)) from err
+    return policy.actions, (policy.privileged_state if privileged else None)
 
 
 def _protected(out: Path) -> str | None:
@@ -142,12 +155,15 @@ def _write_demos(data: TensorDict, out: Path, summary: dict[str, Any]) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _play_round(env, expert, max_steps: int) -> tuple[list[dict], torch.Tensor, torch.Tensor]:
+def _play_round(
+    env, expert, max_steps: int, state=None
+) -> tuple[list[dict], torch.Tensor, torch.Tensor]:
     """One episode per env row, until every row is done or ``max_steps``.
 
     Returns:
-        the per-step records (image, instruction, action, episode id; all rows), and the
-        rows' final ``success`` / ``grasped`` flags ``[B]``.
+        the per-step records (image, instruction, action, episode id, and ``state()``'s
+        privileged labels when given; all rows), and the rows' final ``success`` / ``grasped``
+        flags ``[B]``.
     """
     td = env.reset()
     b = env.batch_size[0]
@@ -166,6 +182,8 @@ def _play_round(env, expert, max_steps: int) -> tuple[list[dict], torch.Tensor, 
                 EPISODE_ID_KEY: td.get(EPISODE_ID_KEY).reshape(b).cpu(),
             }
         )
+        if state is not None:
+            steps[-1][PRIVILEGED_KEY] = {k: v.reshape(b, *v.shape[1:]) for k, v in state().items()}
         td.set(ACTION_KEY, action.to(td.device))
         nxt = env.step(td).get("next")
         # metrics are "so far" flags: their value at an episode's last step is the metric
@@ -194,6 +212,15 @@ def _episode(steps: list[dict], row: int, *, filter_idle: bool) -> tuple[TensorD
         },
         batch_size=[len(idx)],
     )
+    if PRIVILEGED_KEY in live[0]:
+        labels = live[0][PRIVILEGED_KEY]
+        ep.set(
+            PRIVILEGED_KEY,
+            TensorDict(
+                {k: torch.stack([live[i][PRIVILEGED_KEY][k][row] for i in idx]) for k in labels},
+                batch_size=[len(idx)],
+            ),
+        )
     ep.set(
         INSTRUCTION_KEY,
         NonTensorStack(*[NonTensorData(live[i][INSTRUCTION_KEY][row]) for i in idx]),
@@ -215,7 +242,8 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
     parts: list[TensorDict] = []
     n_success = n_grasped = n_kept = n_steps = 0
     try:
-        expert = _expert(env, env_cfg.backend)  # starts the scenes (a SerialEnv builds lazily)
+        # starts the scenes (a SerialEnv builds lazily)
+        expert, state = _expert(env, env_cfg.backend, privileged=cfg.privileged)
         env.set_seed(cfg.seed)  # episode ids restart at 0: the scenes vla-torchrl-eval replays
         t0 = time.perf_counter()  # seconds per episode: playing only, not building the scenes
         b = env.batch_size[0]
@@ -224,7 +252,7 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
         )
         try:
             for start in range(0, cfg.episodes, b):
-                steps, success, grasped = _play_round(env, expert, env_cfg.max_episode_steps)
+                steps, success, grasped = _play_round(env, expert, env_cfg.max_episode_steps, state)
                 rows = min(b, cfg.episodes - start)
                 for row in range(rows):
                     n_success += int(success[row])

@@ -185,6 +185,7 @@ class PutOnExpert:
         self._attempt = [0] * b
         self._previous_p: list[torch.Tensor | None] = [None] * b
         self._approach_axis: Literal["x", "z"] = "x" if task.robot_kind == "widowx" else "z"
+        self._state: dict[str, torch.Tensor] | None = None
 
     # -- privileged state (robot root frame) ------------------------------------------------------
     def _arm(self):
@@ -282,6 +283,12 @@ class PutOnExpert:
         obj_c, obj_bottom, obj_top, long_yaws = self._object_geometry()
         rec_c, rec_top = self._receptacle_top()
         grasped = task.evaluate()["is_grasped"].cpu()
+        self._state = {
+            "tcp_position": self._measured_p.clone(),
+            "object_position": obj_c.float().clone(),
+            "receptacle_position": rec_c.float().clone(),
+            "is_grasped": grasped.reshape(b).bool().clone(),
+        }
         elapsed = task.elapsed_steps.reshape(-1).cpu() if b > 1 else task.elapsed_steps.reshape(1)
         actions = torch.zeros(b, 7)
         for e in range(b):
@@ -302,7 +309,23 @@ class PutOnExpert:
                 float(rec_top[e]),
                 bool(grasped[e]),
             )
+        self._state["expert_phase"] = torch.tensor([PHASES.index(p) for p in self.phase])
         return actions
+
+    def privileged_state(self) -> dict[str, torch.Tensor]:
+        """The simulator state the last :meth:`act` saw, one row per scene (labels, not inputs).
+
+        Keys: ``tcp_position`` / ``object_position`` / ``receptacle_position`` float ``[B, 3]``
+        (metres, robot root frame: the measured end effector, the object's bbox centre, the
+        receptacle's centre), ``is_grasped`` bool ``[B]``, ``expert_phase`` int64 ``[B]`` (the
+        index in :data:`PHASES` of the phase the action was computed in).
+
+        Raises:
+            RuntimeError: before the first :meth:`act`.
+        """
+        if self._state is None:
+            raise RuntimeError("privileged_state() is the state of the last act(); call it after act()")
+        return dict(self._state)
 
     def _advance(self, e: int, phase: str) -> None:
         self.phase[e], self._phase_steps[e] = phase, 0
@@ -475,6 +498,14 @@ class ExpertPolicy:
     def actions(self) -> torch.Tensor:
         """Actions of every scene, shaped ``[*batch_size, 7]``."""
         return torch.cat([expert.act() for expert in self.experts]).reshape(*self.batch_size, 7)
+
+    def privileged_state(self) -> dict[str, torch.Tensor]:
+        """:meth:`PutOnExpert.privileged_state` of every scene, shaped ``[*batch_size, ...]``."""
+        parts = [expert.privileged_state() for expert in self.experts]
+        return {
+            k: torch.cat([p[k] for p in parts]).reshape(*self.batch_size, *parts[0][k].shape[1:])
+            for k in parts[0]
+        }
 
     def __call__(self, tensordict):
         from vla_torchrl.keys import ACTION_KEY
