@@ -189,3 +189,61 @@ def test_overwrite_refuses_a_plain_folder_and_the_working_tree(tmp_path, monkeyp
     with pytest.raises(UserError, match="it is the home directory"):
         collect(CollectConfig(env=TOY, out=str(home), episodes=1, overwrite=True))
     assert (home / "x").is_dir()
+
+
+# ------------------------------------ privileged=true: simulator state as labels (issue 14)
+
+
+def test_privileged_on_the_toy_env_is_a_one_line_error(tmp_path):
+    from vla_torchrl.errors import UserError
+
+    with pytest.raises(UserError, match="privileged=true.*env.backend=maniskill"):
+        _toy(tmp_path, "demos", privileged=True)
+
+
+@pytest.mark.slow
+@pytest.mark.maniskill
+def test_maniskill_privileged_state_follows_the_physics(tmp_path):
+    """The stored labels obey what must hold in the scene, checked step by step: the object
+    rests until grasped, a held object moves with the gripper (a fixed offset), the grasp
+    happens with the gripper at the object, and the expert's phases start at "approach"."""
+    from vla_torchrl.envs.maniskill.expert import PHASES
+    from vla_torchrl.keys import PRIVILEGED_KEY
+
+    cfg = CollectConfig(
+        env=EnvConfig(
+            backend="maniskill",
+            num_envs=1,
+            width=40,
+            height=32,
+            max_episode_steps=60,
+            options={"asset_source": "procedural"},
+        ),
+        out=str(tmp_path / "demos"),
+        episodes=1,
+        seed=1,
+        filter_idle=False,
+        privileged=True,
+        progress_bar=False,
+    )
+    summary = collect(cfg)
+    assert summary["kept_episodes"] == 1  # seed 1, episode 0: the expert solves it (measured)
+    data = TensorDict.load_memmap(tmp_path / "demos").to_tensordict()
+    s = data.get(PRIVILEGED_KEY)
+    tcp, obj = s["tcp_position"], s["object_position"]
+    grasped, phase = s["is_grasped"], s["expert_phase"]
+    n = data.batch_size[0]
+    assert tcp.shape == obj.shape == s["receptacle_position"].shape == (n, 3)
+    assert phase[0] == PHASES.index("approach") and int(phase.max()) < len(PHASES)
+    first_grasp = int(grasped.nonzero()[0])
+    # before the grasp the object rests (< 5 mm drift) while the gripper travels (> 5 cm)
+    assert float((obj[:first_grasp] - obj[0]).norm(dim=-1).max()) < 0.005
+    assert float((tcp[:first_grasp] - tcp[0]).norm(dim=-1).max()) > 0.05
+    # at the grasp the gripper is at the object (a few cm: the bbox centre vs the fingertips)
+    assert float((tcp[first_grasp] - obj[first_grasp]).norm()) < 0.05
+    # held, the object keeps its offset to the gripper (< 1.5 cm) while both move
+    held = grasped.nonzero().flatten().tolist()
+    held = [i for i in held if i >= first_grasp and bool(grasped[first_grasp : i + 1].all())]
+    offset = obj[held] - tcp[held]
+    assert float((offset - offset[0]).norm(dim=-1).max()) < 0.015
+    assert float((obj[held[-1]] - obj[held[0]]).norm()) > 0.03

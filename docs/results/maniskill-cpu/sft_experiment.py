@@ -56,6 +56,15 @@ def main():
         "--steps", type=int, default=None, help="step budget (cosine over steps, not minutes)"
     )
     p.add_argument("--ls-init", type=float, default=None, help="DINO LayerScale init (None: 1e-5)")
+    p.add_argument(
+        "--aux-privileged-coef",
+        type=float,
+        default=0.0,
+        help="keep pretrain_vision.py's privileged-state loss during SFT with this weight "
+        "(demos collected with privileged=true; the head from --head, else a new one)",
+    )
+    p.add_argument("--head", default=None, help="head.pt of pretrain_vision.py")
+    p.add_argument("--freeze-vision", action="store_true", help="train the projector and LLM only")
     a = p.parse_args()
     torch.manual_seed(a.seed)
     out = Path(a.out)
@@ -127,7 +136,7 @@ def main():
     L(event="split", train=len(train_idx), val=len(val_idx))
     # ---- params
     for n_, p_ in model.named_parameters():
-        if "embed_tokens" in n_:
+        if "embed_tokens" in n_ or (a.freeze_vision and n_.startswith("vision_backbone.")):
             p_.requires_grad_(False)
     params = [p_ for p_ in model.parameters() if p_.requires_grad]
     # Optional auxiliary head (training only, never saved with the policy): the projected patch
@@ -145,6 +154,31 @@ def main():
         )
         model.projector.register_forward_hook(lambda m_, i_, o_: captured.__setitem__("p", o_))
         params = params + list(aux.parameters())
+    priv = None
+    if a.aux_privileged_coef > 0:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).parent))
+        from pretrain_vision import PrivilegedHead, privileged_loss, regression_targets
+
+        from vla_torchrl.keys import PRIVILEGED_KEY
+
+        state = demos[PRIVILEGED_KEY]
+        targets = regression_targets(state)
+        head = PrivilegedHead(a.h, (a.img // a.patch) ** 2)
+        if a.head:
+            saved = torch.load(a.head, weights_only=True)
+            head.load_state_dict(saved["head"])
+            mean, std = saved["mean"], saved["std"]
+        else:
+            mean, std = targets[train_idx].mean(0), targets[train_idx].std(0).clamp_min(1e-3)
+        demos["priv_z"] = (targets - mean) / std
+        demos["priv_grasped"] = state["is_grasped"].bool()
+        demos["priv_phase"] = state["expert_phase"].long()
+        if aux is None:  # else the aux head's hook already captures the projector output
+            model.projector.register_forward_hook(lambda m_, i_, o_: captured.__setitem__("p", o_))
+        priv = head
+        params = params + list(head.parameters())
     L(
         event="model",
         params=sum(p_.numel() for p_ in model.parameters()),
@@ -223,6 +257,11 @@ def main():
                 target = (mb[ACTION_TOKENS_KEY] - 31744).long()
                 aux_loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten())
                 total = total + a.aux_vision_coef * aux_loss
+            if priv is not None:
+                pl, _ = privileged_loss(
+                    priv(captured["p"]), mb["priv_z"], mb["priv_grasped"], mb["priv_phase"]
+                )
+                total = total + a.aux_privileged_coef * pl
             opt.zero_grad()
             total.backward()
             gn = torch.nn.utils.clip_grad_norm_(params, 1.0)

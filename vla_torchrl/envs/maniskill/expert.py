@@ -324,7 +324,9 @@ class PutOnExpert:
             RuntimeError: before the first :meth:`act`.
         """
         if self._state is None:
-            raise RuntimeError("privileged_state() is the state of the last act(); call it after act()")
+            raise RuntimeError(
+                "privileged_state() is the state of the last act(); call it after act()"
+            )
         return dict(self._state)
 
     def _advance(self, e: int, phase: str) -> None:
