@@ -36,6 +36,7 @@ import torch.distributed as dist
 from tensordict import TensorDictBase
 
 from vla_torchrl.config.train_schema import TrainConfig
+from vla_torchrl.envs.episodes import unfinished_step_mask
 from vla_torchrl.envs.sim_errors import void_step_mask
 from vla_torchrl.keys import ADVANTAGE_KEY, REWARD_KEY, VALID_STEP_KEY, next_key
 from vla_torchrl.modules.train_mode import update_mode
@@ -222,7 +223,12 @@ def rl_update(
         the update's statistics (see :func:`~vla_torchrl.training.update.run_update`).
     """
     valid = ~void_step_mask(rollout)
-    rollout.set(VALID_STEP_KEY, valid)  # read by the GRPO advantage module (its mask)
+    trajectory_loss = isinstance(loss_fn, VLATPOLoss)
+    if trajectory_loss or isinstance(advantage, GroupRelativeAdvantage):
+        # issue 15: a fragment the rollout's end cut off is no finished trajectory: out of
+        # GRPO groups and TPO pairs (PPO keeps it: GAE bootstraps it with V(s_T))
+        valid &= ~unfinished_step_mask(rollout)
+    rollout.set(VALID_STEP_KEY, valid)  # read by the GRPO advantage module / TPO (their mask)
     if advantage is not None:
         with torch.no_grad():
             if isinstance(advantage, GroupRelativeAdvantage):
@@ -244,9 +250,10 @@ def rl_update(
         mask = valid[..., None]
         # (zeroed advantages stay zero: their mean is 0)
         loss_fn.advantage_stats_fn = global_advantage_stats(rollout.get(ADVANTAGE_KEY), mask)
-    trajectory_loss = isinstance(loss_fn, VLATPOLoss)
     batch = rollout if trajectory_loss else rollout.reshape(-1)
-    if not valid.all():
+    # a TPO loss reading VALID_STEP_KEY masks invalid steps itself; whole rows need not go
+    masked = trajectory_loss and getattr(loss_fn, "mask_key", None) == VALID_STEP_KEY
+    if not valid.all() and not masked:
         keep = valid.all(-1) if trajectory_loss else valid.reshape(-1)
         if info.enabled and info.world_size > 1:
             if ADVANTAGE_KEY in batch.keys():  # noqa: SIM118 (TensorDict has no __contains__)
