@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from vla_torchrl.errors import UserError
+from vla_torchrl.errors import CheckpointError
 
 __all__ = [
     "Checkpoint",
@@ -56,10 +56,6 @@ RNG = "rng.pt"
 COUNTERS = "counters.json"
 EXTRA_DIR = "extra"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
-
-
-class CheckpointError(UserError):
-    """A checkpoint is missing, incomplete or corrupt."""
 
 
 @dataclass
@@ -239,7 +235,7 @@ def check_tensors(
         >>> check_tensors({"w": torch.zeros(2, 3)}, {"w": torch.zeros(2, 4)}, where="ckpt")
         Traceback (most recent call last):
         ...
-        vla_torchrl.training.checkpointing.CheckpointError: ckpt does not match the model being resumed: shape of w: [2, 3] in the checkpoint, [2, 4] in the model; resume with the config the checkpoint was written with (e.g. the same model.lora_rank), or start a new run_dir
+        vla_torchrl.errors.CheckpointError: ckpt does not match the model being resumed: shape of w: [2, 3] in the checkpoint, [2, 4] in the model; resume with the config the checkpoint was written with (e.g. the same model.lora_rank), or start a new run_dir
     """
     problems = []
     missing = sorted(set(expected) - set(loaded))
