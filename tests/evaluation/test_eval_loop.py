@@ -126,3 +126,145 @@ def test_cli_evaluates_and_writes_the_report(tmp_path, policy_dir):
     assert "| Task | n | Acc. SFT | Acc. RL |" in md
     assert "## Paired comparison: RL vs SFT" in md
     assert len(_episodes(tmp_path / "episodes.jsonl")) == 2 * 2
+
+
+# ------------------------------------------------ reuse only what the same settings made (issue 17)
+
+
+@pytest.fixture(scope="module")
+def other_policy_dir(tmp_path_factory):
+    """A policy with the same architecture and other trained weights."""
+    import torch
+
+    model, algo = ModelConfig(name="tiny", lora_rank=2, dtype="float32"), AlgoConfig(name="ppo")
+    bundle = build_policy_from_config(model, algo)
+    with torch.no_grad():
+        for _, param in bundle.trainable_named_parameters().items():
+            param.add_(0.5)
+    path = tmp_path_factory.mktemp("other")
+    return str(save_policy(bundle, path, model, algo))
+
+
+def _eval(out, policies, **kw):
+    args = dict(tasks=["ind"], seeds=[0], episodes=4, out_dir=out, **TOY)
+    args.update(kw)
+    return evaluate(policies, **args)
+
+
+@pytest.fixture(scope="module")
+def finished_out(tmp_path_factory, policy_dir):
+    """An --out holding one finished evaluation of A (4 episodes, sampling at T=0.6)."""
+    out = tmp_path_factory.mktemp("finished")
+    _eval(out, {"A": policy_dir})
+    return out
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        (dict(episodes=8), "--episodes 4 -> 8"),
+        (dict(greedy=True), "--greedy/--temperature 'temperature=0.6' -> 'greedy'"),
+        (dict(temperature=1.0), "'temperature=0.6' -> 'temperature=1.0'"),
+        (dict(width=24), "--width 16 -> 24"),
+        (dict(max_episode_steps=5), "--max-steps 6 -> 5"),
+        (dict(other=True), "other policy files under the same label"),
+    ],
+)
+def test_finished_groups_with_other_settings_are_refused(
+    tmp_path, finished_out, policy_dir, other_policy_dir, change, needle
+):
+    import shutil
+
+    from vla_torchrl.errors import UserError
+
+    out = tmp_path / "out"
+    shutil.copytree(finished_out, out)
+    before = (out / "episodes.jsonl").read_text()
+    path = other_policy_dir if change.pop("other", False) else policy_dir
+    with pytest.raises(UserError) as info:
+        _eval(out, {"A": path}, **change)
+    message = str(info.value)
+    assert needle in message and "A on ind seed 0" in message and "--out" in message
+    assert (out / "episodes.jsonl").read_text() == before  # nothing appended or mixed
+
+
+def test_same_settings_reuse_and_a_copied_policy_is_the_same(tmp_path, finished_out, policy_dir):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(policy_dir, copy)  # other path, other mtimes, same bytes
+    shutil.copytree(finished_out, tmp_path / "out")
+    before = (tmp_path / "out" / "episodes.jsonl").read_text()
+    _eval(tmp_path / "out", {"A": str(copy)})
+    assert (tmp_path / "out" / "episodes.jsonl").read_text() == before  # reused, not redone
+
+
+def test_results_without_settings_are_refused(tmp_path, finished_out, policy_dir):
+    import shutil
+
+    from vla_torchrl.errors import UserError
+
+    shutil.copytree(finished_out, tmp_path / "out")
+    store = tmp_path / "out" / "episodes.jsonl"
+    lines = [json.loads(line) for line in store.read_text().splitlines()]
+    for rec in lines:
+        rec.pop("settings", None)  # as an older version wrote them
+    store.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    with pytest.raises(UserError, match="settings not recorded"):
+        _eval(tmp_path / "out", {"A": policy_dir})
+
+
+def test_other_policies_of_the_same_results_file_are_not_checked(
+    tmp_path, finished_out, policy_dir
+):
+    import shutil
+
+    shutil.copytree(finished_out, tmp_path / "out")
+    _eval(tmp_path / "out", {"B": policy_dir}, episodes=2)  # A's groups are not this run's
+
+
+@pytest.mark.parametrize(
+    ("policies", "needle"),
+    [
+        (["A=p1", "A=p2"], "given twice"),
+        ([("A", "p1"), ("A", "p2")], "given twice"),
+        (["../../X=p"], "not a plain name"),
+        (["..=p"], "not a plain name"),
+        (["a/b=p"], "not a plain name"),
+        (["=p"], "LABEL=DIR"),
+    ],
+)
+def test_policy_labels_are_names_given_once(tmp_path, policies, needle):
+    from vla_torchrl.errors import UserError
+
+    with pytest.raises(UserError, match=needle):
+        _eval(tmp_path / "out", policies)
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+def test_label_path_stays_inside_out(tmp_path, policy_dir):
+    from vla_torchrl.errors import UserError
+
+    out = tmp_path / "a" / "b" / "out"
+    with pytest.raises(UserError):
+        _eval(out, [f"../../X={policy_dir}"], videos_per_task=1)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        (dict(seeds=[-1]), "--seeds='-1'"),
+        (dict(seeds=[0, 0]), "distinct"),
+        (dict(temperature=float("nan")), "--temperature=nan"),
+        (dict(num_envs=0), "--num-envs=0"),
+        (dict(max_episode_steps=0), "--max-steps=0"),
+        (dict(out_dir="/dev/null/x"), "--out='/dev/null/x' cannot be created"),
+    ],
+)
+def test_bad_values_name_the_flag(tmp_path, policy_dir, change, needle):
+    from vla_torchrl.errors import UserError
+
+    with pytest.raises(UserError) as info:
+        _eval(tmp_path, {"A": policy_dir}, **change)
+    assert needle in str(info.value) and "\n" not in str(info.value)

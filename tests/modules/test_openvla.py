@@ -196,3 +196,31 @@ def test_norm_stats_from_dataset_statistics_file(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(data))
     (tmp_path / "dataset_statistics.json").write_text(json.dumps(NORM_STATS))
     assert OpenVLAConfig.from_json(tmp_path).norm_stats == NORM_STATS
+
+
+def test_layer_scale_init_sets_dino_gammas_and_wakes_the_residual_branches():
+    from vla_torchrl.modules.config import DINO_TIMM_ID, SIGLIP_TIMM_ID, ViTConfig
+    from vla_torchrl.modules.vision import build_tower
+
+    default = ViTConfig(DINO_TIMM_ID, 32, 2, 2, 8, 2.0)
+    scratch = ViTConfig(DINO_TIMM_ID, 32, 2, 2, 8, 2.0, layer_scale_init=1.0)
+    torch.manual_seed(0)
+    quiet = build_tower(default, 32)
+    torch.manual_seed(0)
+    awake = build_tower(scratch, 32)
+    gammas = [b.ls1.scale_factor for b in awake.blocks] + [b.ls2.scale_factor for b in awake.blocks]
+    assert all(torch.equal(g, torch.ones(32)) for g in gammas)
+    assert torch.allclose(quiet.blocks[0].ls1.scale_factor, torch.full((32,), 1e-5))
+    # same weights otherwise; a block with gamma 1e-5 is ~the identity, one with gamma 1 is not
+    x = torch.randn(2, 21, 32)
+    with torch.no_grad():
+        quiet_change = (quiet.blocks[0](x) - x).abs().max()
+        awake_change = (awake.blocks[0](x) - x).abs().max()
+    assert quiet_change < 1e-3 < awake_change
+    assert OpenVLAConfig.small().dino.layer_scale_init == 1.0  # the from-scratch preset
+    # a saved config keeps it; the SigLIP tower has no LayerScale to set
+    assert OpenVLAConfig.from_dict(OpenVLAConfig.small().to_hf_dict()).dino.layer_scale_init == 1.0
+    with pytest.raises(ValueError, match="only the DINO tower"):
+        ViTConfig(SIGLIP_TIMM_ID, 32, 2, 2, 8, 2.0, layer_scale_init=1.0)
+    with pytest.raises(ValueError, match=r"must be in \(0, 10\]"):
+        ViTConfig(DINO_TIMM_ID, 32, 2, 2, 8, 2.0, layer_scale_init=0.0)

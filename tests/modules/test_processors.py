@@ -161,3 +161,10 @@ def test_action_statistics_leave_constant_dims_unnormalised_and_reject_bad_shape
         action_statistics(torch.zeros(7))
     with pytest.raises(ValueError, match="mask has 3 entries for 7 dims"):
         action_statistics(torch.zeros(4, 7), mask=[True] * 3)
+
+
+def test_unnorm_key_on_a_model_without_statistics_is_an_error():
+    # issue 16: unnorm_key="bridge_orig" on a checkpoint without that entry was ignored
+    with pytest.raises(KeyError, match="unnorm_key='bridge_orig' is not in norm_stats"):
+        ActionTokenizer.from_norm_stats({}, "bridge_orig")
+    assert ActionTokenizer.from_norm_stats({}).unnormalize(torch.tensor([0.5])).item() == 0.5

@@ -161,3 +161,59 @@ def test_set_keys_and_advantage_stats_fn(evaluator):
         custom.set_keys(not_a_key="x")
     with pytest.raises(ValueError, match="clip_epsilon"):
         VLAPPOLoss(evaluator, clip_epsilon=0.0)
+
+
+def test_kl_coeff_adds_grpos_k3_kl_to_the_reference(evaluator):
+    """kl_coeff: the hand-computed k3 estimator (as GRPO's), the same value as VLAGRPOLoss."""
+    from vla_torchrl.keys import REF_ACTION_LOG_PROB_KEY
+    from vla_torchrl.objectives import VLAGRPOLoss
+
+    td = _minibatch(evaluator)
+    out = VLAPPOLoss(evaluator, kl_coeff=0.5)(td.clone())
+    with torch.no_grad():
+        ids = (td[ACTION_TOKENS_KEY] - FIRST_ACTION_ID).unsqueeze(-1)
+        cur = evaluator.logits(td[STATE_KEY]).log_softmax(-1).gather(-1, ids).squeeze(-1).sum(-1)
+        base = evaluator.base(td[STATE_KEY]).unflatten(-1, (7, N_BINS)).log_softmax(-1)
+        ref = base.gather(-1, ids).squeeze(-1).sum(-1)
+    r = ref - cur
+    expected = (r.exp() - r - 1).mean()
+    torch.testing.assert_close(out["kl_ref"], expected)
+    torch.testing.assert_close(out["loss_kl"].detach(), 0.5 * expected)
+    assert {"loss_kl", "kl_ref"} <= set(VLAPPOLoss(evaluator, kl_coeff=0.5).out_keys)
+    assert "loss_kl" not in VLAPPOLoss(evaluator)(td.clone())
+    grpo = VLAGRPOLoss(evaluator, kl_coeff=0.5)(td.clone())
+    torch.testing.assert_close(grpo["loss_kl"], out["loss_kl"])
+    # stored reference log-probs replace the reference pass
+    calls = evaluator.ref_calls
+    td.set(REF_ACTION_LOG_PROB_KEY, ref)
+    torch.testing.assert_close(VLAPPOLoss(evaluator, kl_coeff=0.5)(td)["kl_ref"], expected)
+    assert evaluator.ref_calls == calls
+    # the KL gradient reaches the trained weights (the reference side is constant)
+    (g,) = torch.autograd.grad(out["loss_kl"], [evaluator.delta.weight])
+    assert g.abs().sum() > 0
+    with pytest.raises(ValueError, match="kl_coeff"):
+        VLAPPOLoss(evaluator, kl_coeff=-0.1)
+
+
+def test_output_carries_the_evaluated_token_log_probs_with_their_graph(evaluator):
+    """A composed loss builds on the returned log-probs: one evaluator pass, same gradients."""
+    td = _minibatch(evaluator)
+    evaluator.calls = 0
+    out = VLAPPOLoss(evaluator, critic_coeff=None)(td.clone())
+    assert evaluator.calls == 1
+    token_lp = out[EVAL_TOKEN_LOG_PROBS_KEY]
+    with torch.no_grad():
+        direct = evaluator(td.copy())[EVAL_TOKEN_LOG_PROBS_KEY]
+    torch.testing.assert_close(token_lp.detach(), direct)
+    assert token_lp.shape == (td.shape[0], 7) and token_lp.requires_grad
+    # an extra term on them (e.g. a penalty on the mean log-prob) has the gradient of the same
+    # term computed from a fresh forward
+    (g_reused,) = torch.autograd.grad(token_lp.mean(), [evaluator.delta.weight])
+    fresh = evaluator(td.copy())[EVAL_TOKEN_LOG_PROBS_KEY]
+    (g_fresh,) = torch.autograd.grad(fresh.mean(), [evaluator.delta.weight])
+    torch.testing.assert_close(g_reused, g_fresh)
+    # not a loss_* entry: the training total is unchanged by it
+    from vla_torchrl.training.update import total_loss
+
+    terms = [out[k] for k in out.keys() if k.startswith("loss_")]  # noqa: SIM118
+    torch.testing.assert_close(total_loss(out), sum(terms))

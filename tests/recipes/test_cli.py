@@ -107,3 +107,28 @@ def test_hydra_parse_value_error_is_one_line(tmp_path, monkeypatch, capsys):
     assert status == 2 and not ran
     assert err.startswith("error: bad command line 'algo=true'") and err.count("\n") == 1
     assert "Config group override must be a string" in err
+
+
+def test_io_error_before_the_task_is_not_a_bad_command_line(tmp_path, monkeypatch, capsys):
+    """An OSError while Hydra prepares the run (e.g. run_dir under a file) names the path, not
+    the command line (issue 17 item 9)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VLA_TORCHRL_DEBUG", raising=False)
+    (tmp_path / "file").write_text("x")
+    ran = []
+    status = run_cli(
+        ran.append,
+        config_name="train_cpu",
+        argv=[f"run_dir={tmp_path / 'file' / 'run'}", "hydra/job_logging=none"],
+    )
+    err = capsys.readouterr().err
+    assert status == 2 and not ran and err.count("\n") == 1
+    assert err.startswith(f"error: cannot write {tmp_path / 'file'}") and "bad command" not in err
+
+
+def test_unknown_key_is_not_advised_as_plus_key(tmp_path):
+    """Hydra's "+foo=1" advice would be refused by the schema: the line says the key does not
+    exist instead (issue 17 item 9)."""
+    proc = _show_config(tmp_path, "algo.foo=1")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "+algo.foo" not in proc.stderr and "no such config key" in proc.stderr

@@ -131,3 +131,61 @@ def test_maniskill_collect_then_sft_reads_the_demos(tmp_path):
     assert records[-1]["step"] == summary["kept_steps"]
     assert np.isfinite(records[-1]["losses/loss_sft"])
     assert (run / "policy" / "policy.json").is_file()
+
+
+# --------------------------------------------- overwrite=true replaces demos folders only (issue 17)
+
+
+def test_overwrite_replaces_a_demos_folder(tmp_path):
+    first, _ = _toy(tmp_path, "demos", seed=0)
+    second, data = _toy(tmp_path, "demos", seed=1, overwrite=True)
+    assert json.loads((tmp_path / "demos" / SUMMARY_FILE).read_text())["config"]["seed"] == 1
+    assert data.batch_size[0] == second["kept_steps"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demos"]  # no temp or trash left
+
+
+@pytest.mark.parametrize("content", ["text file", "pickle", "nested text"])
+def test_overwrite_refuses_a_folder_that_is_not_demos(tmp_path, content):
+    from vla_torchrl.errors import UserError
+
+    _toy(tmp_path, "demos")
+    out = tmp_path / "demos"
+    extra = {
+        "text file": out / "notes.txt",
+        "pickle": out / "other.pickle",
+        "nested text": next(p for p in out.rglob("*.memmap")).parent / "mine.txt",
+    }[content]
+    extra.write_text("keep me")
+    before = sorted(str(p) for p in out.rglob("*"))
+    with pytest.raises(UserError, match="not a demonstrations folder"):
+        _toy(tmp_path, "demos", overwrite=True)
+    assert sorted(str(p) for p in out.rglob("*")) == before and extra.read_text() == "keep me"
+
+
+def test_overwrite_refuses_a_plain_folder_and_the_working_tree(tmp_path, monkeypatch):
+    from vla_torchrl.errors import UserError
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "notes.txt").write_text("x")
+    with pytest.raises(UserError, match="not a demonstrations folder"):
+        collect(CollectConfig(env=TOY, out=str(plain), episodes=1, overwrite=True))
+    assert (plain / "notes.txt").read_text() == "x"
+    # the working directory and its parents, the home directory: refused even when empty
+    work = tmp_path / "work" / "sub"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    for out in (".", str(work), "..", str(tmp_path), "/"):
+        for overwrite in (True, False):
+            with pytest.raises(UserError, match="working directory|filesystem root"):
+                collect(CollectConfig(env=TOY, out=out, episodes=1, overwrite=overwrite))
+    assert work.is_dir()
+    home = tmp_path / "home"
+    (home / "x").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    for out in (home, home.parent / "home" / ".."):
+        with pytest.raises(UserError, match="home directory|working directory"):
+            collect(CollectConfig(env=TOY, out=str(out), episodes=1, overwrite=True))
+    with pytest.raises(UserError, match="it is the home directory"):
+        collect(CollectConfig(env=TOY, out=str(home), episodes=1, overwrite=True))
+    assert (home / "x").is_dir()

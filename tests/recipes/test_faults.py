@@ -211,10 +211,13 @@ def test_resume_skips_a_truncated_or_corrupt_latest_checkpoint(tmp_path):
         assert ctx.resumed.step == 16 and ctx.counters["s"] == 16
     finally:
         ctx.close()
+    # the damaged ones were moved aside (named in the log), not deleted
+    (aside,) = tmp_path.glob("discarded-*")
+    assert manager.checkpoints() == newest[:1]
     with pytest.raises(CheckpointError, match="truncated"):
-        manager.load(newest[-1])
+        manager.load(aside / newest[-1].name)
     with pytest.raises(CheckpointError, match="optimizer.pt is corrupt"):
-        manager.load(newest[-2])
+        manager.load(aside / newest[-2].name)
 
 
 # ---------------------------------------------------------------------------- simulator errors

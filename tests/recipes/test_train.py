@@ -162,3 +162,24 @@ def test_bad_input_exits_with_one_readable_line(tmp_path, override, needle):
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
     assert "Traceback" not in result.stderr
     assert needle in lines[-1]
+
+
+def test_refused_command_leaves_the_hydra_files_alone(tmp_path, monkeypatch, capsys):
+    """resume=false on an existing run is refused before .hydra/ is rewritten (issue 17 item 9);
+    a run that starts gets its .hydra/ files."""
+    from vla_torchrl.recipes import train as recipe
+
+    started = []
+    monkeypatch.setattr(recipe, "train", lambda cfg: started.append(cfg.run_dir))
+    run = tmp_path / "run"
+    quiet = ["hydra/job_logging=none", "hydra/hydra_logging=none"]
+    args = ["--config-name", "train_cpu", *SMALL, f"run_dir={run}", *quiet]
+    assert recipe.main([*args, "seed=4"]) == 0 and started == [str(run)]
+    config = (run / ".hydra" / "config.yaml").read_text()
+    assert "seed: 4" in config
+    assert "seed=4" in (run / ".hydra" / "overrides.yaml").read_text()
+    assert (run / ".hydra" / "hydra.yaml").is_file()
+    (run / "metrics.jsonl").write_text('{"step": 1}\n')  # the run exists now
+    assert recipe.main([*args, "seed=5", "resume=false"]) == 2
+    assert "resume=false" in capsys.readouterr().err
+    assert (run / ".hydra" / "config.yaml").read_text() == config and len(started) == 1

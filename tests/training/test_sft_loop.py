@@ -72,3 +72,39 @@ def test_sft_run_stores_demo_statistics_and_writes_best_and_last_policies(tmp_pa
     q01 = spec["norm_stats"]["demos"]["action"]["q01"]
     tok = load_policy(policy).processor.action_tokenizer
     assert tok.q01 is not None and torch.allclose(tok.q01, torch.tensor(q01))
+
+
+def test_held_out_loss_with_shuffled_images_measures_image_reliance():
+    from tensordict import TensorDict
+
+    from vla_torchrl.training.sft_loop import held_out_loss
+
+    n = 7
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 2, 2, 3).clone()
+    held = TensorDict(
+        {"observation": {"image": images}, "target": torch.arange(n, dtype=torch.float32)},
+        batch_size=[n],
+    )
+
+    def reads_the_image(td):  # per-step squared error of "predict the target from the image"
+        guess = td["observation", "image"].float().mean(dim=(1, 2, 3))
+        return {"loss_sft": ((guess - td["target"]) ** 2).mean()}
+
+    def ignores_the_image(td):
+        return {"loss_sft": (td["target"] ** 2).mean()}
+
+    assert held_out_loss(reads_the_image, held, 3) == 0.0
+    shuffled = held_out_loss(reads_the_image, held, 3, shuffle_images=True)
+    # plain loop over the same permutation: every step got another step's image (a derangement)
+    g = torch.Generator().manual_seed(0)
+    order = torch.randperm(n, generator=g).tolist()
+    expected = 0.0
+    for k, i in enumerate(order):
+        j = order[(k + 1) % n]
+        assert j != i
+        expected += float((j - i) ** 2)
+    assert shuffled == pytest.approx(expected / n)
+    assert held_out_loss(ignores_the_image, held, 3, shuffle_images=True) == pytest.approx(
+        held_out_loss(ignores_the_image, held, 3)
+    )
+    assert torch.equal(held["observation", "image"], images)  # the caller's data is untouched

@@ -48,6 +48,19 @@ def test_step_count_and_gradient_clipping():
     assert stats["grad_norm"] > 0.5  # the reported norm is the one before clipping
 
 
+def _two_minibatch_update(loss_fn, w):
+    """Two SGD steps (lr 0.5) of ``loss_fn`` on x = 1, minibatches of 2, in order."""
+    return run_update(
+        TensorDict({"x": torch.ones(4, 1)}, [4]),
+        loss_fn,
+        torch.optim.SGD([w], lr=0.5),
+        [w],
+        minibatch_size=2,
+        grad_accum_steps=1,
+        shuffle=False,
+    )
+
+
 def test_non_finite_loss_skips_the_step_and_counts_it():
     w = torch.nn.Parameter(torch.zeros(1))
     calls = {"n": 0}
@@ -57,14 +70,82 @@ def test_non_finite_loss_skips_the_step_and_counts_it():
         value = ((w - td["x"]) ** 2).mean()
         return TensorDict({"loss_l": value * float("nan") if calls["n"] == 1 else value}, [])
 
-    stats = run_update(
-        TensorDict({"x": torch.ones(4, 1)}, [4]),
-        loss_fn,
-        torch.optim.SGD([w], lr=0.5),
-        [w],
-        minibatch_size=2,
-        grad_accum_steps=1,
-        shuffle=False,
-    )
+    stats = _two_minibatch_update(loss_fn, w)
     assert stats["skipped"] == 1 and stats["steps"] == 1
     assert abs(w.item() - 1.0) < 1e-6  # only the finite step moved w (lr 0.5 * grad -2)
+
+
+class _Recorder(torch.nn.Module):
+    """Wants the advantage statistics (defines set_advantage_stats); records what it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.stats_fn = None
+        self.seen = []
+
+    def set_advantage_stats(self, stats_fn) -> None:
+        self.stats_fn = stats_fn
+
+    def forward(self, td):
+        self.seen.append(self.stats_fn(td["advantage"], None))
+        return TensorDict({"loss_w": ((self.w - td["advantage"]) ** 2).mean()}, [])
+
+
+class _Composed(torch.nn.Module):
+    """A custom loss that holds the one that wants statistics and declares nothing itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = _Recorder()
+
+    def forward(self, td):
+        return self.inner(td)
+
+
+def test_rl_update_offers_rollout_wide_advantage_stats_to_a_composed_loss():
+    from vla_torchrl.config.load import compose_config
+    from vla_torchrl.training.update import rl_update
+    from vla_torchrl.utils.distributed import DistInfo
+
+    cfg = compose_config(
+        ["optim.minibatch_size=2", "optim.grad_accum_steps=1"], config_name="train_cpu"
+    )
+    adv = torch.randn(2, 4, 1) * 3 + 1
+    rollout = TensorDict(
+        {
+            "advantage": adv.clone(),
+            "next": {"reward": torch.rand(2, 4, 1), "done": torch.zeros(2, 4, 1, dtype=bool)},
+        },
+        [2, 4],
+    )
+    loss = _Composed()
+    info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    stats = rl_update(
+        cfg, rollout, loss, None, torch.optim.SGD(loss.parameters(), lr=0.1), [loss.inner.w], info
+    )
+    assert stats["steps"] == 4 and len(loss.inner.seen) == 4
+    # every minibatch of 2 saw the statistics of all 8 advantages, not its own
+    for mean, std in loss.inner.seen:
+        torch.testing.assert_close(mean, adv.mean())
+        torch.testing.assert_close(std, adv.std())
+
+
+def test_skipped_nan_gradient_step_leaves_grad_norm_finite():
+    """A NaN gradient (finite loss) is skipped; grad_norm averages the taken steps only, never
+    NaN (it was logged as null; issue 17 item 9)."""
+    import math
+
+    w = torch.nn.Parameter(torch.zeros(1))
+    calls = {"n": 0}
+
+    def loss_fn(td):
+        calls["n"] += 1
+        value = ((w - td["x"]) ** 2).mean()
+        if calls["n"] == 1:  # a finite loss whose gradient is NaN
+            value.register_hook(lambda g: g * float("nan"))
+        return TensorDict({"loss_l": value}, [])
+
+    stats = _two_minibatch_update(loss_fn, w)
+    assert stats["skipped"] == 1 and stats["steps"] == 1
+    assert math.isfinite(stats["grad_norm"]) and abs(stats["grad_norm"] - 2.0) < 1e-6

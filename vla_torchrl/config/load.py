@@ -63,10 +63,14 @@ def _describe(annotation: Any) -> str:
         return "a list"
     if typing.get_origin(annotation) is dict:
         return "a mapping (key: value)"
-    parts = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if len(parts) == 1:
-        return f"{_describe(parts[0])} or null"
-    return str(annotation)
+    if typing.get_origin(annotation) is Literal:
+        return " or ".join(str(a) for a in typing.get_args(annotation))
+    args = typing.get_args(annotation)
+    parts = [a for a in args if a is not type(None)]
+    if not parts:
+        return str(annotation)
+    text = " or ".join(_describe(p) for p in parts)
+    return f"{text} or null" if len(parts) < len(args) else text
 
 
 def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:

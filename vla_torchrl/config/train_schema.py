@@ -113,6 +113,9 @@ class EnvConfig:
         width, height: camera resolution (the paper: 640 x 480).
         options: extra keyword options of the backend's env (toy: ``ToyReachConfig`` fields such
             as ``num_targets`` or ``use_gripper``; ManiSkill: ``make_env`` options).
+        transforms: TorchRL transforms appended to the env, in order, each
+            ``{_target_: package.Transform, <its arguments>}`` (Hydra ``instantiate``), e.g.
+            ``env.transforms='[{_target_: torchrl.envs.RewardScaling, loc: 0.0, scale: 2.0}]'``.
     """
 
     backend: Literal["maniskill", "toy"] = "maniskill"
@@ -122,8 +125,15 @@ class EnvConfig:
     width: int = 640
     height: int = 480
     options: dict = field(default_factory=dict)
+    transforms: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        for i, spec in enumerate(self.transforms):
+            _check(
+                isinstance(spec, Mapping) and isinstance(spec.get("_target_"), str),
+                f"env.transforms[{i}]={spec!r} must be a mapping with a _target_ naming a "
+                "TorchRL transform, e.g. {_target_: torchrl.envs.RewardScaling, loc: 0, scale: 2}",
+            )
         _check(
             self.backend in ("maniskill", "toy"),
             f"env.backend={self.backend!r} is unknown; use 'maniskill' or 'toy'",
@@ -280,6 +290,12 @@ class AlgoConfig:
             and ``policy-best/``; 0 never.
         max_minutes: SFT only: stop after this many minutes of training (the last policy and,
             with in-simulator evaluation, the best one are written); None: ``epochs`` only.
+        loss: a custom loss in place of the algorithm's own (rollout algorithms only):
+            ``{_target_: my_pkg.MyLoss, <its keyword arguments>}``, built with Hydra's
+            ``instantiate(loss, evaluator, algo=<this AlgoConfig>)``; the advantages stay the
+            algorithm's (GAE for ppo, group-relative for grpo). ``_target_: null`` (default):
+            the algorithm's loss. On the command line: ``algo.loss._target_=my_pkg.MyLoss
+            +algo.loss.my_arg=1``.
     """
 
     name: Algorithm = "ppo"
@@ -306,8 +322,10 @@ class AlgoConfig:
     val_fraction: float = 0.0
     max_minutes: float | None = None
     eval_every_epochs: int = 0
+    loss: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._check_loss()
         _check(
             self.norm_stats in ("demos", "model"),
             f"algo.norm_stats={self.norm_stats!r} is unknown; use 'demos' (derive q01/q99 from "
@@ -399,10 +417,46 @@ class AlgoConfig:
             )
         if self.kl_coef > 0:
             _check(
+                self.name not in ("sft", "tpo"),
+                f"algo.kl_coef={self.kl_coef} is not used by algo.name={self.name} (only ppo, "
+                "ppo-orz, grpo and grpo-s add a KL term; tpo's closeness to the reference is "
+                "algo.beta); set algo.kl_coef=0",
+            )
+            _check(
                 self.reference != "none",
                 f"algo.kl_coef={self.kl_coef} penalises KL to a reference policy but "
                 "algo.reference=none; set algo.reference=initial or kl_coef=0",
             )
+
+    @property
+    def loss_target(self) -> str | None:
+        """The custom loss's import path (``algo.loss._target_``), or None for the stock loss."""
+        return self.loss.get("_target_") if self.loss else None
+
+    def _check_loss(self) -> None:
+        _check(
+            isinstance(self.loss, Mapping),
+            f"algo.loss={self.loss!r} must be a mapping, e.g. algo.loss._target_=my_pkg.MyLoss",
+        )
+        self.loss = dict(self.loss)
+        target = self.loss.get("_target_")
+        if target is None:
+            extra = sorted(k for k in self.loss if k != "_target_")
+            _check(
+                not extra,
+                f"algo.loss has arguments {extra} but no algo.loss._target_; name the loss "
+                "class, e.g. algo.loss._target_=my_pkg.MyLoss",
+            )
+            return
+        _check(
+            isinstance(target, str) and "." in target and " " not in target,
+            f"algo.loss._target_={target!r} must be an import path 'package.module.Class'",
+        )
+        _check(
+            self.name not in ("sft", "tpo"),
+            f"algo.loss._target_={target} replaces the loss of a rollout algorithm (ppo, "
+            f"ppo-orz, grpo, grpo-s), not algo.name={self.name}",
+        )
 
     @property
     def uses_critic(self) -> bool:
@@ -527,6 +581,14 @@ class OptimConfig:
             self.autocast in ("none", "bf16"),
             f"optim.autocast={self.autocast!r} is unknown; use none or bf16",
         )
+        _check(
+            isinstance(self.max_consecutive_skips, int)
+            and not isinstance(self.max_consecutive_skips, bool)
+            and self.max_consecutive_skips >= 1,
+            f"optim.max_consecutive_skips={self.max_consecutive_skips!r} must be an integer >= 1 "
+            "(updates skipped in a row for a non-finite loss, gradient or logits before the run "
+            "stops; default 5)",
+        )
 
     @property
     def transitions_per_update(self) -> int:
@@ -603,7 +665,12 @@ class TrainConfig:
         seed: seed of every RNG (``seed_everything``).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         run_dir: where checkpoints, logs and reports go.
-        resume: continue from the newest complete checkpoint in ``run_dir``.
+        resume: ``true``: continue from the newest checkpoint in ``run_dir`` that verifies (a
+            damaged newer one is moved aside with a log line; when none verifies the run stops
+            and says so); ``false``: refuse a ``run_dir`` that already holds a run;
+            ``from_scratch``: start at step 0, moving the old checkpoints and metric log aside
+            to ``run_dir/discarded-<time>/``; an integer N: continue from the checkpoint of
+            step N (later ones are moved aside the same way).
         checkpoint_every: environment steps between checkpoints (0: only at the end).
         keep_last: complete checkpoints kept on disk.
         dist: data-parallel settings (used when launched with ``torchrun``).
@@ -619,7 +686,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     run_dir: str = "runs/default"
-    resume: bool = True
+    resume: bool | int | Literal["from_scratch"] = True
     checkpoint_every: int = 102_400
     keep_last: int = 3
 
@@ -630,6 +697,14 @@ class TrainConfig:
         )
         _check(self.checkpoint_every >= 0, f"checkpoint_every={self.checkpoint_every} must be >= 0")
         _check(self.keep_last >= 1, f"keep_last={self.keep_last} must be >= 1")
+        _check(
+            isinstance(self.resume, bool)
+            or self.resume == "from_scratch"
+            or (isinstance(self.resume, int) and self.resume >= 0),
+            f"resume={self.resume!r} is not a resume mode; use true (the newest checkpoint that "
+            "verifies), false (refuse an existing run), from_scratch (restart at step 0, old "
+            "files moved aside) or a step N >= 0 (the checkpoint of that step)",
+        )
 
 
 def episode_mode(cfg: TrainConfig) -> Literal["fixed", "until_done"]:

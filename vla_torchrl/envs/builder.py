@@ -21,6 +21,7 @@ from torchrl.envs import EnvBase, ParallelEnv, SerialEnv, TransformedEnv
 
 from vla_torchrl.envs.asset_library import AssetLibrary, AssetSource, resolve_asset_source
 from vla_torchrl.envs.suite import SUITE, TaskSpec
+from vla_torchrl.utils.lifetime import in_worker
 
 __all__ = ["build_scene_config", "episode_numbering", "make_env", "perturbation_transform"]
 
@@ -46,7 +47,7 @@ def build_scene_config(spec: TaskSpec, library: AssetLibrary):
 
 
 def _single_env(
-    task: str,
+    task: str | TaskSpec,
     asset_source: str,
     asset_seed: int,
     rl4vla_dir: str | None,
@@ -56,11 +57,14 @@ def _single_env(
     from vla_torchrl.envs.maniskill.put_on_env import PutOnEnv
 
     library = AssetLibrary.load(asset_source, rl4vla_dir=rl4vla_dir, seed=asset_seed)  # type: ignore[arg-type]
-    return PutOnEnv(build_scene_config(SUITE[task], library), **env_kwargs)
+    # the spec itself travels to ParallelEnv's (spawned) workers, so tasks registered at run
+    # time (register_task) need no registration there
+    spec = task if isinstance(task, TaskSpec) else SUITE[task]
+    return PutOnEnv(build_scene_config(spec, library), **env_kwargs)
 
 
 def _guarded_single_env(
-    task: str,
+    task: str | TaskSpec,
     asset_source: str,
     asset_seed: int,
     rl4vla_dir: str | None,
@@ -190,13 +194,13 @@ def make_env(
         # GPU simulation: one ManiSkill env object holding num_envs scenes (not tested on CPU CI)
         env_kwargs.update(num_envs=num_envs, sim_backend="gpu", device=device or "cuda")
         build = _guarded_single_env if guard_sim_errors else _single_env
-        env: EnvBase = build(task, source, asset_seed, rl4vla_dir, env_kwargs)
+        env: EnvBase = build(spec, source, asset_seed, rl4vla_dir, env_kwargs)
     else:
         env_kwargs["device"] = device or "cpu"
         fns = [
             functools.partial(
                 _guarded_single_env if guard_sim_errors else _single_env,
-                task,
+                spec,
                 source,
                 asset_seed,
                 rl4vla_dir,
@@ -206,6 +210,8 @@ def make_env(
         ]
         parallel = num_envs > 1 if parallel is None else parallel
         if parallel:
+            # workers end with this process, also when it is SIGKILLed (no orphaned scenes)
+            fns = [functools.partial(in_worker, fn) for fn in fns]
             env = ParallelEnv(num_envs, fns, serial_for_single=False)
         else:
             env = SerialEnv(num_envs, fns)

@@ -21,6 +21,7 @@ __all__ = [
     "IDLE_ROTATION",
     "IDLE_TRANSLATION",
     "UnsafeDemosError",
+    "is_demos_folder",
     "is_idle",
     "load_demos",
     "save_demos",
@@ -84,6 +85,38 @@ def save_demos(td: TensorDictBase, path: str | Path) -> Path:
     path = Path(path)
     td.memmap(path)
     return path
+
+
+def is_demos_folder(path: str | Path, *, extra_files: tuple[str, ...] = ()) -> bool:
+    """Whether ``path`` is a folder :func:`save_demos` wrote: a ``meta.json`` at its top and
+    nothing but tensordict's files (``meta.json``, ``*.memmap``, their sub-folders) and the
+    named ``extra_files`` at its top (e.g. ``summary.json``).
+
+    What ``vla-torchrl-collect overwrite=true`` checks before replacing a folder, so that it
+    never deletes one holding anything else.
+
+    Examples:
+        >>> import tempfile
+        >>> folder = save_demos(TensorDict({"a": torch.zeros(3)}, [3]), tempfile.mkdtemp())
+        >>> is_demos_folder(folder)
+        True
+        >>> _ = (folder / "notes.txt").write_text("mine")
+        >>> is_demos_folder(folder)
+        False
+    """
+    root = Path(path)
+    if root.is_symlink() or not (root / "meta.json").is_file():
+        return False
+    for item in root.rglob("*"):
+        if item.is_symlink():
+            return False
+        if item.is_dir():
+            continue
+        if item.parent == root and item.name in extra_files:
+            continue
+        if not (item.name == "meta.json" or item.suffix == ".memmap"):
+            return False
+    return True
 
 
 class UnsafeDemosError(ValueError):

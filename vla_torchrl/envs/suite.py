@@ -33,10 +33,19 @@ Examples:
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["SUITE", "Axis", "Perturbation", "SceneOptions", "TaskSpec", "task_names"]
+__all__ = [
+    "SUITE",
+    "Axis",
+    "Perturbation",
+    "SceneOptions",
+    "TaskSpec",
+    "register_task",
+    "task_names",
+]
 
 Axis = Literal["ind", "vision", "semantics", "execution"]
 ObjectPool = Literal["objects_train", "objects_unseen"]
@@ -75,6 +84,16 @@ class Perturbation:
     region: Literal["foreground", "image"] = "image"
 
     def __post_init__(self) -> None:
+        kinds = ("texture", "noise", "instruction")
+        if self.kind not in kinds:
+            raise ValueError(
+                f"Perturbation kind={self.kind!r} is unknown; use one of {kinds} (for another "
+                "perturbation, build the task with perturb=False and append your transform)"
+            )
+        if self.region not in ("foreground", "image"):
+            raise ValueError(
+                f"Perturbation region={self.region!r} is unknown; use 'foreground' or 'image'"
+            )
         if self.kind != "instruction" and not 0.0 < self.alpha <= 1.0:
             raise ValueError(f"Perturbation alpha={self.alpha}; use a value in (0, 1]")
 
@@ -196,4 +215,34 @@ def task_names(axis: Axis | None = None) -> list[str]:
         >>> task_names("execution")
         ['obj-pos', 'robot-pose', 'obj-rep']
     """
-    return [t.name for t in _TASKS if axis is None or t.axis == axis]
+    return [t.name for t in SUITE.values() if axis is None or t.axis == axis]
+
+
+def register_task(spec: TaskSpec, *, replace: bool = False) -> TaskSpec:
+    """Add ``spec`` to :data:`SUITE` (so ``make_env(spec.name)``, the recipes' ``env.task`` and
+    ``task_names()`` know it); works with ``ParallelEnv`` workers, which receive the spec itself.
+
+    Args:
+        spec: the new task.
+        replace: allow replacing a task of the same name.
+
+    Raises:
+        ValueError: the name is taken (without ``replace``) or the axis is unknown.
+
+    Examples:
+        >>> spec = register_task(TaskSpec("big-plate", "semantics", "a larger plate"))
+        >>> "big-plate" in task_names("semantics")
+        True
+        >>> register_task(spec)
+        Traceback (most recent call last):
+        ...
+        ValueError: task 'big-plate' is already in SUITE; pass replace=True to replace it
+        >>> _ = SUITE.pop("big-plate")
+    """
+    axes = typing.get_args(Axis)
+    if spec.axis not in axes:
+        raise ValueError(f"TaskSpec axis={spec.axis!r} is unknown; use one of {axes}")
+    if spec.name in SUITE and not replace:
+        raise ValueError(f"task {spec.name!r} is already in SUITE; pass replace=True to replace it")
+    SUITE[spec.name] = spec
+    return spec

@@ -11,8 +11,9 @@ IncrementalResults`), so an interrupted evaluation continues where it stopped; t
 from __future__ import annotations
 
 import logging
+import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -23,6 +24,13 @@ from vla_torchrl.config.train_schema import EnvConfig
 from vla_torchrl.envs.episodes import run_episodes
 from vla_torchrl.envs.sim_errors import guard_sim_errors
 from vla_torchrl.errors import UserError
+from vla_torchrl.evaluation.groups import (
+    check_reusable,
+    group_settings,
+    make_out_dir,
+    parse_policies,
+    policy_fingerprint,
+)
 from vla_torchrl.evaluation.report_writer import write_report
 from vla_torchrl.evaluation.results import IncrementalResults
 from vla_torchrl.keys import IMAGE_KEY
@@ -40,7 +48,7 @@ RESULTS_FILE = "episodes.jsonl"
 
 
 def evaluate(
-    policies: dict[str, str],
+    policies: Mapping[str, str] | Sequence[str] | Sequence[tuple[str, str]],
     *,
     tasks: Sequence[str],
     seeds: Sequence[int],
@@ -56,11 +64,31 @@ def evaluate(
     videos_per_task: int = 1,
     device: str = "cpu",
 ) -> dict[str, Path]:
-    """Evaluate ``policies`` (label -> saved policy dir) and write the report; returns its files."""
+    """Evaluate ``policies`` and write the report; returns its files.
+
+    ``policies``: ``{label: saved policy dir}``, or ``["LABEL=DIR", ...]`` / ``(label, dir)``
+    pairs (a label given twice is refused). A second call into the same ``out_dir`` continues:
+    finished groups are kept when made with the same settings (policy files, episodes,
+    sampling, image size, episode length: :mod:`vla_torchrl.evaluation.groups`) and refused
+    otherwise.
+    """
     if episodes < 1:
         raise UserError(f"--episodes={episodes} must be >= 1")
-    if temperature <= 0 and not greedy:
-        raise UserError(f"--temperature={temperature} must be > 0 (or use --greedy)")
+    if not greedy and not (math.isfinite(temperature) and temperature > 0):
+        raise UserError(f"--temperature={temperature} must be > 0 and finite (or use --greedy)")
+    for flag, value in (
+        ("--num-envs", num_envs),
+        ("--max-steps", max_episode_steps),
+        ("--width", width),
+        ("--height", height),
+    ):
+        if not isinstance(value, int) or value < 1:
+            raise UserError(f"{flag}={value!r} must be an integer >= 1")
+    seeds = [int(s) for s in seeds]
+    if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
+        raise UserError(
+            f"--seeds={','.join(map(str, seeds))!r} must be distinct integers >= 0, e.g. 0,1,2"
+        )
     try:
         dev = select_device(device)
     except ValueError as err:
@@ -69,12 +97,27 @@ def evaluate(
     unknown = [t for t in tasks if t not in known]
     if unknown:
         raise UserError(f"unknown task(s) {unknown} for the {backend} backend; known: {known}")
+    policies = parse_policies(policies.items() if isinstance(policies, Mapping) else policies)
     for label, path in policies.items():
         if not (Path(path) / "policy.json").is_file():
             raise UserError(f"policy {label}={path}: not a saved policy (no policy.json there)")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_out_dir(out_dir)
     store = IncrementalResults(out / RESULTS_FILE)
+    settings = {  # what each group's numbers depend on: a finished group is reused only if equal
+        label: group_settings(
+            policy=policy_fingerprint(path),
+            episodes=episodes,
+            backend=backend,
+            num_envs=min(num_envs, episodes),
+            max_episode_steps=max_episode_steps,
+            width=width,
+            height=height,
+            greedy=greedy,
+            temperature=temperature,
+        )
+        for label, path in policies.items()
+    }
+    check_reusable(store.completed_settings(), settings, results_file=store.path)
     todo = store.pending(policies, tasks, seeds)
     if len(todo) < len(policies) * len(tasks) * len(seeds):
         _log.info("continuing an earlier evaluation: %d groups left", len(todo))
@@ -119,7 +162,7 @@ def evaluate(
                     max_steps=max_episode_steps,
                     on_first_rollout=videos,
                 )
-                store.append_group(label, task, seed, records)
+                store.append_group(label, task, seed, records, settings=settings[label])
                 bar.update(1)
         finally:
             env.close()

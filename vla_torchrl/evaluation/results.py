@@ -159,6 +159,15 @@ class IncrementalResults:
                 done[(rec["policy"], rec["task"], int(rec["seed"]))] = rec["attempt"]
         return done
 
+    def completed_settings(self) -> dict[tuple[str, str, int], dict[str, Any] | None]:
+        """``{(policy, task, seed): settings}`` of the complete groups (their latest attempt);
+        None for a group written without settings (see :mod:`vla_torchrl.evaluation.groups`)."""
+        out = {}
+        for rec in self._lines():
+            if rec.get("kind") == "complete":
+                out[(rec["policy"], rec["task"], int(rec["seed"]))] = rec.get("settings")
+        return out
+
     def completed(self) -> set[tuple[str, str, int]]:
         """The (policy, task, seed) groups fully written."""
         return set(self._complete_attempts(self._lines()))
@@ -185,12 +194,20 @@ class IncrementalResults:
         return [(p, t, s) for p in policies for t in tasks for s in seeds if (p, t, s) not in done]
 
     def append_group(
-        self, policy: str, task: str, seed: int, episodes: Iterable[Mapping[str, Any]]
+        self,
+        policy: str,
+        task: str,
+        seed: int,
+        episodes: Iterable[Mapping[str, Any]],
+        *,
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
         """Append the episodes of one (policy, task, seed) group, then mark it complete.
 
         Args:
             episodes: dicts with ``episode_id``, ``grasped``, ``continuous_grasp``, ``success``.
+            settings: what made the group (stored in its completion line, returned by
+                :meth:`completed_settings`).
         """
         attempt = uuid.uuid4().hex
         rows = []
@@ -214,7 +231,10 @@ class IncrementalResults:
             fh.flush()
             os.fsync(fh.fileno())
             done = {"kind": "complete", "attempt": attempt, "policy": policy, "task": task}
-            fh.write(json.dumps({**done, "seed": int(seed), "n_episodes": len(rows)}) + "\n")
+            done.update(seed=int(seed), n_episodes=len(rows))
+            if settings is not None:
+                done["settings"] = dict(settings)
+            fh.write(json.dumps(done) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 

@@ -13,7 +13,12 @@ depend on its batch mates.
 Why a ``TensorDictModuleBase`` and not ``ProbabilisticActor`` / ``VLAWrapperBase``: both build
 one distribution from one forward's logits, while the 7 tokens here are autoregressive (token
 ``k`` conditions on tokens ``< k``), so no single distribution object describes the action. The
-actor exposes the same keys; the teacher-forced evaluator gives the log-probs losses need.
+actor offers what TorchRL calls on probabilistic actors instead: :meth:`OpenVLAActor.get_dist`
+(an :class:`~vla_torchrl.modules.distribution.ActionTokenDistribution`: autoregressive
+``sample()``, teacher-forced ``log_prob``), :meth:`OpenVLAActor.log_prob`, ``set_keys``, and it
+follows ``set_exploration_type``: ``DETERMINISTIC`` / ``MODE`` / ``MEAN`` decode greedily,
+``RANDOM`` (the Collector's default) and no setting keep the actor's own ``mode``. The
+teacher-forced evaluator gives the log-probs, entropies and values losses need in one pass.
 
 Examples:
     >>> import torch
@@ -39,9 +44,9 @@ from typing import Literal
 
 import torch
 from tensordict import TensorDictBase
-from tensordict.nn import TensorDictModuleBase
+from tensordict.nn import InteractionType, TensorDictModuleBase
+from tensordict.nn.probabilistic import interaction_type
 from tensordict.utils import NestedKey
-from transformers import DynamicCache
 
 from vla_torchrl.keys import (
     ACTION_KEY,
@@ -57,89 +62,21 @@ from vla_torchrl.modules.critic import (
     CriticInput,
     SeparateBackboneCritic,
     ValueHead,
+    _rename_keys,
     check_shared_head,
     select_critic_input,
     write_critic_value,
 )
+from vla_torchrl.modules.distribution import (
+    ActionTokenDistribution,
+    GenerationOutput,
+    generate_action_tokens,
+)
 from vla_torchrl.modules.openvla import OpenVLA
-from vla_torchrl.modules.passes import prefix_inputs, restricted_log_probs
+from vla_torchrl.modules.passes import prefix_inputs
 from vla_torchrl.modules.processors.bundle import OpenVLAProcessor, read_observation
-from vla_torchrl.utils.fake import has_data
 
 __all__ = ["GenerationOutput", "OpenVLAActor", "generate_action_tokens"]
-
-GenerationOutput = dict[str, torch.Tensor]
-
-
-@torch.no_grad()
-def generate_action_tokens(
-    model: OpenVLA,
-    inputs_embeds: torch.Tensor,
-    attention_mask: torch.Tensor,
-    position_ids: torch.Tensor,
-    *,
-    temperature: float = 1.0,
-    mode: Literal["sample", "greedy"] = "sample",
-    use_cache: bool = True,
-    feed_last: bool = False,
-    generator: torch.Generator | None = None,
-) -> GenerationOutput:
-    """Generate ``config.action_dim`` action tokens from a prefix.
-
-    Args:
-        model: the OpenVLA.
-        inputs_embeds, attention_mask, position_ids: the left-padded prefix
-            (:func:`~vla_torchrl.modules.passes.prefix_inputs`).
-        temperature: softmax temperature of the restricted distributions.
-        mode: ``"sample"`` or ``"greedy"`` (argmax).
-        use_cache: KV cache (one prefill + cached steps) or full recompute each step (tests).
-        feed_last: also run the last token through (one more step) to get h^n.
-        generator: optional RNG for sampling.
-
-    Returns:
-        dict with ``tokens`` (int64 ids ``[N, 7]``), ``log_probs`` ``[N, 7]`` (float32) and
-        ``hidden`` ``[N, 7 (+1), H]`` (h^0.., detached).
-    """
-    first_id = model.config.action_token_ids[0]
-    n_steps = model.config.action_dim
-    cache = DynamicCache() if use_cache else None
-    embeds, mask, pos = inputs_embeds, attention_mask, position_ids
-    # one host check per call (not per token): without left padding the causal mask alone is
-    # exact, and transformers then skips building a padding mask at every step (fake / meta
-    # tensors, memory planning: assume padding, the larger case)
-    padded = bool((mask == 0).any()) if has_data(mask) else True
-    out = model.backbone(embeds, mask if padded else None, pos, cache=cache, use_cache=use_cache)
-    h = out.last_hidden_state[:, -1]
-    hiddens, tokens, log_probs = [h], [], []
-    for step in range(n_steps):
-        logp = restricted_log_probs(model.action_logits(h), temperature=temperature)
-        if mode == "greedy":
-            idx = logp.argmax(-1)
-        else:
-            idx = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
-        tokens.append(idx + first_id)
-        log_probs.append(logp.gather(-1, idx.unsqueeze(-1)).squeeze(-1))
-        if step == n_steps - 1 and not feed_last:
-            break
-        new = model.embed_tokens(tokens[-1].unsqueeze(1))
-        new_mask = torch.ones_like(mask[:, :1])
-        new_pos = pos[:, -1:] + 1
-        mask = torch.cat([mask, new_mask], dim=1)
-        step_mask = mask if padded else None
-        if use_cache:
-            pos = new_pos
-            out = model.backbone(new, step_mask, pos, cache=cache, use_cache=True)
-        else:
-            embeds = torch.cat([embeds, new], dim=1)
-            pos = torch.cat([pos, new_pos], dim=1)
-            out = model.backbone(embeds, step_mask, pos)
-        h = out.last_hidden_state[:, -1]
-        hiddens.append(h)
-    return {
-        "tokens": torch.stack(tokens, dim=1),
-        "log_probs": torch.stack(log_probs, dim=1),
-        "hidden": torch.stack(hiddens, dim=1),
-    }
 
 
 class OpenVLAActor(TensorDictModuleBase):
@@ -203,6 +140,55 @@ class OpenVLAActor(TensorDictModuleBase):
             HIDDEN_KEY,
         ] + ([VALUE_KEY] if critic is not None else [])
 
+    def set_keys(self, **keys: NestedKey) -> OpenVLAActor:
+        """Rename the keys read: ``image``, ``instruction``; returns ``self``.
+
+        Examples (the actor of the module docstring)::
+
+            actor.set_keys(image=("pixels", "rgb"), instruction="task")
+        """
+        _rename_keys(self, keys, ("image", "instruction"))
+        self.in_keys = [self.image_key, self.instruction_key]
+        return self
+
+    def decoding_mode(self) -> Literal["sample", "greedy"]:
+        """The decoding used now: greedy under ``set_exploration_type(DETERMINISTIC | MODE |
+        MEAN)``, else :attr:`mode`."""
+        current = interaction_type()
+        if current in (InteractionType.DETERMINISTIC, InteractionType.MODE, InteractionType.MEAN):
+            return "greedy"
+        return self.mode
+
+    def get_dist(self, tensordict: TensorDictBase) -> ActionTokenDistribution:
+        """The action distribution at the observations of ``tensordict`` (TorchRL's API).
+
+        ``sample()`` generates tokens (KV cache, no gradient), ``log_prob(tokens)`` scores
+        ``ACTION_TOKENS_KEY`` ``[*B, 7]`` teacher-forced (with gradients), ``entropy()`` sums the
+        per-token entropies along those tokens, ``mode`` decodes greedily. With TorchRL's
+        ``ClipPPOLoss``: ``set_keys(action=ACTION_TOKENS_KEY)`` (README "TorchRL interop").
+        """
+        images, texts = read_observation(tensordict, self.image_key, self.instruction_key)
+        return ActionTokenDistribution(
+            self.model,
+            self.processor,
+            images,
+            texts,
+            batch_shape=tensordict.batch_size,
+            temperature=self.temperature,
+            use_cache=self.use_cache,
+            generator=self.generator,
+        )
+
+    def log_prob(self, tensordict: TensorDictBase) -> torch.Tensor:
+        """Teacher-forced log-prob ``[*B]`` of the tensordict's ``ACTION_TOKENS_KEY`` (Eq. 1)."""
+        tokens = tensordict.get(ACTION_TOKENS_KEY, None)
+        if tokens is None:
+            raise KeyError(
+                f"OpenVLAActor.log_prob needs {ACTION_TOKENS_KEY!r} (int64 [*B, 7]) in its input; "
+                "run the actor first or store the tokens of the actions to score"
+            )
+        return self.get_dist(tensordict).log_prob(tokens)
+
     @torch.no_grad()
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         images, texts = read_observation(tensordict, self.image_key, self.instruction_key)
@@ -214,7 +200,7 @@ class OpenVLAActor(TensorDictModuleBase):
             mask,
             pos,
             temperature=self.temperature,
-            mode=self.mode,
+            mode=self.decoding_mode(),
             use_cache=self.use_cache,
             feed_last=shared and self.critic_input != "h0",
             generator=self.generator,

@@ -49,6 +49,12 @@ class ViTConfig:
         timm_name: the timm model id whose architecture is used (DINO: 4 register tokens,
             LayerScale; SigLIP: no class token, attention-pool head).
         embed_dim, depth, num_heads, patch_size, mlp_ratio: the usual ViT sizes.
+        layer_scale_init: initial LayerScale value of a DINO tower (``None``: timm's value for
+            DINOv2, 1e-5). A checkpoint overwrites it; it only matters for towers trained from
+            random weights, where 1e-5 keeps every block's residual branch ~silent: in a
+            measured small-model SFT (issue 14) the DINO gammas had only grown to ~3e-3 after
+            1,288 steps, so that tower was nearly a bare patch embedding. SigLIP has no
+            LayerScale, so the option is refused there.
     """
 
     timm_name: str
@@ -57,6 +63,7 @@ class ViTConfig:
     num_heads: int
     patch_size: int
     mlp_ratio: float
+    layer_scale_init: float | None = None
 
     def __post_init__(self) -> None:
         if self.timm_name not in (DINO_TIMM_ID, SIGLIP_TIMM_ID):
@@ -77,6 +84,17 @@ class ViTConfig:
                 f"ViTConfig.depth={self.depth}: OpenVLA reads the second-to-last block, so a "
                 "tower needs at least 2 blocks."
             )
+        if self.layer_scale_init is not None:
+            if self.timm_name != DINO_TIMM_ID:
+                raise ValueError(
+                    f"ViTConfig.layer_scale_init={self.layer_scale_init} on {self.timm_name!r}: "
+                    "only the DINO tower has LayerScale; leave it None for SigLIP."
+                )
+            if not 0.0 < self.layer_scale_init <= 10.0:
+                raise ValueError(
+                    f"ViTConfig.layer_scale_init={self.layer_scale_init} must be in (0, 10] "
+                    "(1.0 for a tower trained from scratch, None for timm's 1e-5)."
+                )
 
     def timm_kwargs(self, image_size: int) -> dict[str, Any]:
         """Keyword overrides passed to ``timm.create_model``."""
@@ -88,6 +106,7 @@ class ViTConfig:
             "patch_size": self.patch_size,
             "mlp_ratio": self.mlp_ratio,
             "num_classes": 0,
+            **({} if self.layer_scale_init is None else {"init_values": self.layer_scale_init}),
         }
 
 
@@ -235,7 +254,8 @@ class OpenVLAConfig:
         """
         values: dict[str, Any] = {
             "image_size": 64,
-            "dino": ViTConfig(DINO_TIMM_ID, 96, 4, 4, 8, 4.0),
+            # trained from scratch: LayerScale starts at 1, not DINOv2's 1e-5 (ViTConfig)
+            "dino": ViTConfig(DINO_TIMM_ID, 96, 4, 4, 8, 4.0, layer_scale_init=1.0),
             "siglip": ViTConfig(SIGLIP_TIMM_ID, 96, 4, 4, 8, 4.0),
             "llm_hidden_size": 128,
             "llm_intermediate_size": 512,

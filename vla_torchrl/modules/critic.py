@@ -55,6 +55,18 @@ CriticInput = Literal["h0", "hn", "concat"]
 _MODES = ("h0", "hn", "concat")
 
 
+def _rename_keys(module, keys: dict, accepted: tuple[str, ...]) -> None:
+    """``set_keys`` of the modules: ``<name>=key`` sets ``module.<name>_key``."""
+    unknown = sorted(set(keys) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"{type(module).__name__}.set_keys: unknown key name(s) {unknown}; accepted: "
+            f"{list(accepted)}"
+        )
+    for name, key in keys.items():
+        setattr(module, f"{name}_key", key)
+
+
 def critic_input_dim(hidden_size: int, mode: CriticInput, *, action_dim: int = 7) -> int:
     """Width of the critic input for ``mode`` (``concat``: ``(action_dim + 1) * H``)."""
     if mode not in _MODES:
@@ -205,6 +217,15 @@ class SeparateBackboneCritic(TensorDictModuleBase):
         )
         self.out_keys = [value_key]
 
+    def set_keys(self, **keys: NestedKey) -> SeparateBackboneCritic:
+        """Rename keys: ``image``, ``instruction``, ``action_tokens``, ``value``; returns ``self``."""
+        _rename_keys(self, keys, ("image", "instruction", "action_tokens", "value"))
+        self.in_keys = [self.image_key, self.instruction_key] + (
+            [] if self.critic_input == "h0" else [self.action_tokens_key]
+        )
+        self.out_keys = [self.value_key]
+        return self
+
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         images, texts = read_observation(tensordict, self.image_key, self.instruction_key)
         tokens = None
@@ -249,6 +270,13 @@ class SharedValueNetwork(TensorDictModuleBase):
         self.image_key, self.instruction_key, self.value_key = image_key, instruction_key, value_key
         self.in_keys = [image_key, instruction_key]
         self.out_keys = [value_key]
+
+    def set_keys(self, **keys: NestedKey) -> SharedValueNetwork:
+        """Rename keys: ``image``, ``instruction``, ``value``; returns ``self``."""
+        _rename_keys(self, keys, ("image", "instruction", "value"))
+        self.in_keys = [self.image_key, self.instruction_key]
+        self.out_keys = [self.value_key]
+        return self
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         images, texts = read_observation(tensordict, self.image_key, self.instruction_key)

@@ -50,13 +50,13 @@ from vla_torchrl.modules.critic import (
     CriticInput,
     SeparateBackboneCritic,
     ValueHead,
+    _rename_keys,
     check_shared_head,
     write_critic_value,
 )
+from vla_torchrl.modules.distribution import score_action_tokens
 from vla_torchrl.modules.openvla import OpenVLA
-from vla_torchrl.modules.passes import entropy, restricted_log_probs, teacher_forced_hidden
 from vla_torchrl.modules.processors.bundle import OpenVLAProcessor, read_observation
-from vla_torchrl.utils.fake import has_data
 
 __all__ = ["OpenVLAEvaluator"]
 
@@ -130,25 +130,25 @@ class OpenVLAEvaluator(TensorDictModuleBase):
                 "evaluator with LoRA (peft_model=...) or pass reference_model=<frozen OpenVLA copy>."
             )
 
+    def set_keys(self, **keys: NestedKey) -> OpenVLAEvaluator:
+        """Rename the keys read: ``image``, ``instruction``, ``action_tokens``; returns ``self``."""
+        _rename_keys(self, keys, ("image", "instruction", "action_tokens"))
+        self.in_keys = [self.image_key, self.instruction_key, self.action_tokens_key]
+        return self
+
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         images, texts = read_observation(tensordict, self.image_key, self.instruction_key)
         n_steps = self.model.config.action_dim
-        tokens = tensordict.get(self.action_tokens_key).reshape(len(texts), n_steps).long()
-        first, end = self.model.config.action_token_ids
-        # the range check reads values: skipped for fake / meta tensors (memory planning)
-        if tokens.numel() and has_data(tokens) and (tokens.min() < first or tokens.max() >= end):
-            raise ValueError(
-                f"OpenVLAEvaluator: action tokens must lie in [{first}, {end}), got range "
-                f"[{int(tokens.min())}, {int(tokens.max())}]."
-            )
-        hidden = teacher_forced_hidden(self.model, self.processor, images, texts, tokens)
-        logp = restricted_log_probs(
-            self.model.action_logits(hidden[:, :n_steps]), temperature=self.temperature
+        token_logp, token_entropy, hidden = score_action_tokens(
+            self.model,
+            self.processor,
+            images,
+            texts,
+            tensordict.get(self.action_tokens_key),
+            temperature=self.temperature,
         )
-        idx = (tokens - first).to(logp.device).unsqueeze(-1)
         batch = tensordict.batch_size
-        token_logp = logp.gather(-1, idx).squeeze(-1)
         tensordict.set(EVAL_TOKEN_LOG_PROBS_KEY, token_logp.reshape(*batch, n_steps))
-        tensordict.set(EVAL_ENTROPY_KEY, entropy(logp).reshape(*batch, n_steps))
+        tensordict.set(EVAL_ENTROPY_KEY, token_entropy.reshape(*batch, n_steps))
         write_critic_value(tensordict, self.critic, hidden, self.critic_input)
         return tensordict

@@ -19,9 +19,11 @@ Examples:
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -180,8 +182,19 @@ def trainable_parameter_groups(
 
 
 def save_adapters(model: PeftModel, path: str | os.PathLike[str]) -> None:
-    """Save only the adapters (peft format: ``adapter_config.json`` + safetensors)."""
+    """Save only the adapters (peft format: ``adapter_config.json`` + safetensors).
+
+    peft keeps ``target_modules`` as a set and writes it in set order, which changes from one
+    process to the next (string hashing); the list is sorted so the same policy gives the same
+    bytes.
+    """
     model.save_pretrained(str(path), safe_serialization=True)
+    config_file = Path(path) / "adapter_config.json"
+    if config_file.is_file():
+        config = json.loads(config_file.read_text())
+        if isinstance(config.get("target_modules"), list):
+            config["target_modules"] = sorted(config["target_modules"])
+            config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def load_adapters(

@@ -31,12 +31,16 @@ Composing a custom objective (``examples/ppo_with_sft.py``): PPO + lambda * SFT:
             out = self.ppo(rollout)
             out.set("loss_sft", self.sft_coeff * self.sft(demos)["loss_sft"])
             return out
+
+The recipes train such a loss with ``vla-torchrl-train algo.loss._target_=my_pkg.MyLoss``
+(README "Custom losses in the recipes"); a loss (or any of its sub-modules) that defines
+``set_advantage_stats`` (:class:`UsesAdvantageStats`) is given the whole rollout's statistics.
 """
 
 from __future__ import annotations
 
 from vla_torchrl.objectives import functional
-from vla_torchrl.objectives._evaluator_loss import EvaluatorLossBase
+from vla_torchrl.objectives._evaluator_loss import EvaluatorLossBase, UsesAdvantageStats
 from vla_torchrl.objectives.advantages import GAEAdvantage, GroupRelativeAdvantage
 from vla_torchrl.objectives.grpo import VLAGRPOLoss
 from vla_torchrl.objectives.ppo import VLAPPOLoss
@@ -47,6 +51,7 @@ __all__ = [
     "EvaluatorLossBase",
     "GAEAdvantage",
     "GroupRelativeAdvantage",
+    "UsesAdvantageStats",
     "VLAGRPOLoss",
     "VLAPPOLoss",
     "VLASFTLoss",

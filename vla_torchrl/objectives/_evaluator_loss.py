@@ -10,7 +10,7 @@ from tensordict.nn import TensorDictModuleBase
 from torch import Tensor
 from torchrl.objectives import LossModule
 
-__all__ = ["EvaluatorLossBase", "SupportsReference"]
+__all__ = ["EvaluatorLossBase", "SupportsReference", "UsesAdvantageStats"]
 
 
 @runtime_checkable
@@ -19,6 +19,22 @@ class SupportsReference(Protocol):
 
     def reference(self):  # pragma: no cover - protocol
         """Context manager inside which the evaluator computes the reference policy."""
+
+
+@runtime_checkable
+class UsesAdvantageStats(Protocol):
+    """A loss that wants the advantage statistics of the whole rollout (not of each minibatch).
+
+    The recipes' update (:func:`vla_torchrl.training.update.rl_update`) calls
+    ``set_advantage_stats(stats_fn)`` once per rollout, after the advantages are computed, on the
+    loss **and on every sub-module** that defines it (so a composed loss holding a
+    :class:`~vla_torchrl.objectives.VLAPPOLoss` gets them without doing anything). ``stats_fn``
+    is an :data:`~vla_torchrl.objectives.functional.AdvantageStatsFn` returning the rollout's
+    (across ranks: the global) mean and std, whatever minibatch it is given.
+    """
+
+    def set_advantage_stats(self, stats_fn) -> None:  # pragma: no cover - protocol
+        """Use ``stats_fn`` for advantage normalisation until the next call."""
 
 
 class EvaluatorLossBase(LossModule):

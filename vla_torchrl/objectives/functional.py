@@ -39,6 +39,7 @@ __all__ = [
     "masked_mean",
     "normalize_advantage",
     "preference_pairs",
+    "reference_kl",
     "segment_ids",
     "segment_sum",
     "sft_token_nll",
@@ -598,6 +599,27 @@ def trajectory_preference_loss(
             "reward_margin": margin.mean(),
         }
     return loss, info
+
+
+# ------------------------------------------------------------------------------------------------
+# KL to the reference policy (GRPO's penalty; also offered by PPO)
+# ------------------------------------------------------------------------------------------------
+def reference_kl(log_prob: Tensor, ref_log_prob: Tensor, mask: Tensor | None = None) -> Tensor:
+    """KL(pi || pi_ref) estimated on sampled actions: ``mean(exp(r) - r - 1)``, ``r = ref - logp``.
+
+    The "k3" estimator (Schulman, *Approximating KL Divergence*, 2020), the one GRPO's KL term
+    uses (Shao et al. 2024, DeepSeekMath, Eq. 4): unbiased for actions sampled from the policy and
+    always ``>= 0``. Here ``log_prob`` and ``ref_log_prob`` are the summed 7-token action
+    log-probs (Eq. 1) of the current and the frozen reference policy; the reference is detached.
+
+    Examples:
+        >>> reference_kl(torch.tensor([-1.0, -2.0]), torch.tensor([-1.0, -2.0]))
+        tensor(0.)
+        >>> round(float(reference_kl(torch.tensor([0.0]), torch.tensor([-1.0]))), 4)  # e^-1 + 1 - 1
+        0.3679
+    """
+    log_r = ref_log_prob.detach() - log_prob
+    return masked_mean(log_r.exp() - log_r - 1, mask)
 
 
 # ------------------------------------------------------------------------------------------------

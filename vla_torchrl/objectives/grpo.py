@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
 
@@ -41,7 +40,8 @@ class VLAGRPOLoss(VLAPPOLoss):
     ``kl_ref``.
 
     The KL to the reference is GRPO's unbiased estimator on the action log-prob,
-    ``exp(ref - logp) - (ref - logp) - 1`` (always >= 0), averaged over the minibatch.
+    ``exp(ref - logp) - (ref - logp) - 1`` (always >= 0), averaged over the minibatch
+    (:func:`.functional.reference_kl`; the same term as ``VLAPPOLoss(kl_coeff=...)``).
 
     Args:
         evaluator: teacher-forced evaluation module.
@@ -80,28 +80,5 @@ class VLAGRPOLoss(VLAPPOLoss):
             entropy_coeff=entropy_coeff,
             normalize_advantage=normalize_advantage,
             advantage_stats_fn=advantage_stats_fn,
+            kl_coeff=kl_coeff,
         )
-        if kl_coeff < 0:
-            raise ValueError(f"kl_coeff={kl_coeff} must be >= 0.")
-        self.kl_coeff = kl_coeff
-
-    @property
-    def out_keys(self) -> list[NestedKey]:
-        keys = super().out_keys
-        return keys + (["loss_kl", "kl_ref"] if self.kl_coeff else [])
-
-    def forward(self, tensordict: TensorDictBase) -> TensorDict:
-        td = self._flat(tensordict)
-        evaluated = self._evaluate(td)
-        out, log_prob = self._policy_terms(td, evaluated)
-        if self.kl_coeff:
-            k = self.tensor_keys
-            ref = td.get(k.ref_action_log_prob, None)
-            if ref is None:
-                ref = F.action_log_prob(self._reference_token_log_probs(td, k.eval_token_log_probs))
-            ref = self._vector(ref, log_prob.shape[0], k.ref_action_log_prob).detach()
-            log_r = ref - log_prob
-            kl = (log_r.exp() - log_r - 1).mean()  # k3 estimator, >= 0
-            out.set("loss_kl", self.kl_coeff * kl)
-            out.set("kl_ref", kl.detach())
-        return out

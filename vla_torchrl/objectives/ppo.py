@@ -22,6 +22,7 @@ from vla_torchrl.keys import (
     ADVANTAGE_KEY,
     EVAL_ENTROPY_KEY,
     EVAL_TOKEN_LOG_PROBS_KEY,
+    REF_ACTION_LOG_PROB_KEY,
     VALUE_KEY,
     VALUE_TARGET_KEY,
 )
@@ -38,12 +39,22 @@ class VLAPPOLoss(EvaluatorLossBase):
     (observation keys, ``ACTION_TOKENS_KEY`` ``[N, 7]``) and, from the rollout and the advantage
     module, ``ACTION_LOG_PROB_KEY`` ``[N]`` (behaviour log-prob, sum of 7 token log-probs),
     ``ADVANTAGE_KEY`` ``[N, 1]``, and with a critic ``VALUE_KEY`` ``[N, 1]`` (old value, for
-    clipping) and ``VALUE_TARGET_KEY`` ``[N, 1]``.
+    clipping) and ``VALUE_TARGET_KEY`` ``[N, 1]``; for ``kl_coeff > 0`` optionally
+    ``REF_ACTION_LOG_PROB_KEY`` ``[N]`` (else computed by the evaluator inside
+    ``evaluator.reference()`` under ``no_grad``).
 
     Output: ``loss_objective``, ``loss_critic`` (if ``critic_coeff``), ``loss_entropy`` (if
-    ``entropy_coeff``), detached ``clip_fraction``, ``kl_approx``, ``ratio_mean``, ``entropy``
-    (joint entropy of the 7 token distributions, summed), ``value_clip_fraction``,
-    ``explained_variance``. The training loss is the sum of the ``loss_*`` entries.
+    ``entropy_coeff``), ``loss_kl`` (if ``kl_coeff``), detached ``clip_fraction``,
+    ``kl_approx``, ``ratio_mean``, ``entropy`` (joint entropy of the 7 token distributions,
+    summed), ``value_clip_fraction``, ``explained_variance``, ``kl_ref`` (if ``kl_coeff``), and
+    ``EVAL_TOKEN_LOG_PROBS_KEY`` ``[N, 7]``: the current policy's token log-probs of this call's
+    forward, **with** their graph, so that a composed loss adds terms on them without a second
+    evaluator pass (it is not a ``loss_*`` entry, so it is not summed). The training loss is the
+    sum of the ``loss_*`` entries.
+
+    The KL to the reference is :func:`.functional.reference_kl` (the k3 estimator of GRPO's KL
+    term, Shao et al. 2024 Eq. 4, the same as :class:`~vla_torchrl.objectives.VLAGRPOLoss`):
+    ``loss_kl = kl_coeff * mean(exp(ref - logp) - (ref - logp) - 1)``.
 
     Args:
         evaluator: teacher-forced evaluation module (see :class:`EvaluatorLossBase`).
@@ -59,6 +70,8 @@ class VLAPPOLoss(EvaluatorLossBase):
             it once per rollout to ``functional.frozen_advantage_stats(rollout[ADVANTAGE_KEY],
             stats_fn=functional.all_reduce_advantage_stats)``; the attribute can be reassigned.
         advantage_eps: lower bound on the std.
+        kl_coeff: weight of the KL to the frozen reference policy (0 disables it; the recipe's
+            ``algo.kl_coef`` with ``algo.reference=initial``).
 
     PPO-ORZ is this loss with advantages from ``GAEAdvantage(gamma=1.0, lmbda=1.0)``.
 
@@ -80,6 +93,7 @@ class VLAPPOLoss(EvaluatorLossBase):
         value_target: NestedKey = VALUE_TARGET_KEY
         value: NestedKey = VALUE_KEY
         action_log_prob: NestedKey = ACTION_LOG_PROB_KEY
+        ref_action_log_prob: NestedKey = REF_ACTION_LOG_PROB_KEY
         eval_token_log_probs: NestedKey = EVAL_TOKEN_LOG_PROBS_KEY
         eval_entropy: NestedKey = EVAL_ENTROPY_KEY
 
@@ -95,6 +109,7 @@ class VLAPPOLoss(EvaluatorLossBase):
         normalize_advantage: bool = True,
         advantage_stats_fn: F.AdvantageStatsFn | None = None,
         advantage_eps: float = 1e-6,
+        kl_coeff: float = 0.0,
     ) -> None:
         super().__init__(evaluator)
         if clip_epsilon <= 0:
@@ -105,6 +120,10 @@ class VLAPPOLoss(EvaluatorLossBase):
             raise ValueError(f"huber_delta={huber_delta} must be > 0 or None (FACTS.md: 10).")
         if entropy_coeff < 0:
             raise ValueError(f"entropy_coeff={entropy_coeff} must be >= 0 (it is a bonus).")
+        if kl_coeff < 0:
+            raise ValueError(
+                f"kl_coeff={kl_coeff} must be >= 0 (a penalty on KL to the reference)."
+            )
         self.clip_epsilon = clip_epsilon
         self.clip_value = clip_value
         self.huber_delta = huber_delta
@@ -113,6 +132,15 @@ class VLAPPOLoss(EvaluatorLossBase):
         self.normalize_advantage = normalize_advantage
         self.advantage_stats_fn = advantage_stats_fn
         self.advantage_eps = advantage_eps
+        self.kl_coeff = kl_coeff
+
+    def set_advantage_stats(self, stats_fn: F.AdvantageStatsFn | None) -> None:
+        """Normalise advantages with ``stats_fn`` (e.g. the whole rollout's statistics).
+
+        The recipes call it once per rollout (:class:`~vla_torchrl.objectives.UsesAdvantageStats`);
+        ``None`` restores this call's (minibatch) statistics.
+        """
+        self.advantage_stats_fn = stats_fn
 
     @property
     def in_keys(self) -> list[NestedKey]:
@@ -127,7 +155,9 @@ class VLAPPOLoss(EvaluatorLossBase):
             keys.append("loss_entropy")
         if self.critic_coeff:
             keys += ["loss_critic", "value_clip_fraction", "explained_variance"]
-        return keys
+        if self.kl_coeff:
+            keys += ["loss_kl", "kl_ref"]
+        return keys + [self.tensor_keys.eval_token_log_probs]
 
     def _policy_terms(
         self, td: TensorDictBase, evaluated: TensorDictBase
@@ -144,6 +174,7 @@ class VLAPPOLoss(EvaluatorLossBase):
             )
         loss, info = F.clipped_surrogate_loss(log_prob, old, adv, clip_epsilon=self.clip_epsilon)
         out = TensorDict({"loss_objective": loss, **info})
+        out.set(k.eval_token_log_probs, self._require(evaluated, k.eval_token_log_probs))
         entropy = self._require(evaluated, k.eval_entropy).sum(-1).mean()
         out.set("entropy", entropy.detach())
         if self.entropy_coeff:
@@ -170,10 +201,23 @@ class VLAPPOLoss(EvaluatorLossBase):
             out.set(name, val)
         out.set("explained_variance", F.explained_variance(value, target))
 
+    def _kl_terms(self, td: TensorDictBase, log_prob: torch.Tensor, out: TensorDict) -> None:
+        """``loss_kl`` and ``kl_ref``: KL to the reference (:func:`.functional.reference_kl`)."""
+        k = self.tensor_keys
+        ref = td.get(k.ref_action_log_prob, None)
+        if ref is None:
+            ref = F.action_log_prob(self._reference_token_log_probs(td, k.eval_token_log_probs))
+        ref = self._vector(ref, log_prob.shape[0], k.ref_action_log_prob)
+        kl = F.reference_kl(log_prob, ref)
+        out.set("loss_kl", self.kl_coeff * kl)
+        out.set("kl_ref", kl.detach())
+
     def forward(self, tensordict: TensorDictBase) -> TensorDict:
         td = self._flat(tensordict)
         evaluated = self._evaluate(td)
-        out, _ = self._policy_terms(td, evaluated)
+        out, log_prob = self._policy_terms(td, evaluated)
         if self.critic_coeff:
             self._critic_terms(td, evaluated, out)
+        if self.kl_coeff:
+            self._kl_terms(td, log_prob, out)
         return out

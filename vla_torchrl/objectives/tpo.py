@@ -62,6 +62,9 @@ class VLATPOLoss(EvaluatorLossBase):
     so accumulate gradients over calls).
     """
 
+    #: the recipes' update hands this loss whole ``[B, T]`` trajectories, not flat transitions
+    trajectory_loss = True
+
     @dataclass
     class _AcceptedKeys:
         """Keys read by :class:`VLATPOLoss`; rename with :meth:`set_keys`."""

@@ -73,6 +73,14 @@ def format_user_error(err: BaseException) -> str:
         parts += [line.strip() for line in str(cause).splitlines() if line.strip()]
     # Hydra appends its config search path to "could not find" errors: noise for the user
     parts = list(dict.fromkeys(parts))
+    # Hydra advises "+key=value" for a key the config lacks, which our schema then refuses
+    # (unknown keys are mistakes): say that the key does not exist instead
+    advice = [p for p in parts if p.startswith("To append to your config use +")]
+    if advice:
+        parts = [p for p in parts if p not in advice]
+        parts.append(
+            "no such config key (python -m vla_torchrl.recipes.show_config prints every key)"
+        )
     if "Config search path:" in parts:
         parts = parts[: parts.index("Config search path:")]
     text = " | ".join(parts) or type(err).__name__
@@ -243,6 +251,12 @@ def _run_hydra(
         # Before the task starts, Hydra only parses the command line and composes the config;
         # it raises plain ValueErrors for some bad overrides (e.g. ``algo=true``): user errors.
         if catch and "started" not in result:
+            if isinstance(err, OSError):  # e.g. the run directory cannot be created
+                where = err.filename if err.filename is not None else "the output directory"
+                raise UserError(
+                    f"cannot write {where}: {err.strerror or err}; choose a directory you can "
+                    "write to (run_dir=... / out=...)"
+                ) from err
             raise UserError(f"bad command line {' '.join(args)!r}: {err}") from err
         raise
     finally:

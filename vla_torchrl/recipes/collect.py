@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -46,7 +47,7 @@ import torch
 from tensordict import NonTensorData, NonTensorStack, TensorDict
 
 from vla_torchrl.config.collect_schema import CollectConfig, to_collect_config
-from vla_torchrl.envs.demos import save_demos
+from vla_torchrl.envs.demos import is_demos_folder, save_demos
 from vla_torchrl.errors import UserError
 from vla_torchrl.keys import (
     ACTION_KEY,
@@ -79,16 +80,66 @@ def _expert(env, backend: str):
         raise UserError(str(err)) from err
 
 
+def _protected(out: Path) -> str | None:
+    """Why ``out`` must never be replaced (the working directory, one of its ancestors, the
+    home directory, the filesystem root), or None."""
+    target = out.resolve()
+    cwd, home = Path.cwd().resolve(), Path.home().resolve()
+    if target == cwd or target in cwd.parents:
+        return "it is the working directory or one of its parents"
+    if target == home or target in home.parents:
+        return "it is the home directory or one of its parents"
+    if target == Path(target.anchor):
+        return "it is the filesystem root"
+    return None
+
+
 def _prepare_out(cfg: CollectConfig) -> Path:
+    """Check ``cfg.out`` before any work: new, empty, or (``overwrite=true``) a demos folder."""
     out = Path(cfg.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not cfg.overwrite:
-            raise UserError(
-                f"out={str(out)!r} already exists and is not empty; choose another out= or pass "
-                "overwrite=true to replace it"
-            )
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    if not out.exists() and not out.is_symlink():
+        return out
+    why = _protected(out)
+    if why is not None:
+        raise UserError(
+            f"out={str(out)!r} cannot hold the demonstrations: {why}; choose a folder of its "
+            "own, e.g. out=data/demos"
+        )
+    if out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
+        return out
+    if not cfg.overwrite:
+        raise UserError(
+            f"out={str(out)!r} already exists and is not empty; choose another out= or pass "
+            "overwrite=true to replace it (only a demonstrations folder is replaced)"
+        )
+    if not is_demos_folder(out, extra_files=(SUMMARY_FILE,)):
+        why = "it is not a demonstrations folder (meta.json, *.memmap and summary.json only)"
+        raise UserError(
+            f"overwrite=true refuses to replace out={str(out)!r}: {why}; choose another out= "
+            "(or delete it yourself if you mean to)"
+        )
     return out
+
+
+def _write_demos(data: TensorDict, out: Path, summary: dict[str, Any]) -> None:
+    """Write the demos next to ``out`` and swap them in: an old set is replaced only once the
+    new one is complete (a crash or a full disk leaves the old one as it was)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        save_demos(data, tmp)
+        (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+        old = None
+        if out.exists():
+            old = out.parent / f".trash-{out.name}-{os.getpid()}"
+            os.rename(out, old)
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _play_round(env, expert, max_steps: int) -> tuple[list[dict], torch.Tensor, torch.Tensor]:
@@ -200,8 +251,6 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
     data = torch.cat(parts)
     # OpenVLA action tokens, statistics-free (the tiny model's); training re-tokenizes
     data.set(ACTION_TOKENS_KEY, ActionTokenizer().actions_to_tokens(data.get(ACTION_KEY)))
-    out.mkdir(parents=True, exist_ok=True)
-    save_demos(data, out)
     summary = {
         "episodes": cfg.episodes,
         "successes": n_success,
@@ -214,7 +263,7 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
         "path": str(out),
         "config": dataclasses.asdict(cfg),
     }
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+    _write_demos(data, out, summary)
     return summary
 
 

@@ -30,10 +30,12 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from vla_torchrl.config.load import to_train_config
 from vla_torchrl.recipes._cli import run_cli
 from vla_torchrl.training.loop import train
+from vla_torchrl.training.run import check_can_start
 
 __all__ = ["main"]
 
@@ -41,13 +43,35 @@ __all__ = ["main"]
 def main(argv: list[str] | None = None) -> int:
     """Console entry point (Hydra): ``vla-torchrl-train [--config-name train_cpu] key=value ...``."""
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    rank = int(os.environ.get("RANK", "0"))
+    # Hydra writes .hydra/ before the job starts; we write it ourselves once the run is known
+    # to start, so that a refused command leaves the run's files as they were
+    write_hydra = rank == 0 and not any(a.startswith("hydra.output_subdir") for a in args)
+
     def _main(dict_cfg) -> None:
-        train(to_train_config(dict_cfg))
+        cfg = to_train_config(dict_cfg)
+        check_can_start(cfg)
+        if write_hydra:
+            _write_hydra_files(dict_cfg, Path(cfg.run_dir) / ".hydra")
+        train(cfg)
 
     # under torchrun only rank 0 writes Hydra's files (.hydra/, the job log) into the run dir
     quiet = ("hydra.output_subdir=null", "hydra/job_logging=stdout")
-    rank = int(os.environ.get("RANK", "0"))
-    return run_cli(_main, config_name="train", argv=argv, hydra_overrides=quiet if rank else ())
+    defaults = quiet if rank else ("hydra.output_subdir=null",)
+    return run_cli(_main, config_name="train", argv=args, hydra_overrides=defaults)
+
+
+def _write_hydra_files(dict_cfg, folder: Path) -> None:
+    """What Hydra's ``output_subdir`` holds: config.yaml, hydra.yaml, overrides.yaml."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    hydra_cfg = HydraConfig.get()
+    folder.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(dict_cfg, folder / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), folder / "hydra.yaml")
+    OmegaConf.save(OmegaConf.create(list(hydra_cfg.overrides.task)), folder / "overrides.yaml")
 
 
 if __name__ == "__main__":

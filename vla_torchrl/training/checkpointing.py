@@ -21,6 +21,7 @@ pickle-free format with per-file checksums and RNG capture for single-process ru
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -44,7 +45,11 @@ __all__ = [
     "CheckpointError",
     "CheckpointManager",
     "capture_rng_states",
+    "check_finite",
+    "check_saved_dtypes",
     "check_tensors",
+    "is_disk_full",
+    "replace_directory",
     "restore_rng_states",
 ]
 
@@ -56,6 +61,11 @@ RNG = "rng.pt"
 COUNTERS = "counters.json"
 EXTRA_DIR = "extra"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
+# the way out of a damaged checkpoint, as the training CLI spells it (TrainConfig.resume)
+_OLDER = (
+    "resume from an older one (resume=<its step>; resume=true picks the newest that verifies) "
+    "or restart (resume=from_scratch)"
+)
 
 
 @dataclass
@@ -134,7 +144,7 @@ def _check_rng_states(states: Mapping[str, Any], file: Path) -> None:
     except Exception as err:
         raise CheckpointError(
             f"checkpoint file {file} holds no valid RNG states ({type(err).__name__}: {err}); "
-            "load an older checkpoint"
+            + _OLDER
         ) from err
     finally:
         restore_rng_states(current)
@@ -208,12 +218,12 @@ def _read(file: Path, reader: Callable[[Path], Any], kind: type | None = None) -
     except Exception as err:
         raise CheckpointError(
             f"checkpoint file {file} cannot be read ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}); load an older checkpoint"
+            f"{str(err).splitlines()[0] if str(err) else ''}); " + _OLDER
         ) from err
     if kind is not None and not isinstance(value, kind):
         raise CheckpointError(
             f"checkpoint file {file} holds a {type(value).__name__}, expected a "
-            f"{kind.__name__}; load an older checkpoint"
+            f"{kind.__name__}; " + _OLDER
         )
     return value
 
@@ -221,7 +231,8 @@ def _read(file: Path, reader: Callable[[Path], Any], kind: type | None = None) -
 def check_tensors(
     loaded: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], *, where: str
 ) -> None:
-    """Check that ``loaded`` has exactly the names and shapes of ``expected``.
+    """Check that ``loaded`` has exactly the names, shapes and dtypes of ``expected`` and only
+    finite floating-point values.
 
     Args:
         loaded: tensors read from a checkpoint.
@@ -229,7 +240,8 @@ def check_tensors(
         where: the checkpoint, for the message.
 
     Raises:
-        CheckpointError: naming the missing, unexpected and mis-shaped tensors.
+        CheckpointError: naming the missing, unexpected, mis-shaped or mis-typed tensors, or
+            one holding NaN / inf.
 
     Examples:
         >>> check_tensors({"w": torch.zeros(2, 3)}, {"w": torch.zeros(2, 4)}, where="ckpt")
@@ -238,6 +250,19 @@ def check_tensors(
         vla_torchrl.errors.CheckpointError: ckpt does not match the model being resumed: shape of w: [2, 3] in the checkpoint, [2, 4] in the model; resume with the config the checkpoint was written with (e.g. the same model.lora_rank), or start a new run_dir
     """
     problems = []
+    for name in sorted(set(expected) & set(loaded)):
+        a, b = loaded[name], expected[name]
+        if a.dtype != b.dtype:
+            raise CheckpointError(
+                f"{where}: tensor {name} is {str(a.dtype).removeprefix('torch.')}, the model "
+                f"expects {str(b.dtype).removeprefix('torch.')}; resume with the config the "
+                "checkpoint was written with (e.g. the same model.dtype), or start a new run_dir"
+            )
+        if a.is_floating_point() and not bool(torch.isfinite(a).all()):
+            raise CheckpointError(
+                f"{where}: tensor {name} holds NaN or inf values; the run diverged before this "
+                "save, " + _OLDER
+            )
     missing = sorted(set(expected) - set(loaded))
     unexpected = sorted(set(loaded) - set(expected))
     if missing:
@@ -258,6 +283,91 @@ def check_tensors(
             "the config the checkpoint was written with (e.g. the same model.lora_rank), or "
             "start a new run_dir"
         )
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def check_saved_dtypes(
+    path: str | os.PathLike, expected: Mapping[str, torch.Tensor], *, fix: str
+) -> None:
+    """Refuse a safetensors file whose tensors have other dtypes than the ``expected`` ones
+    they will be copied into (read from the file's header; nothing else is loaded).
+
+    Args:
+        path: the safetensors file.
+        expected: name -> the tensor (e.g. parameter) it is loaded into.
+        fix: what to do, for the message.
+
+    Raises:
+        CheckpointError: one line naming the file, the tensor and both dtypes.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as fh:
+            saved = {k: fh.get_slice(k).get_dtype() for k in fh.keys()}  # noqa: SIM118 - safe_open is no dict
+    except Exception as err:
+        raise CheckpointError(
+            f"{path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0]}); {fix}"
+        ) from err
+    for name in sorted(set(saved) & set(expected)):
+        want = expected[name].dtype
+        got = _SAFETENSORS_DTYPES.get(saved[name])
+        if got != want:
+            shown = saved[name] if got is None else str(got).removeprefix("torch.")
+            raise CheckpointError(
+                f"{path}: tensor {name} is {shown}, the model expects "
+                f"{str(want).removeprefix('torch.')}; {fix}"
+            )
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], *, where: str, fix: str) -> None:
+    """Refuse NaN / inf in floating-point ``tensors`` (one line naming ``where`` and the tensor)."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{where}: tensor {name} holds NaN or inf values; {fix}")
+
+
+def is_disk_full(err: BaseException, where: str | os.PathLike) -> bool:
+    """Whether ``err`` (from a write under ``where``) means the disk is full: ENOSPC, the
+    "os error 28" of safetensors, or torch.save's zip writer failing ("unexpected pos", "file
+    write failed") while under 64 MiB are left there."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return True
+    text = str(err)
+    if "os error 28" in text or "No space left on device" in text:
+        return True
+    if "unexpected pos" in text or "file write failed" in text:
+        try:
+            return shutil.disk_usage(where).free < 64 << 20
+        except OSError:
+            return False
+    return False
+
+
+def replace_directory(tmp: Path, final: Path) -> None:
+    """Put the complete directory ``tmp`` in place of ``final`` (renames only: a reader sees the
+    old or the new one, a crash leaves at worst the old one under a ``.trash-`` name)."""
+    old = None
+    if final.exists():
+        old = final.parent / f".trash-{final.name}-{os.getpid()}-{time.monotonic_ns()}"
+        os.rename(final, old)
+    os.rename(tmp, final)
+    _fsync_dir(final.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 class CheckpointManager:
@@ -352,8 +462,14 @@ class CheckpointManager:
                 self._discard(final)
             os.rename(tmp, final)
             _fsync_dir(self.root)
-        except BaseException:
+        except BaseException as err:
             shutil.rmtree(tmp, ignore_errors=True)
+            if is_disk_full(err, self.root):
+                raise CheckpointError(
+                    f"disk full at {self.root}: checkpoint step {step} was not written (the "
+                    "earlier ones are intact); free space there (or lower keep_last) and rerun "
+                    "with resume=true to continue from the last checkpoint"
+                ) from err
             raise
         self._prune(keep=final)
         return final
@@ -405,7 +521,7 @@ class CheckpointManager:
         if not manifest_path.is_file():
             raise CheckpointError(
                 f"{manifest_path} is missing: the checkpoint {path} is incomplete (a save was "
-                "interrupted); load an older one (CheckpointManager.latest() skips it)"
+                "interrupted); " + _OLDER
             )
         try:
             manifest = json.loads(manifest_path.read_text())
@@ -416,7 +532,7 @@ class CheckpointManager:
         except Exception as err:  # bad JSON, wrong types, absurd nesting: never trust it
             raise CheckpointError(
                 f"{manifest_path} is corrupt ({type(err).__name__}: {err}); the checkpoint "
-                "cannot be trusted, load an older one"
+                "cannot be trusted; " + _OLDER
             ) from err
         if manifest.get("format") != FORMAT_VERSION:
             raise CheckpointError(
@@ -429,8 +545,7 @@ class CheckpointManager:
                 size_expected, sha_expected = int(meta["size"]), str(meta["sha256"])
             except Exception as err:
                 raise CheckpointError(
-                    f"{manifest_path} is corrupt: bad entry {rel!r}: {meta!r} ({err}); "
-                    "load an older checkpoint"
+                    f"{manifest_path} is corrupt: bad entry {rel!r}: {meta!r} ({err}); " + _OLDER
                 ) from err
             file = path / rel
             if not file.is_file():
@@ -439,12 +554,12 @@ class CheckpointManager:
             if size != size_expected:
                 raise CheckpointError(
                     f"checkpoint file {file} is truncated or altered: {size} bytes, the manifest "
-                    f"says {size_expected}; load an older checkpoint"
+                    f"says {size_expected}; " + _OLDER
                 )
             if _sha256(file) != sha_expected:
                 raise CheckpointError(
                     f"checkpoint file {file} is corrupt: its sha256 differs from the manifest; "
-                    "load an older checkpoint"
+                    + _OLDER
                 )
         manifest["step"] = step
         return manifest

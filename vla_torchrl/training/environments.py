@@ -61,6 +61,51 @@ def make_recipe_env(
     Raises:
         ConfigError: unknown task for the backend.
     """
+    base = _make_base_env(
+        env,
+        seed=seed,
+        task=task,
+        num_envs=num_envs,
+        device=device,
+        terminate_on_success=terminate_on_success,
+    )
+    return append_user_transforms(base, env.transforms)
+
+
+def append_user_transforms(base: EnvBase, specs) -> EnvBase:
+    """``base`` with the transforms of ``env.transforms`` appended in order (none: ``base``).
+
+    Each entry is ``{_target_: package.Transform, <its arguments>}``, built with Hydra's
+    ``instantiate``; a spec that does not build, or builds something other than a TorchRL
+    ``Transform``, raises ConfigError naming it.
+    """
+    if not specs:
+        return base
+    from hydra.utils import instantiate
+    from torchrl.envs import Transform, TransformedEnv
+
+    env = base if isinstance(base, TransformedEnv) else TransformedEnv(base)
+    for i, spec in enumerate(specs):
+        try:
+            transform = instantiate(dict(spec), _convert_="all")
+        except Exception as err:  # noqa: BLE001 - one line naming the entry
+            cause = err.__cause__ or err
+            raise ConfigError(
+                f"env.transforms[{i}]={dict(spec)} cannot be built: {type(cause).__name__}: "
+                f"{str(cause).splitlines()[0] if str(cause) else ''}"
+            ) from err
+        if not isinstance(transform, Transform):
+            raise ConfigError(
+                f"env.transforms[{i}]: {spec.get('_target_')} built a {type(transform).__name__}, "
+                "not a torchrl.envs.Transform"
+            )
+        env.append_transform(transform)
+    return env
+
+
+def _make_base_env(
+    env: EnvConfig, *, seed, task, num_envs, device, terminate_on_success: bool = True
+) -> EnvBase:
     task = task or env.task
     num_envs = num_envs or env.num_envs
     known = task_names(env.backend)

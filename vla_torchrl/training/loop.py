@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torchrl.collectors import Collector
 
-from vla_torchrl.config.train_schema import TrainConfig, episode_mode, validate
+from vla_torchrl.config.train_schema import AlgoConfig, TrainConfig, episode_mode, validate
 from vla_torchrl.envs.episodes import episode_stats
 from vla_torchrl.envs.sim_errors import count_sim_errors, guard_sim_errors
 from vla_torchrl.errors import UserError
@@ -75,7 +75,15 @@ from vla_torchrl.utils.distributed import (
 )
 from vla_torchrl.utils.logging import progress
 
-__all__ = ["POLICY_DIR", "NonFiniteUpdates", "make_objective", "train"]
+__all__ = [
+    "POLICY_DIR",
+    "NonFiniteUpdates",
+    "custom_loss",
+    "make_objective",
+    "resolve_loss_target",
+    "stock_loss",
+    "train",
+]
 
 _log = logging.getLogger("vla_torchrl.recipes.train")
 
@@ -85,19 +93,109 @@ class NonFiniteUpdates(UserError):
 
 
 # -- objectives ---------------------------------------------------------------------------------
-def make_objective(cfg: TrainConfig, bundle: PolicyBundle):
-    """The loss module and the advantage module (or None) of ``cfg.algo``."""
-    algo = cfg.algo
+def stock_loss(evaluator, algo: AlgoConfig):
+    """The toolkit's own loss of ``algo.name``, with every setting of ``algo``.
+
+    For custom losses (``algo.loss._target_``) that wrap the stock one, e.g.
+    ``self.ppo = stock_loss(evaluator, algo)`` (``examples/ppo_with_sft.py``).
+    """
     if algo.name in ("ppo", "ppo-orz"):
-        loss = VLAPPOLoss(
-            bundle.evaluator,
+        return VLAPPOLoss(
+            evaluator,
             clip_epsilon=algo.clip_epsilon,  # Eq. (1), paper/FACTS: 0.2
             clip_value=algo.value_clip,  # FACTS: value clip 0.2
             huber_delta=algo.huber_delta,  # FACTS: Huber delta 10
             critic_coeff=algo.value_coef,
             entropy_coeff=algo.entropy_coef,
             normalize_advantage=algo.normalize_advantage,
+            kl_coeff=algo.kl_coef,  # with algo.reference=initial (validated)
         )
+    if algo.name in ("grpo", "grpo-s"):
+        return VLAGRPOLoss(
+            evaluator,
+            clip_epsilon=algo.clip_epsilon,
+            entropy_coeff=algo.entropy_coef,
+            kl_coeff=algo.kl_coef,
+            normalize_advantage=algo.normalize_advantage,
+        )
+    if algo.name == "tpo":
+        # steps of void episodes and of fragments cut by the rollout's end are masked out of the
+        # trajectories (training.update sets VALID_STEP_KEY)
+        return VLATPOLoss(evaluator, beta=algo.beta, mask_key=VALID_STEP_KEY)
+    if algo.name == "sft":
+        return VLASFTLoss(evaluator)
+    raise UserError(f"algo.name={algo.name!r} is unknown")
+
+
+def resolve_loss_target(algo: AlgoConfig):
+    """The class (or factory) named by ``algo.loss._target_``, or None; one-line error if absent."""
+    target = algo.loss_target
+    if target is None:
+        return None
+    from hydra.utils import get_object
+
+    try:
+        return get_object(target)
+    except Exception as err:  # noqa: BLE001 - Hydra wraps import errors in several types
+        cause = err.__cause__ or err
+        raise UserError(
+            f"algo.loss._target_={target!r} cannot be imported ({type(cause).__name__}: "
+            f"{str(cause).splitlines()[0] if str(cause) else ''}); put its package on the path "
+            "(e.g. PYTHONPATH=. vla-torchrl-train ...) and check the spelling"
+        ) from err
+
+
+def custom_loss(cfg: TrainConfig, bundle: PolicyBundle):
+    """Build ``algo.loss`` as ``Target(evaluator, algo=cfg.algo, **arguments)``.
+
+    The arguments are the other entries of ``algo.loss``, through Hydra's ``instantiate`` (so an
+    argument may itself be ``{_target_: ...}``).
+
+    Raises UserError when it cannot be built, or when it has trainable parameters that the
+    optimizer does not hold (they would silently stay at their initial values).
+    """
+    from hydra.utils import instantiate
+
+    target = resolve_loss_target(cfg.algo)
+    kwargs = {k: v for k, v in cfg.algo.loss.items() if k != "_target_"}
+    try:
+        # nested {_target_: ...} arguments are built by Hydra; the evaluator and the config are
+        # Python objects, passed directly
+        kwargs = instantiate(kwargs, _convert_="all") if kwargs else {}
+        loss = target(bundle.evaluator, algo=cfg.algo, **kwargs)
+    except Exception as err:  # noqa: BLE001 - report the user's constructor error in one line
+        cause = err.__cause__ or err
+        raise UserError(
+            f"algo.loss: {cfg.algo.loss_target}(evaluator, algo=..., "
+            f"{', '.join(f'{k}=...' for k in cfg.algo.loss if k != '_target_')}) failed: "
+            f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
+        ) from err
+    if not callable(loss):
+        raise UserError(
+            f"algo.loss._target_={cfg.algo.loss_target} built a {type(loss).__name__}, which is "
+            "not callable; it must map a minibatch to a TensorDict of loss_* terms"
+        )
+    if isinstance(loss, torch.nn.Module):
+        held = {id(p) for p in bundle.trainable_named_parameters().values()}
+        extra = [n for n, p in loss.named_parameters() if p.requires_grad and id(p) not in held]
+        if extra:
+            raise UserError(
+                f"algo.loss._target_={cfg.algo.loss_target} has trainable parameters the "
+                f"optimizer does not hold ({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''}); "
+                "train only the policy's parameters, or freeze these (requires_grad_(False))"
+            )
+    return loss
+
+
+def make_objective(cfg: TrainConfig, bundle: PolicyBundle):
+    """The loss module and the advantage module (or None) of ``cfg.algo``.
+
+    The loss is :func:`stock_loss`, or the custom ``algo.loss._target_`` (:func:`custom_loss`);
+    the advantage module is always the algorithm's.
+    """
+    algo = cfg.algo
+    loss = custom_loss(cfg, bundle) if algo.loss_target else stock_loss(bundle.evaluator, algo)
+    if algo.name in ("ppo", "ppo-orz"):
         # V(s_T) for bootstrapping at the rollout's end and at truncations: the h^0 critic needs
         # only the prefix pass; other critics read the actor's output (it carries the critic).
         value_network = (
@@ -108,13 +206,6 @@ def make_objective(cfg: TrainConfig, bundle: PolicyBundle):
         # PPO-ORZ: gamma = lambda = 1 (paper Sec. 4.1, Hu et al. 2025); the config enforces it.
         return loss, GAEAdvantage(gamma=algo.gamma, lmbda=algo.lmbda, value_network=value_network)
     if algo.name in ("grpo", "grpo-s"):
-        loss = VLAGRPOLoss(
-            bundle.evaluator,
-            clip_epsilon=algo.clip_epsilon,
-            entropy_coeff=algo.entropy_coef,
-            kl_coeff=algo.kl_coef,
-            normalize_advantage=algo.normalize_advantage,
-        )
         # GRPO: a group is every trajectory of the rollout (one task episode per env);
         # GRPO(s): trajectories that start from the same initial state (same episode id).
         group_key = EPISODE_ID_KEY if algo.name == "grpo-s" else None
@@ -123,13 +214,7 @@ def make_objective(cfg: TrainConfig, bundle: PolicyBundle):
             mode=algo.grpo_mode, group_key=group_key, mask_key=VALID_STEP_KEY
         )
         return loss, advantage
-    if algo.name == "tpo":
-        # steps of void episodes and of fragments cut by the rollout's end are masked out of the
-        # trajectories (training.update sets VALID_STEP_KEY)
-        return VLATPOLoss(bundle.evaluator, beta=algo.beta, mask_key=VALID_STEP_KEY), None
-    if algo.name == "sft":
-        return VLASFTLoss(bundle.evaluator), None
-    raise UserError(f"algo.name={algo.name!r} is unknown")
+    return loss, None
 
 
 # -- the loop -----------------------------------------------------------------------------------
@@ -140,6 +225,7 @@ def train(cfg: TrainConfig) -> Path:
     """
     # validated once, here: fail fast, before joining a group (start_run does not validate again)
     validate(cfg, tasks=task_names(cfg.env.backend))
+    resolve_loss_target(cfg.algo)  # a custom loss that cannot be imported fails before any work
     info = init_distributed(
         backend=cfg.dist.backend, device=_rank_device(cfg), timeout_s=cfg.dist.timeout_s
     )

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,12 @@ from vla_torchrl.config.train_schema import AlgoConfig, ModelConfig
 from vla_torchrl.errors import UserError
 from vla_torchrl.modules import BuiltinTokenizer, LoRASettings, PolicyBundle, build_policy
 from vla_torchrl.modules.lora import drop_unused_adapters
+from vla_torchrl.training.checkpointing import (
+    check_finite,
+    check_saved_dtypes,
+    is_disk_full,
+    replace_directory,
+)
 
 __all__ = ["build_policy_from_config", "load_policy", "save_policy"]
 
@@ -150,8 +157,34 @@ def save_policy(
     ``trainable``: the trained tensors to write instead of the bundle's own (e.g. gathered from
     FSDP2 shards; full fine-tuning only, no peft adapters are written then).
     """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    # written beside the target and swapped in whole: a kill or a full disk mid-save leaves the
+    # previous policy (or none), never a mix
+    final = Path(directory)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    directory = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir()
+    try:
+        _write_policy(bundle, directory, model, algo, trainable)
+        replace_directory(directory, final)
+    except BaseException as err:
+        shutil.rmtree(directory, ignore_errors=True)
+        if is_disk_full(err, final.parent):
+            raise UserError(
+                f"disk full at {final.parent}: the policy {final} was not written; free space "
+                "there and rerun (a finished training run resumes from its last checkpoint)"
+            ) from err
+        raise
+    return final
+
+
+def _write_policy(
+    bundle: PolicyBundle,
+    directory: Path,
+    model: ModelConfig,
+    algo: AlgoConfig,
+    trainable: dict[str, torch.Tensor] | None,
+) -> None:
     base = str(Path(model.checkpoint).resolve()) if model.checkpoint else TINY_BASE
     spec: dict[str, Any] = {
         "model": dataclasses.asdict(model),
@@ -170,7 +203,6 @@ def save_policy(
 
         state = {k: t.detach().to("cpu").contiguous() for k, t in trainable.items()}
         save_file(state, str(directory / TRAINABLE_FILE), metadata={"format": "pt"})
-    return directory
 
 
 def load_policy(
@@ -204,13 +236,12 @@ def _load(
     try:
         spec = json.loads(spec_file.read_text())
         model = ModelConfig(**spec["model"])
-        spec["critic"], spec["base_checkpoint"]  # noqa: B018 - present?
-    except UserError:
-        raise
-    except Exception as err:  # bad JSON, missing or unknown fields
+        _check_spec_types(spec)
+    except Exception as err:  # bad JSON, missing, unknown or mistyped fields
+        reason = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
         raise UserError(
-            f"{spec_file} is not a valid policy description ({type(err).__name__}: {err}); "
-            "pass the 'policy' directory written by a training run"
+            f"{spec_file} is not a valid policy description ({reason}); pass the 'policy' "
+            "directory written by a training run"
         ) from err
     # A run starting from a saved policy may attach another critic (e.g. PPO after SFT): the
     # policy weights come from the file, a critic it lacks starts fresh.
@@ -256,11 +287,37 @@ def _load(
     trainable = directory / TRAINABLE_FILE
     if not trainable.is_file():
         raise UserError(f"{trainable} is missing: the policy directory is incomplete")
+    fix = "re-save the policy from its run (the weights must keep the model's dtypes)"
+    check_saved_dtypes(trainable, bundle.trainable_named_parameters(), fix=fix)
     try:
         _load_trainable(bundle, trainable, strict_critic=critic in (None, spec["critic"]))
     except (ValueError, OSError, SafetensorError, RuntimeError) as err:
         raise UserError(f"could not load {trainable}: {err}") from err
+    check_finite(
+        bundle.trainable_named_parameters(),
+        where=str(trainable),
+        fix="the run that saved it diverged; use an earlier policy or checkpoint",
+    )
     return bundle
+
+
+_SPEC_TYPES = {  # policy.json field -> (allowed types, as the message says it)
+    "critic": ((str,), "a string"),
+    "base_checkpoint": ((str,), "a string (a directory or 'tiny')"),
+    "tokenizer": ((str, type(None)), "a string"),
+    "norm_stats": ((dict, type(None)), "a mapping or null"),
+    "unnorm_key": ((str, type(None)), "a string or null"),
+}
+
+
+def _check_spec_types(spec: Any) -> None:
+    if not isinstance(spec, dict):
+        raise TypeError(f"the file holds a {type(spec).__name__}, not a mapping")
+    for key, (types, want) in _SPEC_TYPES.items():
+        if key in ("critic", "base_checkpoint") and key not in spec:
+            raise KeyError(key)
+        if key in spec and not isinstance(spec[key], types):
+            raise TypeError(f"{key} is {spec[key]!r}, expected {want}")
 
 
 def _load_trainable(bundle: PolicyBundle, path: Path, *, strict_critic: bool) -> None:

@@ -29,6 +29,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
+import os
+import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +43,7 @@ import torch.distributed as dist
 from vla_torchrl.config.train_schema import TrainConfig, validate
 from vla_torchrl.errors import UserError
 from vla_torchrl.training.checkpointing import (
+    COUNTERS,
     Checkpoint,
     CheckpointError,
     CheckpointManager,
@@ -50,7 +54,7 @@ from vla_torchrl.training.metrics import METRICS_FILE, MetricLogger
 from vla_torchrl.utils.distributed import DistInfo, barrier
 from vla_torchrl.utils.seeding import seed_everything
 
-__all__ = ["RunContext", "start_run"]
+__all__ = ["RunContext", "check_can_start", "start_run"]
 
 CONFIG_FILE = "config.json"
 _log = logging.getLogger("vla_torchrl.recipes")
@@ -241,28 +245,42 @@ def start_run(
     return ctx
 
 
+def check_can_start(cfg: TrainConfig) -> None:
+    """Refuse ``resume=false`` on a ``run_dir`` that already holds a run, before anything is
+    written (the command line calls it before Hydra's own files go into ``run_dir``).
+
+    Raises:
+        UserError: naming the directory and the ways out.
+    """
+    run_dir = Path(cfg.run_dir)
+    log = run_dir / METRICS_FILE
+    has_log = log.exists() and log.stat().st_size > 0
+    if cfg.resume is False and (CheckpointManager(run_dir).checkpoints() or has_log):
+        raise UserError(
+            f"run_dir={str(run_dir)!r} already holds a run (checkpoints or metrics) and "
+            "resume=false; set resume=true to continue it, resume=from_scratch to restart it "
+            "(the old files are moved aside), or choose a new run_dir"
+        )
+
+
 def _open_run_dir(cfg: TrainConfig, *, tensorboard: bool | None, wandb: str | None) -> RunContext:
     """The run directory's owner (one process, or rank 0): resume or refuse, open the log."""
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     manager = CheckpointManager(run_dir, keep_last=cfg.keep_last)
-    resumed = None
     has_log = (run_dir / METRICS_FILE).exists() and (run_dir / METRICS_FILE).stat().st_size > 0
-    if cfg.resume:
-        latest = manager.latest()
-        if latest is not None:
-            resumed = manager.load(latest)
-            saved = resumed.extra_files.get(CONFIG_FILE)
-            if saved is not None:
-                diff = _config_differences(json.loads(saved), dataclasses.asdict(cfg))
-                if diff:
-                    _log.warning("resuming with a changed config: %s", "; ".join(diff))
-            _log.info("resuming %s from step %d", run_dir, resumed.step)
-    elif manager.checkpoints() or has_log:
-        raise UserError(
-            f"run_dir={str(run_dir)!r} already holds a run (checkpoints or metrics) and "
-            "resume=false; set resume=true to continue it or choose a new run_dir"
-        )
+    check_can_start(cfg)
+    resumed = _resume(cfg, manager, run_dir) if cfg.resume is not False else None
+    if cfg.resume == "from_scratch":
+        has_log = False  # moved aside by _resume
+    if resumed is not None:
+        saved = resumed.extra_files.get(CONFIG_FILE)
+        if saved is not None:
+            old = {**json.loads(saved), "resume": cfg.resume}  # how to resume is no change
+            diff = _config_differences(old, dataclasses.asdict(cfg))
+            if diff:
+                _log.warning("resuming with a changed config: %s", "; ".join(diff))
+        _log.info("resuming %s from step %d", run_dir, resumed.step)
     if resumed is not None:
         resume_step: int | None = resumed.step
     else:
@@ -279,6 +297,99 @@ def _open_run_dir(cfg: TrainConfig, *, tensorboard: bool | None, wandb: str | No
     )
     (run_dir / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     return _context(cfg, manager, logger, resumed)
+
+
+# integer counters the loops read back (loop.py, sft_loop.py); anything else must be a number
+_INT_COUNTERS = ("env_steps", "iteration", "skips_in_a_row", "skipped_updates", "sim_errors")
+
+
+def _check_counters(ckpt: Checkpoint) -> None:
+    """Refuse a ``counters.json`` whose values the loops cannot use (naming file and key)."""
+    file = ckpt.path / COUNTERS
+    for key, value in ckpt.counters.items():
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if key in _INT_COUNTERS:
+            ok, want = (
+                isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+                ("an integer >= 0"),
+            )
+        else:
+            ok, want = number and math.isfinite(value), "a finite number"
+        if not ok:
+            raise CheckpointError(
+                f"checkpoint file {file}: counter {key!r} is {value!r}, expected {want}"
+            )
+
+
+def _load_checked(manager: CheckpointManager, path: Path) -> Checkpoint:
+    ckpt = manager.load(path)
+    _check_counters(ckpt)
+    return ckpt
+
+
+def _set_aside(run_dir: Path, paths: Collection[Path], why: str) -> Path | None:
+    """Move ``paths`` (checkpoints, the metric log) into ``run_dir/discarded-<time>/``: nothing
+    of an earlier run is deleted without the user asking; they delete that folder themselves."""
+    if not paths:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    target = run_dir / f"discarded-{stamp}"
+    n = 1
+    while target.exists():
+        n += 1
+        target = run_dir / f"discarded-{stamp}-{n}"
+    target.mkdir()
+    for path in paths:
+        os.rename(path, target / path.name)
+    _log.warning(
+        "%s: moved %s to %s (delete it when no longer needed)",
+        why,
+        ", ".join(p.name for p in paths),
+        target,
+    )
+    return target
+
+
+def _resume(cfg: TrainConfig, manager: CheckpointManager, run_dir: Path) -> Checkpoint | None:
+    """The checkpoint ``cfg.resume`` asks for (None: start at step 0); see :class:`TrainConfig`."""
+    found = manager.checkpoints()
+    if cfg.resume == "from_scratch":
+        log = [run_dir / METRICS_FILE] if (run_dir / METRICS_FILE).exists() else []
+        _set_aside(run_dir, [*found, *log], "resume=from_scratch")
+        return None
+    if cfg.resume is not True:  # an explicit step
+        step = int(cfg.resume)
+        by_step = {int(p.name.split("_")[1]): p for p in found}
+        if step not in by_step:
+            raise CheckpointError(
+                f"resume={step}: {manager.root} has no checkpoint of step {step}; steps there: "
+                f"{sorted(by_step) or 'none'} (resume=true takes the newest that verifies)"
+            )
+        ckpt = _load_checked(manager, by_step[step])
+        later = [p for s, p in by_step.items() if s > step]
+        _set_aside(run_dir, later, f"resume={step}: checkpoints after step {step}")
+        return ckpt
+    damaged: list[tuple[Path, CheckpointError]] = []
+    for path in reversed(found):
+        try:
+            ckpt = _load_checked(manager, path)
+        except CheckpointError as err:
+            damaged.append((path, err))
+            continue
+        for bad, err in damaged:
+            _log.warning("skipping damaged checkpoint %s: %s", bad, err)
+        # a damaged newer checkpoint left in place would be pruned, or replaced, unseen
+        _set_aside(run_dir, [p for p, _ in damaged], "damaged checkpoint(s)")
+        return ckpt
+    if damaged:
+        details = "; ".join(f"{p.name} ({err})" for p, err in damaged)
+        raise CheckpointError(
+            f"no checkpoint under {manager.root} verifies, refusing to restart silently: "
+            f"{details}. To start again at step 0 run with resume=from_scratch (the damaged "
+            "checkpoints and metrics.jsonl are moved to run_dir/discarded-<time>/), or choose a "
+            "new run_dir"
+        )
+    return None
 
 
 def _context(cfg: TrainConfig, manager: CheckpointManager, logger, resumed) -> RunContext:

@@ -40,11 +40,7 @@ from vla_torchrl.envs.episodes import unfinished_step_mask
 from vla_torchrl.envs.sim_errors import void_step_mask
 from vla_torchrl.keys import ADVANTAGE_KEY, REWARD_KEY, VALID_STEP_KEY, next_key
 from vla_torchrl.modules.train_mode import update_mode
-from vla_torchrl.objectives import (
-    GroupRelativeAdvantage,
-    VLAPPOLoss,
-    VLATPOLoss,
-)
+from vla_torchrl.objectives import GroupRelativeAdvantage, UsesAdvantageStats, VLATPOLoss
 from vla_torchrl.objectives.global_batch import (
     global_advantage_stats,
     global_group_relative_advantage,
@@ -52,7 +48,7 @@ from vla_torchrl.objectives.global_batch import (
 from vla_torchrl.utils.distributed import DistInfo, is_dtensor, sync_gradients
 from vla_torchrl.utils.fake import has_data
 
-__all__ = ["rewards_vary", "rl_update", "run_update", "total_loss"]
+__all__ = ["offer_advantage_stats", "rewards_vary", "rl_update", "run_update", "total_loss"]
 
 
 def total_loss(losses: TensorDictBase) -> torch.Tensor:
@@ -152,7 +148,8 @@ def run_update(
                 )
                 if has_data(norm):
                     finite = bool(torch.isfinite(norm))
-                    grad_norms.append(float(norm))
+                    if finite:  # a skipped step's NaN norm would log as null
+                        grad_norms.append(float(norm))
             if not finite:
                 optimizer.zero_grad(set_to_none=True)
                 skipped += 1
@@ -223,8 +220,9 @@ def rl_update(
         the update's statistics (see :func:`~vla_torchrl.training.update.run_update`).
     """
     valid = ~void_step_mask(rollout)
-    trajectory_loss = isinstance(loss_fn, VLATPOLoss)
-    if trajectory_loss or isinstance(advantage, GroupRelativeAdvantage):
+    # a loss that takes whole [B, T] trajectories (TPO, or a custom one saying so)
+    trajectory_loss = bool(getattr(loss_fn, "trajectory_loss", False))
+    if isinstance(loss_fn, VLATPOLoss) or isinstance(advantage, GroupRelativeAdvantage):
         # issue 15: a fragment the rollout's end cut off is no finished trajectory: out of
         # GRPO groups and TPO pairs (PPO keeps it: GAE bootstraps it with V(s_T))
         valid &= ~unfinished_step_mask(rollout)
@@ -245,11 +243,12 @@ def rl_update(
     degenerate = advantage is not None and not rewards_vary(rollout, valid, info)
     if degenerate and ADVANTAGE_KEY in rollout.keys():  # noqa: SIM118
         rollout.set(ADVANTAGE_KEY, torch.zeros_like(rollout.get(ADVANTAGE_KEY)))
-    if isinstance(loss_fn, VLAPPOLoss) and cfg.algo.normalize_advantage:
-        # normalise with statistics of the whole (global) rollout, not of each minibatch of 8
-        mask = valid[..., None]
+    if ADVANTAGE_KEY in rollout.keys():  # noqa: SIM118
+        # normalise with statistics of the whole (global) rollout, not of each minibatch of 8;
         # (zeroed advantages stay zero: their mean is 0)
-        loss_fn.advantage_stats_fn = global_advantage_stats(rollout.get(ADVANTAGE_KEY), mask)
+        offer_advantage_stats(
+            loss_fn, global_advantage_stats(rollout.get(ADVANTAGE_KEY), valid[..., None])
+        )
     batch = rollout if trajectory_loss else rollout.reshape(-1)
     # a TPO loss reading VALID_STEP_KEY masks invalid steps itself; whole rows need not go
     masked = trajectory_loss and getattr(loss_fn, "mask_key", None) == VALID_STEP_KEY
@@ -279,6 +278,33 @@ def rl_update(
     )
     stats["degenerate_batch"] = float(degenerate)
     return stats
+
+
+def offer_advantage_stats(loss_fn, stats_fn) -> int:
+    """Hand ``stats_fn`` to ``loss_fn`` and to each of its sub-modules that wants it.
+
+    "Wants it" = defines ``set_advantage_stats`` (:class:`~vla_torchrl.objectives.UsesAdvantageStats`),
+    as :class:`~vla_torchrl.objectives.VLAPPOLoss` and :class:`~vla_torchrl.objectives.VLAGRPOLoss`
+    do; a custom loss composing them gets the rollout's statistics without code of its own.
+    Returns how many modules took them.
+
+    Examples:
+        >>> from vla_torchrl.objectives import VLAPPOLoss
+        >>> class Composed(torch.nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.ppo = VLAPPOLoss(lambda td: td)
+        >>> loss, fn = Composed(), (lambda a, m: (a.mean(), a.std()))
+        >>> offer_advantage_stats(loss, fn), loss.ppo.advantage_stats_fn is fn
+        (1, True)
+    """
+    candidates = list(loss_fn.modules()) if isinstance(loss_fn, torch.nn.Module) else [loss_fn]
+    taken = 0
+    for module in candidates:
+        if isinstance(module, UsesAdvantageStats):
+            module.set_advantage_stats(stats_fn)
+            taken += 1
+    return taken
 
 
 def rewards_vary(rollout: TensorDictBase, valid: torch.Tensor, info: DistInfo) -> bool:

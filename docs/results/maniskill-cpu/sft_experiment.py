@@ -46,6 +46,16 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", default=None)
     p.add_argument("--warmup", type=int, default=200)
+    p.add_argument(
+        "--aux-vision-coef",
+        type=float,
+        default=0.0,
+        help="weight of a direct vision -> action-token head (training only)",
+    )
+    p.add_argument(
+        "--steps", type=int, default=None, help="step budget (cosine over steps, not minutes)"
+    )
+    p.add_argument("--ls-init", type=float, default=None, help="DINO LayerScale init (None: 1e-5)")
     a = p.parse_args()
     torch.manual_seed(a.seed)
     out = Path(a.out)
@@ -82,7 +92,7 @@ def main():
     )
     cfg = OpenVLAConfig.tiny(
         image_size=a.img,
-        dino=ViTConfig(DINO_TIMM_ID, a.vd, a.vdepth, 4, a.patch, 4.0),
+        dino=ViTConfig(DINO_TIMM_ID, a.vd, a.vdepth, 4, a.patch, 4.0, layer_scale_init=a.ls_init),
         siglip=ViTConfig(SIGLIP_TIMM_ID, a.vd, a.vdepth, 4, a.patch, 4.0),
         llm_hidden_size=a.h,
         llm_intermediate_size=4 * a.h,
@@ -120,6 +130,21 @@ def main():
         if "embed_tokens" in n_:
             p_.requires_grad_(False)
     params = [p_ for p_ in model.parameters() if p_.requires_grad]
+    # Optional auxiliary head (training only, never saved with the policy): the projected patch
+    # embeddings [B, P, H] -> 16 per patch -> flat -> 7 x 256 action-bin logits, scored on the
+    # demo's tokens. It gives the vision towers a gradient that does not pass through the LLM.
+    captured = {}
+    aux = None
+    if a.aux_vision_coef > 0:
+        n_patch = (a.img // a.patch) ** 2
+        aux = torch.nn.Sequential(
+            torch.nn.Linear(a.h, 16),
+            torch.nn.GELU(),
+            torch.nn.Flatten(1),
+            torch.nn.Linear(16 * n_patch, 7 * 256),
+        )
+        model.projector.register_forward_hook(lambda m_, i_, o_: captured.__setitem__("p", o_))
+        params = params + list(aux.parameters())
     L(
         event="model",
         params=sum(p_.numel() for p_ in model.parameters()),
@@ -136,13 +161,20 @@ def main():
 
     aug = ImageAugmentation(shift=a.shift, brightness=0.1, contrast=0.1, seed=a.seed)
 
-    def val_loss():
+    def val_loss(shuffle_images=False):
+        # shuffle_images: the held-out loss with each step's image swapped for another step's;
+        # its gap to the true loss measures how much the policy reads the image
         model.eval()
         tot = 0
         n = 0
+        g = torch.Generator().manual_seed(0)
         with torch.no_grad():
             for i in range(0, len(val_idx), 64):
                 mb = demos[val_idx[i : i + 64]]
+                if shuffle_images:
+                    mb = mb.clone()
+                    img = mb["observation", "image"]
+                    mb["observation", "image"] = img[torch.randperm(len(img), generator=g)]
                 o = loss_fn(mb.clone())
                 tot += float(o["loss_sft"]) * mb.shape[0]
                 n += mb.shape[0]
@@ -179,14 +211,20 @@ def main():
         order = train_idx[torch.randperm(len(train_idx))]
         for i in range(0, len(order) - a.bs + 1, a.bs):
             model.train()
-            frac = (time.time() - t_train) / budget
+            frac = step / a.steps if a.steps else (time.time() - t_train) / budget
             for gp in opt.param_groups:
                 gp["lr"] = lr_at(step, frac)
             mb = demos[order[i : i + a.bs]].clone()
             mb = aug(mb)
             o = loss_fn(mb)
+            total = o["loss_sft"]
+            if aux is not None:
+                logits = aux(captured["p"]).view(-1, 7, 256)
+                target = (mb[ACTION_TOKENS_KEY] - 31744).long()
+                aux_loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten())
+                total = total + a.aux_vision_coef * aux_loss
             opt.zero_grad()
-            o["loss_sft"].backward()
+            total.backward()
             gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             step += 1
@@ -201,9 +239,10 @@ def main():
                     gn=round(float(gn), 3),
                     sps=round(seen / (time.time() - t_train), 1),
                 )
-            done = time.time() - t_train > budget
+            done = step >= a.steps if a.steps else time.time() - t_train > budget
             if time.time() - last_eval > a.eval_every_min * 60 or done:
                 vl = val_loss()
+                vls = val_loss(shuffle_images=True)
                 r = sim_eval()
                 last_eval = time.time()
                 L(
@@ -211,6 +250,7 @@ def main():
                     step=step,
                     epoch=round(seen / len(train_idx), 2),
                     val_loss=round(vl, 4),
+                    val_loss_shuffled_images=round(vls, 4),
                     **r,
                 )
                 torch.save({k: v for k, v in model.state_dict().items()}, out / "last.pt")
@@ -220,7 +260,7 @@ def main():
                 (out / "cfg.json").write_text(json.dumps({"cfg": cfg.to_dict(), "args": vars(a)}))
             if done:
                 break
-        if time.time() - t_train > budget:
+        if (step >= a.steps) if a.steps else (time.time() - t_train > budget):
             break
     L(event="done", step=step)
     if env is not None:

@@ -87,6 +87,12 @@ class ActionTokenizer:
     ) -> ActionTokenizer:
         """Use ``norm_stats[unnorm_key]["action"]`` (the only entry when ``unnorm_key`` is None)."""
         if not norm_stats:
+            if unnorm_key is not None:
+                raise KeyError(
+                    f"unnorm_key={unnorm_key!r} is not in norm_stats: the model has no action "
+                    "statistics; drop unnorm_key (actions stay in [-1, 1]) or load a checkpoint "
+                    "or policy whose norm_stats hold it"
+                )
             return cls(**kwargs)
         if unnorm_key is None:
             if len(norm_stats) != 1:

@@ -105,10 +105,39 @@ def read_observation(
 
     ``N = prod(B)``; a single instruction shared by the whole batch is broadcast.
     """
-    images = td.get(image_key)
+    images = td.get(image_key, None)
+    if images is None:
+        raise KeyError(
+            f"no image at {image_key!r}; the input has {sorted(map(str, td.keys(True, True)))}. "
+            "Write uint8 [*B, H, W, 3] frames there, or point the module at your key with "
+            "set_keys(image=...)"
+        )
+    if td.batch_dims == 0:
+        raise ValueError(
+            f"the input tensordict is unbatched (batch_size=[]) with {image_key!r} of shape "
+            f"{tuple(images.shape)}; give it a batch dimension, e.g. td.unsqueeze(0)"
+        )
+    shape = tuple(images.shape[td.batch_dims :])
+    if len(shape) != 3 or shape[-1] != 3:
+        hint = (
+            " (channels first? these modules take HWC frames: permute back, e.g. "
+            "PermuteTransform((-2, -1, -3)) after CHW transforms)"
+            if len(shape) == 3 and shape[0] == 3
+            else ""
+        )
+        raise ValueError(
+            f"{image_key!r} has shape {tuple(images.shape)} for batch {tuple(td.batch_size)}: "
+            f"expected [*B, H, W, 3] RGB frames{hint}"
+        )
     numel = td.batch_size.numel()
-    images = images.reshape(numel, *images.shape[td.batch_dims :])
-    raw = td.get(instruction_key)
+    images = images.reshape(numel, *shape)
+    raw = td.get(instruction_key, None)
+    if raw is None:
+        raise KeyError(
+            f"no instruction at {instruction_key!r}; the input has "
+            f"{sorted(map(str, td.keys(True, True)))}. Write one string per env there, or use "
+            "set_keys(instruction=...)"
+        )
     value = raw.tolist() if hasattr(raw, "tolist") else raw
     texts = _flatten_strings(value)
     if len(texts) == 1 and numel != 1:

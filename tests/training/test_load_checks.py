@@ -1,0 +1,177 @@
+"""Loading checks (issue 17): dtypes and finite values of resumed checkpoints and saved policies."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from vla_torchrl.config.train_schema import AlgoConfig, ModelConfig
+from vla_torchrl.errors import UserError
+from vla_torchrl.training.checkpointing import CheckpointError, check_tensors
+from vla_torchrl.training.policy import (
+    TRAINABLE_FILE,
+    build_policy_from_config,
+    load_policy,
+    save_policy,
+)
+
+
+@pytest.mark.parametrize(
+    ("saved", "needle"),
+    [
+        (torch.zeros(2, 3, dtype=torch.float16), "tensor w is float16, the model expects float32"),
+        (torch.zeros(2, 3, dtype=torch.int64), "tensor w is int64, the model expects float32"),
+        (torch.tensor([[0.0, float("nan"), 0.0]] * 2), "tensor w holds NaN or inf"),
+        (torch.tensor([[0.0, float("inf"), 0.0]] * 2), "tensor w holds NaN or inf"),
+    ],
+)
+def test_resumed_tensors_keep_dtype_and_are_finite(saved, needle):
+    with pytest.raises(CheckpointError, match=needle) as info:
+        check_tensors({"w": saved}, {"w": torch.zeros(2, 3)}, where="checkpoint X")
+    assert str(info.value).startswith("checkpoint X: ") and "\n" not in str(info.value)
+    check_tensors({"w": torch.ones(2, 3)}, {"w": torch.zeros(2, 3)}, where="X")  # fine
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory):
+    model, algo = ModelConfig(name="tiny", lora_rank=2, dtype="float32"), AlgoConfig(name="ppo")
+    path = tmp_path_factory.mktemp("policy")
+    return save_policy(build_policy_from_config(model, algo), path, model, algo)
+
+
+def _copy_with(policy_dir, tmp_path, change):
+    import shutil
+
+    target = tmp_path / "policy"
+    shutil.copytree(policy_dir, target)
+    state = load_file(str(target / TRAINABLE_FILE))
+    name = sorted(state)[0]
+    state[name] = change(state[name])
+    save_file(state, str(target / TRAINABLE_FILE), metadata={"format": "pt"})
+    return target, name
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        (lambda t: t.to(torch.int64), "is int64, the model expects float32"),
+        (lambda t: t.to(torch.float16), "is float16, the model expects float32"),
+        (lambda t: torch.full_like(t, float("nan")), "holds NaN or inf values"),
+    ],
+)
+def test_policy_load_refuses_other_dtypes_and_nan(policy_dir, tmp_path, change, needle):
+    target, name = _copy_with(policy_dir, tmp_path, change)
+    with pytest.raises(UserError) as info:
+        load_policy(target)
+    message = str(info.value)
+    assert needle in message and str(target / TRAINABLE_FILE) in message and name in message
+    assert "\n" not in message
+    load_policy(policy_dir)  # the untouched policy still loads
+
+
+# ----------------------------------------------------------- disk full, atomic policy save
+
+
+def test_disk_full_during_checkpoint_save_says_so(tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    from vla_torchrl.training import checkpointing
+    from vla_torchrl.training.checkpointing import CheckpointManager
+
+    manager = CheckpointManager(tmp_path, keep_last=3)
+    good = manager.save(1, tensors={"w": torch.ones(2)})
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpointing, "save_file", full)
+    with pytest.raises(CheckpointError, match=f"disk full at {manager.root}: checkpoint step 2"):
+        manager.save(2, tensors={"w": torch.ones(2)})
+    # torch.save's zip writer on a full disk: RuntimeError "unexpected pos", no errno
+    monkeypatch.undo()
+
+    def zip_full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 32")
+
+    monkeypatch.setattr(checkpointing.torch, "save", zip_full)
+    monkeypatch.setattr(
+        checkpointing.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(100, 100, 0)
+    )
+    with pytest.raises(CheckpointError, match="disk full at"):
+        manager.save(3, tensors={"w": torch.ones(2)})
+    monkeypatch.undo()
+    assert manager.checkpoints() == [good] and manager.latest() == good
+    assert [p.name for p in manager.root.iterdir()] == [good.name]  # no temp left
+
+
+def test_policy_save_is_atomic_and_disk_full_is_named(policy_dir, tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    from safetensors import torch as st
+
+    target = tmp_path / "policy"
+    shutil.copytree(policy_dir, target)
+    before = {p.name: p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    model, algo = ModelConfig(name="tiny", lora_rank=2, dtype="float32"), AlgoConfig(name="ppo")
+    bundle = build_policy_from_config(model, algo)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(st, "save_file", full)
+    with pytest.raises(UserError, match=f"disk full at {tmp_path}: the policy {target}"):
+        save_policy(bundle, target, model, algo)
+    after = {p.name: p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    assert after == before  # the previous policy, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["policy"]
+
+
+def test_policy_folders_are_byte_reproducible(tmp_path):
+    """Two processes (other string hashing) save the same policy: the same bytes, incl. peft's
+    adapter_config.json (target_modules was written in set order)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from vla_torchrl.config.train_schema import AlgoConfig, ModelConfig\n"
+        "from vla_torchrl.training.policy import build_policy_from_config, save_policy\n"
+        "m, a = ModelConfig(name='tiny', lora_rank=2, dtype='float32'), AlgoConfig(name='ppo')\n"
+        "save_policy(build_policy_from_config(m, a), sys.argv[1], m, a)\n"
+    )
+    for name, seed in (("a", "1"), ("b", "2")):
+        env = {**__import__("os").environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / name)], check=True, env=env)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*"))
+    assert any(p.name == "adapter_config.json" for p in files)
+    for rel in files:
+        if (tmp_path / "a" / rel).is_file():
+            a, b = (tmp_path / "a" / rel).read_bytes(), (tmp_path / "b" / rel).read_bytes()
+            assert a == b, rel
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("critic", 123, "critic is 123, expected a string"),
+        ("base_checkpoint", 5, "base_checkpoint is 5, expected a string"),
+        ("norm_stats", [1], "norm_stats is [1], expected a mapping or null"),
+        ("model", {"name": "tiny", "lora_rank": -1}, "lora_rank"),
+    ],
+)
+def test_policy_json_types_are_one_line_naming_the_file(policy_dir, tmp_path, field, value, needle):
+    import json
+    import shutil
+
+    target = tmp_path / "policy"
+    shutil.copytree(policy_dir, target)
+    spec = json.loads((target / "policy.json").read_text())
+    spec[field] = value
+    (target / "policy.json").write_text(json.dumps(spec))
+    with pytest.raises(UserError) as info:
+        load_policy(target)
+    message = str(info.value)
+    assert needle in message and str(target / "policy.json") in message and "\n" not in message
