@@ -86,6 +86,20 @@ def test_deprecated_eval_flags_translate_to_the_same_overrides(capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_deprecated_policy_flag_given_twice_is_refused(capsys):
+    """A mapping keeps only the last of two equal keys, so the translation refuses the repeat
+    (as evaluate() refuses ["A=p1", "A=p2"])."""
+    from vla_torchrl.errors import UserError
+
+    with pytest.raises(UserError, match=r"--policy label 'A' is given twice \(A=p1 and A=p2\)"):
+        evaluate._legacy(["--policy", "A=p1", "--policy", "B=p", "--policy", "A=p2"])
+    capsys.readouterr()
+    assert _config("eval", ["--policy", "A=p1", "--policy", "B=p2"]).policies == {
+        "A": "p1",
+        "B": "p2",
+    }
+
+
 def test_hydra_quote_round_trips_awkward_paths():
     for text in ("runs/it's here", "a,b=c [x]", "ends with \\", "plain"):
         cfg = _config("report", [f"results={hydra_quote(text)}", "out=x"])

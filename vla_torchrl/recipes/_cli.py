@@ -308,12 +308,19 @@ def _csv(text: str) -> list[str]:
 
 def _pairs(items: Sequence[str], flag: str, number: bool) -> str:
     parts = []
+    seen: dict[str, str] = {}
     for item in items:
         label, sep, value = item.rpartition("=") if number else item.partition("=")
         if not sep or not label or not value:
             raise UserError(
                 f"{flag} {item!r} must look like LABEL=VALUE, e.g. {flag} RL=runs/ppo/policy"
             )
+        if label in seen:  # the mapping would silently keep the second only
+            raise UserError(
+                f"{flag} label {label!r} is given twice ({seen[label]} and {item}); give each "
+                "its own label"
+            )
+        seen[label] = item
         if not re.fullmatch(r"[A-Za-z0-9_.+\-]+", label):
             raise UserError(f"{flag} {item!r}: the label may hold letters, digits and _ . + - only")
         if number:
