@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "UserError"]
+__all__ = ["CheckpointError", "ConfigError", "UserError"]
 
 
 class UserError(Exception):
@@ -16,3 +16,9 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """A configuration value is invalid (a :class:`UserError` and a ``ValueError``)."""
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint is missing, incomplete or corrupt, or does not match the model: a training
+    checkpoint (:mod:`vla_torchrl.training.checkpointing`) or a model's checkpoint directory
+    (:mod:`vla_torchrl.modules.checkpoint`). One class for both, so one ``except`` catches both."""

@@ -70,15 +70,22 @@ def test_interrupted_evaluation_continues_without_redoing_groups(tmp_path, polic
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["--tasks", "nope"], "nope"),
-        (["--episodes", "0"], "--episodes"),
-        (["--policy", "X=/nonexistent"], "/nonexistent"),
+        (["tasks=[nope]"], "nope"),
+        (["episodes=0"], "episodes=0"),
+        (["+policies.X=/nonexistent"], "/nonexistent"),
+        # the deprecated --flag spelling still gives the same one-line error
+        (["--backend", "toy", "--episodes", "0"], "episodes=0"),
     ],
 )
 def test_bad_input_exits_with_one_readable_line(tmp_path, policy_dir, args, needle):
-    base = ["--backend", "toy", "--width", "16", "--height", "16", "--out", str(tmp_path)]
-    if "--policy" not in args:
+    base = ["env.width=16", "env.height=16", f"out={tmp_path}"]
+    if args[0].startswith("--"):
+        base = ["--width", "16", "--height", "16", "--out", str(tmp_path)]
         base += ["--policy", f"RL={policy_dir}"]
+    elif "+policies.X=/nonexistent" not in args:
+        base += ["env=toy", f"policies.RL={policy_dir}"]
+    else:
+        base += ["env=toy"]
     result = subprocess.run(
         [sys.executable, "-m", "vla_torchrl.recipes.evaluate", *base, *args],
         capture_output=True,
@@ -87,6 +94,38 @@ def test_bad_input_exits_with_one_readable_line(tmp_path, policy_dir, args, need
     )
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert needle in result.stderr.strip().splitlines()[-1]
+    if args[0].startswith("--"):
+        assert "deprecated" in result.stderr.strip().splitlines()[0]
+
+
+def test_cli_evaluates_and_writes_the_report(tmp_path, policy_dir):
+    """The Hydra spelling end to end, two policies given as one quoted mapping."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vla_torchrl.recipes.evaluate",
+            "env=toy",
+            "env.width=16",
+            "env.height=16",
+            "env.max_episode_steps=4",
+            f"policies={{SFT:'{policy_dir}',RL:'{policy_dir}'}}",
+            "tasks=[ind]",
+            "seeds=[0]",
+            "episodes=2",
+            "videos=0",
+            f"out={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "deprecated" not in result.stderr
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| Task | n | Acc. SFT | Acc. RL |" in md
+    assert "## Paired comparison: RL vs SFT" in md
+    assert len(_episodes(tmp_path / "episodes.jsonl")) == 2 * 2
 
 
 # ------------------------------------------------ reuse only what the same settings made (issue 17)

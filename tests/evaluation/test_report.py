@@ -14,6 +14,7 @@ from vla_torchrl.evaluation.results import EpisodeResult, IncrementalResults, lo
 from vla_torchrl.evaluation.tables import (
     Stat,
     format_cell,
+    paired_comparisons,
     read_summary_csv,
     relative_drops,
     summarize,
@@ -65,7 +66,8 @@ def test_summary_against_hand_computed_values():
     # RL/obj success: per-seed .25, .5, .75 -> mean .5, std sqrt(1/24)
     assert s[("RL", "obj")]["success"].mean == pytest.approx(0.5)
     assert s[("RL", "obj")]["success"].std == pytest.approx(math.sqrt(1 / 24))
-    assert s[("SFT", "obj")]["success"] == Stat(0.0, 0.0, 3)
+    zero = s[("SFT", "obj")]["success"]
+    assert (zero.mean, zero.std, zero.n_seeds, zero.n, zero.count) == (0.0, 0.0, 3, 12, 0)
     # sample std on request: sqrt(((-.25)^2 + 0 + .25^2) / 2) = .25
     assert summarize(_records(), ddof=1)[("RL", "obj")]["success"].std == pytest.approx(0.25)
 
@@ -82,22 +84,27 @@ def test_format_cell_like_the_paper():
     assert format_cell(Stat(0.921875, 0.01276, 3)) == "0.922 (.013)"
     assert format_cell(Stat(0.5, 0.0, 3)) == "0.500 (.000)"
     assert format_cell(Stat(1.0, 0.0, 1)) == "1.000 (.000)"
+    assert format_cell(Stat(0.75, 0.0, 3, n=12, count=9, ci=(0.46769, 0.91106))) == (
+        "0.750 (.000) [.468, .911]"
+    )
 
 
 def test_table_text_and_bold():
     text = table_markdown(summarize(_records()), tasks=["ind", "table"])
     header, _, ind_row, table_row = text.splitlines()
-    assert header.split(" | ")[1:3] == ["Acc. SFT", "Acc. RL"]
+    assert header.split(" | ")[1:4] == ["n", "Acc. SFT", "Acc. RL"]
     cells = [c.strip() for c in ind_row.strip("|").split("|")]
-    # Task | Acc SFT | Acc RL | Cont SFT | Cont RL | Suc SFT | Suc RL
+    # Task | n | Acc SFT | Acc RL | Cont SFT | Cont RL | Suc SFT | Suc RL; Wilson intervals of
+    # 12/12, 11/12 and 9/12 (see test_wilson_interval_against_the_formula)
     assert cells == [
         "IND",
-        "**1.000 (.000)**",
-        "**1.000 (.000)**",  # a tie: both bold
-        "0.917 (.118)",
-        "**1.000 (.000)**",
-        "0.750 (.000)",
-        "**0.917 (.118)**",
+        "12",  # 3 seeds x 4 episodes
+        "**1.000 (.000) [.758, 1.000]**",
+        "**1.000 (.000) [.758, 1.000]**",  # a tie: both bold
+        "0.917 (.118) [.646, .985]",
+        "**1.000 (.000) [.758, 1.000]**",
+        "0.750 (.000) [.468, .911]",
+        "**0.917 (.118) [.646, .985]**",
     ]
     assert table_row.split("|")[1].strip() == "Table"
 
@@ -210,14 +217,149 @@ def test_incremental_results_survive_interruption(tmp_path):
 def test_report_cli(tmp_path, capsys):
     path = tmp_path / "episodes.jsonl"
     path.write_text("\n".join(json.dumps(r.__dict__) for r in _records()))
-    assert main([str(path), "--out", str(tmp_path / "out"), "--policies", "RL,SFT"]) == 0
-    md = (tmp_path / "out" / "report.md").read_text()
-    assert "| Task | Acc. RL | Acc. SFT |" in md
+    out = tmp_path / "out"
+    assert main([f"results={path}", f"out={out}", "policies=[RL,SFT]", "resamples=200"]) == 0
+    md = (out / "report.md").read_text()
+    assert "| Task | n | Acc. RL | Acc. SFT |" in md
+    assert "## Paired comparison: SFT vs RL" in md  # the first policy is the baseline
     axes = tmp_path / "axes.json"
     axes.write_text(json.dumps({"ind": "ind", "table": "vision", "obj": "semantics"}))
-    assert main([str(path), "--out", str(tmp_path / "o2"), "--task-axes", str(axes)]) == 0
+    assert main([f"results={path}", f"out={tmp_path / 'o2'}", f"task_axes={axes}"]) == 0
     md2 = (tmp_path / "o2" / "report.md").read_text()
     # tasks missing from the mapping are kept, under "Other"
     assert "Table 1: Vision" in md2 and "Table 2: Semantics" in md2
     other = md2.split("## Table 3: Other")[1].split("##")[0]
     assert "| Noise-w |" in other and "| Robot Pose |" in other and "| Table |" not in other
+    capsys.readouterr()
+    assert main([f"results={path}", f"out={out}", "ddof=2"]) == 2
+    assert "ddof=2 must be 0" in capsys.readouterr().err
+
+
+def test_report_cli_deprecated_flags(tmp_path, capsys):
+    path = tmp_path / "episodes.jsonl"
+    path.write_text("\n".join(json.dumps(r.__dict__) for r in _records()))
+    assert main([str(path), "--out", str(tmp_path / "out"), "--policies", "RL,SFT"]) == 0
+    err = capsys.readouterr().err
+    assert "deprecated" in err and "policies=['RL','SFT']" in err
+    assert "| Task | n | Acc. RL | Acc. SFT |" in (tmp_path / "out" / "report.md").read_text()
+
+
+# -- statistics users can trust (issue 15 item 5) ------------------------------------------------
+Z95 = 1.959963984540054
+
+
+def _wilson(k, n):
+    p, z2 = k / n, Z95**2
+    center = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z95 / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def test_every_cell_has_n_and_a_wilson_interval_pooled_over_seeds():
+    s = summarize(_records())
+    for (policy, task), stats in s.items():
+        for metric, stat in stats.items():
+            # a plain loop over the records, independent of summarize's grouping
+            eps = [r for r in _records() if (r.policy, r.task) == (policy, task)]
+            count = sum(1 for r in eps if getattr(r, metric))
+            assert (stat.n, stat.count) == (len(eps), count)
+            assert stat.ci == pytest.approx(_wilson(count, len(eps)), abs=1e-12)
+    # RL/obj success: seed means .25 .5 .75 -> t-interval .5 +- 4.302653 * .25 / sqrt(3) =
+    # [-.121, 1.121], clipped to [0, 1]; SFT/ind cont. grasp: 1 .75 1 -> 11/12 +- t_2 sd / sqrt(3)
+    assert s[("RL", "obj")]["success"].seed_ci == (0.0, 1.0)
+    half = 4.302652729911275 * math.sqrt(1 / 48) / math.sqrt(3)  # sample sd of (1, .75, 1)
+    assert s[("SFT", "ind")]["continuous_grasp"].seed_ci == pytest.approx((11 / 12 - half, 1.0))
+    assert s[("SFT", "obj")]["success"].seed_ci == (0.0, 0.0)
+    one_seed = summarize([r for r in _records() if r.seed == 0])
+    assert one_seed[("RL", "obj")]["success"].seed_ci is None
+
+
+def _mcnemar(b, c):
+    n, k = b + c, min(b, c)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
+
+
+def test_paired_comparison_on_the_same_episodes(tmp_path):
+    rows = _records()
+    comps = {
+        (c.task, c.metric): c for c in paired_comparisons(rows, baseline="SFT", resamples=2000)
+    }
+    assert len(comps) == 6 * 3  # 6 tasks x 3 metrics, RL vs SFT
+    # hand count, RL/obj vs SFT/obj success: SFT never; RL 1, 2, 3 of 4 -> 6 RL-only pairs
+    c = comps[("obj", "success")]
+    assert (c.n, c.only_baseline, c.only_policy) == (12, 0, 6)
+    assert c.p_value == pytest.approx(2 / 2**6) and c.diff == pytest.approx(0.5)
+    assert c.low <= 0.5 <= c.high
+    # every comparison: discordant counts by a plain loop, McNemar by a binomial sum
+    for (task, metric), c in comps.items():
+        pairs = {}
+        for r in rows:
+            if r.task == task:
+                pairs.setdefault((r.seed, r.episode_id), {})[r.policy] = getattr(r, metric)
+        b = sum(1 for v in pairs.values() if v["SFT"] and not v["RL"])
+        cc = sum(1 for v in pairs.values() if v["RL"] and not v["SFT"])
+        assert (c.n, c.only_baseline, c.only_policy) == (len(pairs), b, cc)
+        assert c.p_value == pytest.approx(_mcnemar(b, cc))
+    # only shared episodes are paired: drop RL's seed 2 -> 8 pairs
+    part = [r for r in rows if not (r.policy == "RL" and r.seed == 2)]
+    c = next(
+        c
+        for c in paired_comparisons(part, baseline="SFT", metrics=["success"], resamples=100)
+        if c.task == "obj"
+    )
+    assert (c.n, c.only_policy) == (8, 3)
+    # no shared episode: numbers are missing with the reason
+    moved = [
+        r if r.policy == "SFT" else EpisodeResult(**{**r.__dict__, "episode_id": r.episode_id + 50})
+        for r in rows
+    ]
+    c = paired_comparisons(moved, baseline="SFT", metrics=["success"], resamples=100)[0]
+    assert c.n == 0 and "no shared episodes" in c.note
+    with pytest.raises(UserError, match="appears twice"):
+        paired_comparisons(rows + rows[:1], baseline="SFT")
+
+
+def test_report_shows_n_intervals_and_the_paired_test(tmp_path):
+    files = write_report(_records(), tmp_path / "report", resamples=2000)
+    md = files["report.md"].read_text()
+    assert "95% Wilson interval" in md
+    assert "| Obj. | 12 | **1.000 (.000) [.758, 1.000]** |" in md
+    assert "## Paired comparison: RL vs SFT (success, same episodes)" in md
+    row = next(line for line in md.splitlines() if line.startswith("| Robot Pose | 12 | 0.250"))
+    # SFT 3/12, RL 12/12: 9 RL-only episodes, p = 2 / 2^9
+    assert row.endswith("| 0 | 9 | 0.004 |")
+    with open(files["paired.csv"], newline="") as fh:
+        paired = {(r["task"], r["metric"]): r for r in csv.DictReader(fh)}
+    assert float(paired[("robot-pose", "success")]["mcnemar_p"]) == pytest.approx(2 / 2**9)
+    assert paired[("robot-pose", "success")]["n_pairs"] == "12"
+    with open(files["summary.csv"], newline="") as fh:
+        summary = {(r["policy"], r["task"], r["metric"]): r for r in csv.DictReader(fh)}
+    cell = summary[("SFT", "ind", "success")]  # 9 of 12
+    assert (cell["n_episodes"], cell["count"]) == ("12", "9")
+    assert (float(cell["ci_low"]), float(cell["ci_high"])) == pytest.approx(_wilson(9, 12))
+    with open(files["table_semantics.csv"], newline="") as fh:
+        obj = list(csv.DictReader(fh))[1]
+    assert obj["task"] == "Obj." and obj["Suc. SFT n"] == "12"
+    assert float(obj["Suc. SFT ci_high"]) == pytest.approx(_wilson(0, 12)[1], abs=1e-6)
+
+
+def test_ind_zero_shows_na_with_the_reason(tmp_path):
+    rows = [
+        EpisodeResult(**{**r.__dict__, "success": False})
+        if (r.policy, r.task) == ("SFT", "ind")
+        else r
+        for r in _records()
+    ]
+    files = write_report(rows, tmp_path / "report", resamples=200)
+    md = files["report.md"].read_text()
+    assert "nan" not in md.lower()
+    assert "| Table | n/a (IND = 0) | -18.2% |" in md
+    assert "| Vision | 0.375 | 0.625 | n/a (IND = 0) | -31.8% |" in md
+    assert "IND success is 0, so (OOD - IND) / IND is undefined" in md
+    for name in ("drops.csv", "axes.csv", "summary.csv", "paired.csv"):
+        assert "nan" not in files[name].read_text().lower(), name
+    with open(files["drops.csv"], newline="") as fh:
+        drops = {(r["policy"], r["task"]): r for r in csv.DictReader(fh)}
+    assert drops[("SFT", "table")]["relative_drop"] == "n/a"
+    assert "undefined" in drops[("SFT", "table")]["note"]
+    assert drops[("RL", "table")]["note"] == ""

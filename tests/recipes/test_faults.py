@@ -135,32 +135,59 @@ def test_assets_requested_but_not_found(tmp_path):
 @pytest.mark.parametrize(
     ("args", "phrase"),
     [
-        (["--tasks", "kitchen"], "unknown task(s) ['kitchen'] for the toy backend"),
-        (["--temperature", "0"], "--temperature=0.0 must be > 0"),
-        (["--device", "cuda"], "no CUDA device"),
-        (["--episodes", "0"], "--episodes=0 must be >= 1"),
-        (["--seeds", "a,b"], "--seeds='a,b' must be comma-separated integers"),
+        (["tasks=[kitchen]"], "unknown task(s) ['kitchen'] for the toy backend"),
+        (["temperature=0"], "temperature=0.0 must be > 0"),
+        (["device=cuda"], "no CUDA device"),
+        (["episodes=0"], "episodes=0 must be >= 1"),
+        (["seeds=[a,b]"], "seeds=['a', 'b'] is invalid: expected a list"),
+        (["episode=3"], "Could not override 'episode'"),
+        (["+episode=3"], "unknown config key(s) episode"),
+        (["--nope"], "unknown option(s) --nope"),
+        (["env.width=-1"], "env.width=-1 must be >= 1"),
     ],
 )
 def test_eval_bad_input_one_line(tmp_path, capsys, monkeypatch, args, phrase):
-    if "cuda" in args and torch.cuda.is_available():
+    if "cuda" in " ".join(args) and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     policy = tmp_path / "policy"
     policy.mkdir()
     (policy / "policy.json").write_text("{}")
-    argv = ["--policy", f"RL={policy}", "--backend", "toy", "--out", str(tmp_path / "e"), *args]
-    status = evaluate_module.run_cli(evaluate_module.main, argv=argv)
+    argv = [f"policies.RL={policy}", "env=toy", f"out={tmp_path / 'e'}", *args]
+    status = evaluate_module.main(argv)
     line = _one_line(capsys.readouterr().err)
     assert status == 2 and phrase in line, line
+
+
+@pytest.mark.parametrize(
+    ("args", "phrase"),
+    [
+        (["--tasks", "kitchen"], "unknown task(s) ['kitchen'] for the toy backend"),
+        (["--episodes", "0"], "episodes=0 must be >= 1"),
+        (["--seeds", "a,b"], "seeds=['a', 'b'] is invalid: expected a list"),
+        (["--policy", "RL"], "--policy 'RL' must look like LABEL=VALUE"),
+    ],
+)
+def test_eval_deprecated_flags_still_work_with_one_deprecation_line(tmp_path, capsys, args, phrase):
+    """The --flag spelling of the last release: translated to overrides, one line saying so."""
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    (policy / "policy.json").write_text("{}")
+    argv = ["--policy", f"RL={policy}", "--backend", "toy", "--out", str(tmp_path / "e"), *args]
+    status = evaluate_module.main(argv)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert status == 2 and phrase in err[-1], err
+    if "--policy" not in args[:1]:
+        assert len(err) == 2 and "deprecated" in err[0] and "Traceback" not in err[0]
+        assert f"policies={{RL:'{policy}'}}" in err[0] and "env.backend='toy'" in err[0]
 
 
 def test_eval_corrupt_policy_one_line(tmp_path, capsys):
     policy = tmp_path / "policy"
     policy.mkdir()
     (policy / "policy.json").write_text('{"model": {"name": "tiny", "lora_rank": "x"')
-    argv = ["--policy", f"RL={policy}", "--backend", "toy", "--out", str(tmp_path / "e")]
-    argv += ["--episodes", "1", "--max-steps", "1", "--width", "16", "--height", "16"]
-    status = evaluate_module.run_cli(evaluate_module.main, argv=argv)
+    argv = [f"policies.RL={policy}", "env=toy", f"out={tmp_path / 'e'}", "episodes=1"]
+    argv += ["env.max_episode_steps=1", "env.width=16", "env.height=16"]
+    status = evaluate_module.main(argv)
     line = _one_line(capsys.readouterr().err)
     assert status == 2 and "policy.json is not a valid policy description" in line
 

@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vla_torchrl.errors import UserError
-from vla_torchrl.recipes._cli import run_cli
 from vla_torchrl.recipes.plot_curves import main
 from vla_torchrl.studies.curves import aggregate, group_runs, load_curve
 
@@ -65,21 +63,39 @@ def test_group_runs(tmp_path):
 def test_cli_writes_a_real_png(tmp_path, capsys):
     _runs(tmp_path)
     out = tmp_path / "fig.png"
-    args = [str(tmp_path / "ppo-seed0"), str(tmp_path / "ppo-seed1"), str(tmp_path / "grpo-seed0")]
-    assert main([*args, "--out", str(out)]) == 0
+    runs = f"runs=[{tmp_path / 'ppo-seed0'},{tmp_path / 'ppo-seed1'}]"
+    group = f"groups.GRPO=[{tmp_path / 'grpo-seed0'}]"
+    assert main([runs, group, f"out={out}"]) == 0
     img = np.asarray(Image.open(out).convert("RGB"))
     assert img.shape[1] >= 900  # two panels (success and return)
     assert img.std() > 0 and len(np.unique(img.reshape(-1, 3), axis=0)) > 10
-    extra = ["--x", "wall_clock", "--metric", "eval/success", "--hline", "SFT=0.3"]
-    assert main([*args, "--out", str(out), *extra]) == 0
-    with pytest.raises(UserError, match="LABEL=NUMBER"):
-        main([*args, "--out", str(out), "--hline", "SFT=high"])
+    extra = ["x=wall_clock", "metrics=[eval/success]", "hlines.SFT-16k=0.3"]
+    assert main([runs, group, f"out={out}", *extra]) == 0
+    capsys.readouterr()
+    assert main([runs, f"out={out}", "+hlines.SFT=high"]) == 2
+    assert "hlines.SFT='high' must be a number" in capsys.readouterr().err
+
+
+def test_cli_deprecated_flags(tmp_path, capsys):
+    _runs(tmp_path)
+    out = tmp_path / "fig.png"
+    args = [str(tmp_path / "ppo-seed0"), f"GRPO={tmp_path / 'grpo-seed0'}"]
+    assert main([*args, "--out", str(out), "--hline", "SFT=0.3", "--metric", "eval/success"]) == 0
+    err = capsys.readouterr().err
+    assert "deprecated" in err and "groups={GRPO:[" in err and "hlines={SFT:0.3}" in err
+    assert out.is_file()
+    assert main([*args, "--out", str(out), "--hline", "SFT=high"]) == 2
+    assert "LABEL=NUMBER" in capsys.readouterr().err
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
     _runs(tmp_path)
-    with pytest.raises(UserError, match="logged metrics: eval/success, train/episode_return"):
-        main([str(tmp_path / "ppo-seed0"), "--out", str(tmp_path / "x.png"), "--metric", "nope/x"])
-    status = run_cli(main, argv=[str(tmp_path / "missing"), "--out", str(tmp_path / "x.png")])
+    status = main([f"runs=[{tmp_path / 'ppo-seed0'}]", f"out={tmp_path / 'x.png'}",
+                   "metrics=[nope/x]"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert status == 2 and "logged metrics: eval/success, train/episode_return" in err
+    status = main([f"runs=[{tmp_path / 'missing'}]", f"out={tmp_path / 'x.png'}"])
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1 and "does not exist" in err
+    assert main([f"out={tmp_path / 'x.png'}"]) == 2
+    assert "no run to plot" in capsys.readouterr().err

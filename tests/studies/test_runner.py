@@ -8,7 +8,6 @@ import math
 import pytest
 
 from vla_torchrl.errors import UserError
-from vla_torchrl.recipes import study as study_mod
 from vla_torchrl.recipes.study import main
 from vla_torchrl.studies import runner
 from vla_torchrl.studies.catalogue import STUDIES
@@ -114,10 +113,11 @@ def test_plan_orders_overrides_and_shares_the_warmup(tmp_path):
 
 
 def test_paper_scale_needs_demos_and_dry_run_prints_train_commands(tmp_path, capsys):
-    with pytest.raises(UserError, match="--demos"):
+    with pytest.raises(UserError, match="demos=DIR"):
         plan_study(STUDIES["sft_demos"], scale="paper", seeds=[0], out=tmp_path)
-    assert main(["critics", "--scale", "paper", "--dry-run", "model.checkpoint=/ckpt"]) == 0
+    assert main(["critics", "scale=paper", "action=dry_run", "train.model.checkpoint=/ckpt"]) == 0
     lines = capsys.readouterr().out.splitlines()
+    assert all("model.checkpoint=/ckpt" in line for line in lines)
     assert lines[0].startswith("vla-torchrl-train --config-name train ")
     assert "algo.demos=$DEMOS/warmup-140" in lines[0]
     critics = [next(o for o in line.split() if o.startswith("algo.critic=")) for line in lines[1:]]
@@ -127,6 +127,22 @@ def test_paper_scale_needs_demos_and_dry_run_prints_train_commands(tmp_path, cap
         "algo.critic=shared_h0",
         "algo.critic=shared_hn",
     ]
+    # the deprecated --flag spelling: the same commands, after one deprecation line
+    assert main(["critics", "--scale", "paper", "--dry-run", "model.checkpoint=/ckpt"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == lines
+    assert "deprecated" in captured.err
+    assert "action=dry_run" in captured.err and "train.model.checkpoint=/ckpt" in captured.err
+
+
+def test_study_command_line_is_validated(tmp_path, capsys):
+    assert main(["critics", "scale=huge"]) == 2
+    assert "scale='huge' is unknown" in capsys.readouterr().err
+    assert main(["critics", "epochs"]) == 2
+    assert "unexpected argument(s) ['epochs']" in capsys.readouterr().err
+    assert main(["nope", "action=dry_run"]) == 2
+    assert "known studies: algorithms" in capsys.readouterr().err
+    assert main(["list"]) == 0 and "critics" in capsys.readouterr().out
 
 
 def test_unknown_study_and_missing_runs_are_user_errors(tmp_path, capsys):
@@ -134,7 +150,7 @@ def test_unknown_study_and_missing_runs_are_user_errors(tmp_path, capsys):
         run_study("nope", scale="tiny", seeds=[0], out=tmp_path)
     with pytest.raises(UserError, match="launcher='threads' is unknown"):
         run_study("epochs", scale="tiny", seeds=[0], out=tmp_path, launcher="threads")
-    assert study_mod.run_cli(main, argv=["plot", "epochs", "--out", str(tmp_path)]) == 2
+    assert main(["plot", "epochs", f"out={tmp_path}"]) == 2
     assert "run the study first" in capsys.readouterr().err
 
 

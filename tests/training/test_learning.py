@@ -47,7 +47,7 @@ def _learn(tmp_path, algo: str, *overrides: str) -> tuple[float, float, list[flo
     )
     train(config)
     curve = _success_curve(run_dir)
-    assert len(curve) == 3072 // 128
+    assert len(curve) == 3072 // config.collector.frames_per_batch(config.env)
     start, end = curve[0], sum(curve[-4:]) / 4
     print(f"{algo}: success {start:.2f} -> {end:.2f}; curve {[round(c, 2) for c in curve]}")
     return start, end, curve
@@ -62,7 +62,12 @@ def test_ppo_raises_success_to_at_least_0_8(tmp_path):
 # GRPO in its whole-trajectory form, Eq. (5)-(6). The process form, Eq. (3)-(4), normalises only
 # the non-zero rewards of a group; on reach-corner every non-zero reward is the same 1.2 (reaching
 # is success), so Eq. (4) maps them all to 0 and the process form has no signal here, by design.
-@pytest.mark.parametrize("algo", ["grpo algo.grpo_mode=whole", "tpo"])
+# Both collect whole fixed-length episodes (collector.episodes=auto -> fixed): 2 x 6 steps per
+# env and rollout, as the studies' cpu scale.
+@pytest.mark.parametrize(
+    "algo",
+    ["grpo algo.grpo_mode=whole collector.steps_per_env=12", "tpo collector.steps_per_env=12"],
+)
 def test_grpo_and_tpo_raise_success_measurably(tmp_path, algo):
     start, end, _ = _learn(tmp_path, *algo.split())
     assert start < 0.5, f"the start policy already succeeds {start:.2f}: the test shows nothing"

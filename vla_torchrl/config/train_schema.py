@@ -43,6 +43,8 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "TrainConfig",
+    "WHOLE_TRAJECTORY_ALGOS",
+    "episode_mode",
     "known_tasks",
     "register_task_names",
     "validate",
@@ -51,6 +53,10 @@ __all__ = [
 Algorithm = Literal["sft", "ppo", "ppo-orz", "grpo", "grpo-s", "tpo"]
 ALGORITHMS: tuple[str, ...] = typing.get_args(Algorithm)
 CriticKind = Literal["none", "shared_h0", "shared_hn", "shared_concat", "separate"]
+EpisodeMode = Literal["auto", "fixed", "until_done"]
+#: algorithms that compare whole trajectories (GRPO / GRPO(s) groups, TPO pairs):
+#: ``collector.episodes=auto`` collects fixed-length episodes for them (issue 15)
+WHOLE_TRAJECTORY_ALGOS: tuple[str, ...] = ("grpo", "grpo-s", "tpo")
 
 # Registry hook: the env layer (which owns SUITE) registers its task names here, so this module
 # never imports it. ``validate`` also takes the names as an argument.
@@ -467,14 +473,34 @@ class CollectorConfig:
         total_env_steps: training budget in environment steps (all envs together).
         eval_every: environment steps between evaluations (0: never).
         eval_episodes: episodes per evaluation.
+        episodes: how episodes fill a rollout (:func:`episode_mode`):
+
+            * ``fixed``: success is recorded but does not end an episode, so every episode
+              lasts ``env.max_episode_steps`` and a rollout holds ``steps_per_env /
+              max_episode_steps`` whole episodes per env (one in the paper: 80 of 80 steps, as
+              the reference run); ``steps_per_env`` must be a multiple of the episode length;
+            * ``until_done``: an episode ends at its first success (terminated) or at the step
+              limit, the env resets inside the rollout, and a row ends with a fragment the
+              rollout's end cuts off (PPO bootstraps it with V(s_T); GRPO and TPO leave it out);
+            * ``auto`` (default): ``fixed`` for GRPO, GRPO(s) and TPO, whose groups and pairs
+              compare whole trajectories (paper Sec. 4.1: "trajectories collected from all
+              parallel environments for one task episode"), ``until_done`` for PPO / PPO-ORZ.
     """
 
     steps_per_env: int = 80
     total_env_steps: int = 2_000_000
     eval_every: int = 102_400
     eval_episodes: int = 64
+    episodes: EpisodeMode = "auto"
 
     def __post_init__(self) -> None:
+        modes = typing.get_args(EpisodeMode)
+        _check(
+            self.episodes in modes,
+            f"collector.episodes={self.episodes!r} is unknown; use one of {', '.join(modes)} "
+            "(fixed: one fixed-length episode per env per rollout; until_done: episodes end on "
+            "success; auto: fixed for grpo / grpo-s / tpo)",
+        )
         for name in ("steps_per_env", "total_env_steps", "eval_episodes"):
             value = getattr(self, name)
             _check(
@@ -681,6 +707,21 @@ class TrainConfig:
         )
 
 
+def episode_mode(cfg: TrainConfig) -> Literal["fixed", "until_done"]:
+    """The collection mode of ``cfg.collector.episodes``, with ``auto`` resolved by algorithm.
+
+    Examples:
+        >>> episode_mode(TrainConfig(algo=AlgoConfig(name="grpo", critic="none")))
+        'fixed'
+        >>> episode_mode(TrainConfig())  # PPO
+        'until_done'
+    """
+    mode = cfg.collector.episodes
+    if mode == "auto":
+        return "fixed" if cfg.algo.name in WHOLE_TRAJECTORY_ALGOS else "until_done"
+    return mode  # type: ignore[return-value]
+
+
 def validate(
     cfg: TrainConfig,
     *,
@@ -728,6 +769,15 @@ def validate(
             f"optim.minibatch_size x optim.grad_accum_steps = {optim.minibatch_size} x "
             f"{optim.grad_accum_steps} = {per_update}; change one so it divides "
             "(the paper: 64 x 80 = 5120 = 32 x (8 x 20))",
+        )
+    if algo.name != "sft" and episode_mode(cfg) == "fixed":
+        steps, length = cfg.collector.steps_per_env, env.max_episode_steps
+        _check(
+            steps % length == 0,
+            f"collector.episodes={cfg.collector.episodes} collects whole fixed-length episodes "
+            f"(for algo={algo.name}), but collector.steps_per_env={steps} is not a multiple of "
+            f"env.max_episode_steps={length}; set collector.steps_per_env={length} (one episode "
+            "per env per rollout, as the paper) or collector.episodes=until_done",
         )
     if algo.name in ("grpo", "grpo-s"):
         _check(

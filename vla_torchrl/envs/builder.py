@@ -132,6 +132,7 @@ def make_env(
     sim_backend: Literal["auto", "cpu", "gpu"] = "auto",
     robot: Literal["auto", "widowx", "panda"] = "auto",
     max_steps: int = 80,
+    terminate_on_success: bool = True,
     rl4vla_dir: str | None = None,
     asset_seed: int = 0,
     perturb: bool = True,
@@ -153,6 +154,8 @@ def make_env(
         sim_backend: ``"auto"`` picks the GPU simulation when CUDA is present (untested here).
         robot: ``"auto"`` (WidowX when its description is found, else Panda).
         max_steps: episode length (80 in the paper).
+        terminate_on_success: end an episode at its first success (default); false: record
+            success and run every episode to ``max_steps`` (fixed-length episodes).
         rl4vla_dir: RL4VLA asset directory (default: found by :class:`AssetPaths`).
         asset_seed: seed of the procedural images.
         perturb: append the task's perturbation transform (texture/noise/instruct).
@@ -174,7 +177,13 @@ def make_env(
     source = resolve_asset_source(asset_source, rl4vla_dir=rl4vla_dir)
     if sim_backend == "auto":
         sim_backend = "gpu" if torch.cuda.is_available() else "cpu"
-    env_kwargs = dict(image_size=tuple(image_size), seed=seed, robot=robot, max_steps=max_steps)
+    env_kwargs = dict(
+        image_size=tuple(image_size),
+        seed=seed,
+        robot=robot,
+        max_steps=max_steps,
+        terminate_on_success=terminate_on_success,
+    )
     numbering = episode_numbering(num_envs, same_start_groups)
     if sim_backend == "gpu" and same_start_groups > 1:
         raise ValueError(

@@ -19,7 +19,7 @@ from vla_torchrl.keys import (
 )
 from vla_torchrl.objectives import functional as F
 
-__all__ = ["episode_records", "episode_stats", "run_episodes"]
+__all__ = ["episode_records", "episode_stats", "run_episodes", "unfinished_step_mask"]
 
 
 # -- rollout statistics -------------------------------------------------------------------------
@@ -54,6 +54,26 @@ def episode_stats(rollout: TensorDictBase) -> dict[str, float]:
         for key in METRIC_KEYS:
             out[key] = float(rollout.get(next_key(key)).squeeze(-1)[done].float().mean())
     return out
+
+
+def unfinished_step_mask(rollout: TensorDictBase) -> torch.Tensor:
+    """``[B, T]`` bool: steps of a trajectory the rollout's end cut off (no ``done`` after them).
+
+    Such a fragment neither terminated nor reached the step limit: it is no finished trajectory,
+    so GRPO groups and TPO pairs must leave it out (a 1-step fragment with return 0 would count
+    as a failure). ``done`` covers both endings (``terminated | truncated``).
+
+    Examples:
+        >>> from tensordict import TensorDict
+        >>> done = torch.tensor([[False, True, False], [False, False, True]])[..., None]
+        >>> unfinished_step_mask(TensorDict({"next": {"done": done}}, [2, 3]))
+        tensor([[False, False,  True],
+                [False, False, False]])
+    """
+    done = rollout.get(next_key(DONE_KEY)).reshape(*rollout.batch_size).bool()
+    # number of episode ends at or after each step; zero = the step's trajectory never ends
+    ends_ahead = done.flip(-1).long().cumsum(-1).flip(-1)
+    return ends_ahead == 0
 
 
 def episode_records(rollout: TensorDictBase) -> list[dict]:

@@ -103,6 +103,9 @@ class ToyReachConfig:
         target_box: ``(x_min, y_min, x_max, y_max)`` box the square centres are drawn from
             (``None``: anywhere in the arena they fit).
         start_box: box the dot's start is drawn from (``None``: anywhere off the squares).
+        terminate_on_success: end the episode (``terminated``) at its first success; if false,
+            success is recorded (the metrics latch) and the episode runs to ``max_steps``: the
+            fixed-length episodes GRPO / TPO compare (``collector.episodes=fixed``).
     """
 
     image_size: int = 32
@@ -117,6 +120,7 @@ class ToyReachConfig:
     same_start_groups: int = 1
     target_box: tuple[float, float, float, float] | None = None
     start_box: tuple[float, float, float, float] | None = None
+    terminate_on_success: bool = True
 
     def __post_init__(self) -> None:
         for name in ("target_box", "start_box"):
@@ -184,8 +188,9 @@ class ToyReachEnv(EnvBase):
 
     Reward: sparse, the per-step difference of the paper's potential
     ``0.1 * grasped + 0.1 * continuous_grasp + 1.0 * success``, so the return is the final
-    potential (1.2 for a success). Terminated on success, truncated after ``max_steps`` steps
-    (``truncated`` is false when the last step succeeds).
+    potential (1.2 for a success). Terminated on success (unless ``terminate_on_success=False``:
+    then every episode lasts ``max_steps``), truncated after ``max_steps`` steps (``truncated``
+    is false when the last step succeeds and terminates).
 
     Optimal policy (see :meth:`oracle_action`): move the dot toward the target's centre,
     ``action[:2] = clip((target - dot) / step_size, -1, 1)``, with ``action[6] = 1``; it enters
@@ -409,6 +414,8 @@ class ToyReachEnv(EnvBase):
         self.metrics[:, 2] |= held & released & stepping
         reward = self._potential() - before  # potential differences: return = final potential
         terminated = self.metrics[:, 2:3].clone()
+        if not cfg.terminate_on_success:  # success recorded (latched metrics), not an ending
+            terminated = torch.zeros_like(terminated)
         truncated = (self.step_count >= cfg.max_steps)[:, None] & ~terminated
         out = self._observation()
         out.set(REWARD_KEY, reward.to(self.device))

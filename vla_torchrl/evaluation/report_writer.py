@@ -21,15 +21,19 @@ from vla_torchrl.evaluation.results import load_results
 from vla_torchrl.evaluation.tables import (
     AXES,
     AXIS_LABELS,
+    DROP_UNDEFINED,
     PAPER_TASK_AXES,
     Stat,
     _axis_tasks,
     _label,
     _policies,
     _write_table_csv,
+    format_drop,
+    paired_comparisons,
     relative_drops,
     summarize,
     table_markdown,
+    write_paired_csv,
     write_summary_csv,
 )
 
@@ -92,8 +96,9 @@ def bar_chart(
     path: str | os.PathLike,
     ind_task: str = "ind",
 ) -> Path:
-    """Grouped bars of success (mean +- std over seeds) per task and policy, each OOD bar
-    annotated with its relative drop, like Fig. 7a; written as PNG."""
+    """Grouped bars of success per task and policy with their 95% Wilson intervals (mean +- std
+    over seeds for cells without one), each OOD bar annotated with its relative drop, like
+    Fig. 7a; written as PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -106,8 +111,9 @@ def bar_chart(
         xs = [j + (i - (len(policies) - 1) / 2) * width for j in range(len(tasks))]
         stats = [summary.get((policy, t), {}).get("success") for t in tasks]
         means = [s.mean if s else 0.0 for s in stats]
-        stds = [s.std if s else 0.0 for s in stats]
-        ax.bar(xs, means, width, yerr=stds, capsize=2, label=policy)
+        below = [_err(s, 0) for s in stats]
+        above = [_err(s, 1) for s in stats]
+        ax.bar(xs, means, width, yerr=[below, above], capsize=2, label=policy)
         for x, mean, task in zip(xs, means, tasks):
             drop = drops.get((policy, task))
             if drop is not None and math.isfinite(drop):
@@ -123,6 +129,15 @@ def bar_chart(
     return path
 
 
+def _err(stat: Stat | None, side: int) -> float:
+    """Error bar length below (side 0) / above (side 1) the mean: the Wilson interval's end."""
+    if stat is None:
+        return 0.0
+    if stat.ci is None:
+        return stat.std
+    return max(0.0, stat.mean - stat.ci[0]) if side == 0 else max(0.0, stat.ci[1] - stat.mean)
+
+
 def write_report(
     results: str | os.PathLike | Iterable[Any],
     out_dir: str | os.PathLike,
@@ -131,6 +146,7 @@ def write_report(
     policies: Sequence[str] | None = None,
     ind_task: str = "ind",
     ddof: int = 0,
+    resamples: int = 10_000,
 ) -> dict[str, Path]:
     """Write the full evaluation report (Markdown, CSVs, radar PNGs) into ``out_dir``.
 
@@ -142,6 +158,7 @@ def write_report(
         policies: column order (default: order of appearance, e.g. SFT then RL).
         ind_task: the in-distribution task the relative drops refer to.
         ddof: see :func:`summarize`.
+        resamples: of the paired bootstrap (:func:`paired_comparisons`).
 
     Returns:
         ``{name: path}`` of every file written.
@@ -164,8 +181,11 @@ def write_report(
     md = ["# Evaluation report", ""]
     n_seeds = sorted({s.n_seeds for stats in summary.values() for s in stats.values()})
     md.append(
-        f"Mean (std) over seeds ({'/'.join(map(str, n_seeds))} per cell) of the per-seed episode "
-        "means; relative drop = (OOD - IND) / IND on success (Sec. 5.3). Best in **bold**."
+        f"Cells: mean (std) over seeds ({'/'.join(map(str, n_seeds))} per cell) of the per-seed "
+        "episode means, then [the 95% Wilson interval] of the rate over the cell's n episodes "
+        "pooled over seeds (one checkpoint per policy, seeds draw different scenes: the episode "
+        "is the unit; summary.csv also has the t-interval over seeds). Relative drop = "
+        "(OOD - IND) / IND on success (Sec. 5.3). Best mean in **bold**."
     )
     axes_present = [a for a in (*AXES, "other") if _axis_tasks(summary, task_axes, a, ind_task)[1:]]
     if not axes_present:  # IND only (e.g. the toy backend): its table, no OOD summary
@@ -188,8 +208,9 @@ def write_report(
             vals = [summary[(p, t)]["success"].mean for t in tasks if (p, t) in summary]
             suc[p] = sum(vals) / len(vals) if vals else math.nan
             dvals = [drops[(p, t)] for t in tasks if (p, t) in drops]
+            # an undefined drop (IND = 0) makes the policy's axis average undefined too
             drop[p] = sum(dvals) / len(dvals) if dvals else math.nan
-        row += [f"{suc[p]:.3f}" for p in policies] + [_pct(drop[p]) for p in policies]
+        row += [f"{suc[p]:.3f}" for p in policies] + [format_drop(drop[p]) for p in policies]
         md.append("| " + " | ".join(row) + " |")
         axis_rows.append(
             {
@@ -203,7 +224,7 @@ def write_report(
             fh, fieldnames=["axis"] + [f"{k}/{p}" for k in ("success", "drop") for p in policies]
         )
         writer.writeheader()
-        writer.writerows(axis_rows)
+        writer.writerows({k: _csv_value(v) for k, v in row.items()} for row in axis_rows)
     files["axes.csv"] = out / "axes.csv"
 
     for number, axis in enumerate(axes_present, start=1):
@@ -214,6 +235,8 @@ def write_report(
         _write_table_csv(summary, out / name, tasks=tasks, policies=policies)
         files[name] = out / name
 
+    files.update(_paired_section(records, policies, md, out, task_axes, resamples))
+
     if drops:
         md += ["", "## Relative drop of success per task", ""]
         md += ["| Task | " + " | ".join(policies) + " |", "|" + "---|" * (len(policies) + 1)]
@@ -223,14 +246,20 @@ def write_report(
                 "| "
                 + _label(t)
                 + " | "
-                + " | ".join(_pct(drops.get((p, t), math.nan)) for p in policies)
+                + " | ".join(format_drop(drops.get((p, t), math.nan)) for p in policies)
                 + " |"
             )
+        undefined = [
+            p for p in policies if any(math.isnan(d) for (q, _), d in drops.items() if q == p)
+        ]
+        if undefined:
+            md += ["", f"n/a (IND = 0) for {', '.join(undefined)}: {DROP_UNDEFINED}."]
         with open(out / "drops.csv", "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["policy", "task", "axis", "relative_drop"])
+            writer.writerow(["policy", "task", "axis", "relative_drop", "note"])
             for (p, t), d in drops.items():
-                writer.writerow([p, t, task_axes.get(t, ""), repr(d)])
+                note = DROP_UNDEFINED if math.isnan(d) else ""
+                writer.writerow([p, t, task_axes.get(t, ""), _csv_value(d), note])
         files["drops.csv"] = out / "drops.csv"
 
     # Fig. 7b/7c radars
@@ -256,8 +285,13 @@ def write_report(
         )
         md += ["", "![success radar](radar_success.png)"]
     ood = [t for t in all_tasks if t != ind_task]
-    if drops and len(ood) >= 3:
-        ratio = {p: {t: 1.0 + drops[(p, t)] for t in ood if (p, t) in drops} for p in policies}
+    # a policy with IND = 0 has no ratio to draw (it would show as 0 on every spoke)
+    ratio = {
+        p: {t: 1.0 + drops[(p, t)] for t in ood if (p, t) in drops}
+        for p in policies
+        if all(math.isfinite(drops[(p, t)]) for t in ood if (p, t) in drops)
+    }
+    if drops and len(ood) >= 3 and any(ratio.values()):
         files["radar_ood_ind_ratio.png"] = radar_chart(
             ratio, tasks=ood, path=out / "radar_ood_ind_ratio.png", title="OOD / IND success ratio"
         )
@@ -268,5 +302,55 @@ def write_report(
     return files
 
 
-def _pct(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{100 * value:+.1f}%"
+def _csv_value(value: Any) -> Any:
+    """Floats as ``repr``; NaN (an undefined drop) as "n/a" (pandas reads it back as NaN)."""
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else repr(value)
+    return value
+
+
+def _paired_section(records, policies, md, out: Path, task_axes, resamples) -> dict[str, Path]:
+    """The paired comparison of every policy with the first on the same episodes."""
+    if len(policies) < 2:
+        return {}
+    baseline = policies[0]
+    comparisons = paired_comparisons(
+        records, baseline=baseline, policies=policies[1:], resamples=resamples
+    )
+    path = write_paired_csv(comparisons, out / "paired.csv", task_axes=task_axes)
+    order = {t: i for i, t in enumerate(task_axes)}
+    for policy in policies[1:]:
+        rows = sorted(
+            (c for c in comparisons if c.policy == policy and c.metric == "success"),
+            key=lambda c: order.get(c.task, len(order)),
+        )
+        if not rows:
+            continue
+        md += ["", f"## Paired comparison: {policy} vs {baseline} (success, same episodes)", ""]
+        md.append(
+            f"Per task, over the n episodes both policies ran (same task, seed and episode id): "
+            f"the success rates, the difference {policy} - {baseline} with its 95% paired "
+            f"bootstrap interval ({resamples} resamples of the episode pairs), the discordant "
+            f"episodes (success for one policy only) and the two-sided exact McNemar p-value on "
+            f"them. No correction for the number of tasks."
+        )
+        md += [
+            "",
+            f"| Task | n | {baseline} | {policy} | Diff. [95% CI] | {baseline} only | "
+            f"{policy} only | McNemar p |",
+            "|" + "---|" * 8,
+        ]
+        for c in rows:
+            if c.n == 0:
+                md.append(f"| {_label(c.task)} | 0 | n/a ({c.note}) | | | | | |")
+                continue
+            md.append(
+                f"| {_label(c.task)} | {c.n} | {c.baseline_rate:.3f} | {c.rate:.3f} | "
+                f"{c.diff:+.3f} [{c.low:+.3f}, {c.high:+.3f}] | {c.only_baseline} | "
+                f"{c.only_policy} | {_p(c.p_value)} |"
+            )
+    return {"paired.csv": path}
+
+
+def _p(value: float) -> str:
+    return "<0.001" if value < 0.001 else f"{value:.3f}"

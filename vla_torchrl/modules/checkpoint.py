@@ -33,6 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
+from vla_torchrl.errors import CheckpointError
 from vla_torchrl.modules.config import OpenVLAConfig
 from vla_torchrl.modules.openvla import OpenVLA
 
@@ -50,10 +51,6 @@ _UNITS = {
     "MIB": 2**20,
     "GIB": 2**30,
 }
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory is incomplete, corrupt or does not match the model."""
 
 
 def parse_size(size: int | str) -> int:

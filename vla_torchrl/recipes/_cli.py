@@ -9,18 +9,34 @@ errors are reported in one line (exit status 2); anything else propagates unchan
 Hydra's ``@hydra.main`` catches exceptions and prints its own trimmed traceback unless
 ``HYDRA_FULL_ERROR`` is set; ``run_cli`` sets it for the duration of the call so that the
 exceptions reach us, then restores the environment.
+
+Every command line takes Hydra overrides. The ``--flag`` spellings of the command lines from
+before that (``vla-torchrl-eval --policy RL=DIR --seeds 0,1``, ...) still work for one release:
+:func:`translate_flags` turns them into the same overrides and prints one deprecation line
+naming the new spelling (``run_cli(..., legacy=...)``).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from vla_torchrl.errors import UserError
 
-__all__ = ["DEBUG_ENV", "format_user_error", "run_cli"]
+__all__ = [
+    "DEBUG_ENV",
+    "Flag",
+    "compose_cli_config",
+    "format_user_error",
+    "hydra_quote",
+    "run_cli",
+    "translate_flags",
+]
 
 DEBUG_ENV = "VLA_TORCHRL_DEBUG"
 USER_ERROR_EXIT = 2
@@ -82,6 +98,9 @@ def run_cli(
     config_path: str | None = None,
     argv: Sequence[str] | None = None,
     hydra_overrides: Sequence[str] = (),
+    legacy: Callable[[list[str]], list[str]] | None = None,
+    compose: bool = False,
+    open_keys: Sequence[str] = (),
 ) -> int:
     """Run an entry point; user errors end in one line on stderr and exit status 2.
 
@@ -90,6 +109,9 @@ def run_cli(
     - ``config_name`` given: ``main_fn(cfg: DictConfig)`` runs under ``hydra.main`` with the
       config ``config_name`` from ``config_path`` (default: ``vla_torchrl/config/conf/``); the
       command line is Hydra's (overrides like ``algo=grpo optim.lr=3e-4``).
+    - ``config_name`` and ``compose=True``: the same config and overrides, composed with Hydra's
+      compose API, then ``main_fn(cfg)`` runs outside Hydra (no output directory, no log
+      handlers, and the task may compose configs itself, e.g. a study's training runs);
     - otherwise: ``main_fn(argv: list[str])`` is called with the remaining arguments and may
       return an exit status.
 
@@ -100,6 +122,10 @@ def run_cli(
         argv: arguments without the program name (default ``sys.argv[1:]``).
         hydra_overrides: overrides placed before the user's (e.g. ``hydra.output_subdir=null``
             for tools that should leave no Hydra output directory).
+        legacy: turns the arguments of a deprecated spelling into Hydra overrides (see
+            :func:`translate_flags`); its errors are user errors like the others.
+        open_keys: compose mode: mappings whose entries the user names (e.g. ``policies``):
+            ``policies.RL=DIR`` adds or replaces an entry without Hydra's ``+`` / ``++``.
 
     Returns:
         The exit status (0 on success); callers do ``sys.exit(run_cli(main))``.
@@ -115,9 +141,16 @@ def run_cli(
     args = [a for a in args if a != "--debug"]
     catch = () if debug else _config_error_types()
     try:
+        if legacy is not None:
+            args = legacy(args)
         if config_name is None:
             status = main_fn(args)
             return int(status or 0)
+        if compose:
+            cfg = compose_cli_config(
+                config_name, args, config_path=config_path, open_keys=open_keys
+            )
+            return int(main_fn(cfg) or 0)
         return _run_hydra(
             main_fn,
             config_name=config_name,
@@ -129,6 +162,50 @@ def run_cli(
         hint = "" if debug else f" (rerun with --debug or {DEBUG_ENV}=1 for the traceback)"
         print(format_user_error(err) + hint, file=sys.stderr, flush=True)
         return USER_ERROR_EXIT
+
+
+def _conf_dir(config_path: str | None) -> str:
+    if config_path is not None:
+        return config_path
+    # the Hydra YAML lives next to the schema it fills (vla_torchrl/config/conf/)
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.join(here, "config", "conf")
+
+
+def compose_cli_config(
+    config_name: str,
+    overrides: Sequence[str],
+    *,
+    config_path: str | None = None,
+    open_keys: Sequence[str] = (),
+) -> Any:
+    """``conf/<config_name>.yaml`` with ``overrides`` (Hydra's compose API), as a DictConfig.
+
+    An override of an entry of one of ``open_keys`` (``policies.RL=DIR``) is made Hydra's
+    add-or-replace (``++policies.RL=DIR``): those mappings hold the user's own names.
+
+    Raises:
+        UserError: an argument that is no ``key=value`` override, or one Hydra cannot parse.
+    """
+    from hydra import compose, initialize_config_dir
+
+    overrides = [
+        f"++{a}" if a.split("=", 1)[0].split(".", 1)[0] in open_keys and "." in a.split("=", 1)[0]
+        else a
+        for a in overrides
+    ]  # fmt: skip
+
+    flags = [a for a in overrides if a.startswith("-")]
+    if flags:
+        raise UserError(
+            f"unknown option(s) {' '.join(flags)}: this command takes key=value overrides "
+            "(Hydra), e.g. out=DIR seeds=[0,1]"
+        )
+    with initialize_config_dir(config_dir=_conf_dir(config_path), version_base="1.3"):
+        try:
+            return compose(config_name=config_name, overrides=list(overrides))
+        except ValueError as err:  # Hydra's own parser errors, e.g. a group set to ``true``
+            raise UserError(f"bad command line {' '.join(overrides)!r}: {err}") from err
 
 
 def _unless_given(defaults: Sequence[str], args: Sequence[str]) -> list[str]:
@@ -152,11 +229,7 @@ def _run_hydra(
 ) -> int:
     import hydra
 
-    if config_path is None:
-        # the Hydra YAML lives next to the schema it fills (vla_torchrl/config/conf/)
-        config_path = os.path.join(
-            os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config", "conf"
-        )
+    config_path = _conf_dir(config_path)
     result: dict[str, Any] = {}
 
     def task(cfg: Any) -> None:
@@ -195,3 +268,156 @@ def _run_hydra(
     if "error" in result:
         raise result["error"]
     return int(result.get("status") or 0)
+
+
+# -- the deprecated --flag spellings ------------------------------------------------------------
+FlagKind = Literal["str", "num", "csv_str", "csv_num", "on", "off", "append", "pairs", "pairs_num"]
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A deprecated ``--flag`` and the Hydra override it becomes.
+
+    ``kind``: ``str`` (``--out X`` -> ``out='X'``), ``num`` (``--episodes 8`` -> ``episodes=8``),
+    ``csv_str`` / ``csv_num`` (``--seeds 0,1`` -> ``seeds=[0,1]``), ``on`` / ``off`` (a switch ->
+    ``key=true`` / ``key=false``, or ``key=<const>``), ``append`` (repeated ``--metric a`` ->
+    ``metrics=['a']``), ``pairs`` / ``pairs_num`` (repeated ``--policy L=D`` ->
+    ``policies={L:'D'}``).
+    """
+
+    key: str
+    kind: FlagKind = "str"
+    const: str | None = None
+
+
+def hydra_quote(text: str) -> str:
+    """``text`` as a quoted Hydra value (quotes escaped, and the backslashes before them).
+
+    Examples:
+        >>> print(hydra_quote("runs/it's here"))
+        'runs/it\\'s here'
+    """
+    body = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", text)
+    body = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, body)
+    return f"'{body}'"
+
+
+def _csv(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _pairs(items: Sequence[str], flag: str, number: bool) -> str:
+    parts = []
+    seen: dict[str, str] = {}
+    for item in items:
+        label, sep, value = item.rpartition("=") if number else item.partition("=")
+        if not sep or not label or not value:
+            raise UserError(
+                f"{flag} {item!r} must look like LABEL=VALUE, e.g. {flag} RL=runs/ppo/policy"
+            )
+        if label in seen:  # the mapping would silently keep the second only
+            raise UserError(
+                f"{flag} label {label!r} is given twice ({seen[label]} and {item}); give each "
+                "its own label"
+            )
+        seen[label] = item
+        if not re.fullmatch(r"[A-Za-z0-9_.+\-]+", label):
+            raise UserError(f"{flag} {item!r}: the label may hold letters, digits and _ . + - only")
+        if number:
+            try:
+                float(value)
+            except ValueError as err:
+                raise UserError(
+                    f"{flag} {item!r}: expected LABEL=NUMBER, e.g. SFT-16k=0.78"
+                ) from err
+        parts.append(f"{label}:{value if number else hydra_quote(value)}")
+    return "{" + ",".join(parts) + "}"
+
+
+def translate_flags(
+    argv: Sequence[str],
+    flags: Mapping[str, Flag],
+    *,
+    prog: str,
+    positional: Flag | None = None,
+    rest: Callable[[list[str]], list[str]] = list,
+) -> list[str]:
+    """The Hydra overrides that mean what the deprecated ``--flag`` arguments ``argv`` meant.
+
+    Arguments already in the new spelling pass through unchanged, and so does ``argv`` when it
+    uses none of ``flags``; otherwise one deprecation line on stderr shows the new spelling.
+
+    Args:
+        argv: the command line (without the program name).
+        flags: ``--flag`` -> :class:`Flag`.
+        prog: the program name, for the deprecation line.
+        positional: the override the old positional arguments become (a ``csv``-less list
+            for ``append``, a single value otherwise), or None when there were none.
+        rest: maps the arguments left over (e.g. ``key=value`` overrides) to the new spelling.
+
+    Examples:
+        >>> import contextlib, io
+        >>> with contextlib.redirect_stderr(io.StringIO()):
+        ...     translate_flags(["--seeds", "0,1", "--greedy", "out=x"],
+        ...                     {"--seeds": Flag("seeds", "csv_num"), "--greedy": Flag("greedy", "on")},
+        ...                     prog="tool")
+        ['seeds=[0,1]', 'greedy=true', 'out=x']
+    """
+    args = list(argv)
+    used = any(a.split("=", 1)[0] in flags for a in args if a.startswith("--"))
+    if not used:
+        return args
+    parser = argparse.ArgumentParser(prog=prog, add_help=False)
+    for name, flag in flags.items():
+        dest = name.lstrip("-").replace("-", "_")
+        if flag.kind in ("on", "off"):
+            parser.add_argument(name, dest=dest, action="store_true", default=None)
+        elif flag.kind in ("append", "pairs", "pairs_num"):
+            parser.add_argument(name, dest=dest, action="append")
+        else:
+            parser.add_argument(name, dest=dest)
+    if positional is not None:
+        parser.add_argument("_positional", nargs="*")
+    try:
+        opts, left = parser.parse_known_intermixed_args(args)
+    except SystemExit as err:  # argparse's own message is already on stderr
+        raise UserError(f"{prog}: bad deprecated --flag arguments {args}") from err
+    out: list[str] = []
+    if positional is not None and opts._positional:
+        values = [a for a in opts._positional if "=" not in a]
+        left = [a for a in opts._positional if "=" in a] + left
+        if values:
+            out.append(
+                f"{positional.key}=[{','.join(map(hydra_quote, values))}]"
+                if positional.kind == "append"
+                else f"{positional.key}={hydra_quote(values[0])}"
+            )
+    for name, flag in flags.items():
+        value = getattr(opts, name.lstrip("-").replace("-", "_"))
+        if value is None:
+            continue
+        kind, key = flag.kind, flag.key
+        if kind == "on":
+            out.append(f"{key}={flag.const or 'true'}")
+        elif kind == "off":
+            out.append(f"{key}={flag.const or 'false'}")
+        elif kind == "num":
+            out.append(f"{key}={value}")
+        elif kind == "str":
+            out.append(f"{key}={hydra_quote(value)}")
+        elif kind == "csv_num":
+            out.append(f"{key}=[{','.join(_csv(value))}]")
+        elif kind == "csv_str":
+            out.append(f"{key}=[{','.join(map(hydra_quote, _csv(value)))}]")
+        elif kind == "append":
+            out.append(f"{key}=[{','.join(map(hydra_quote, value))}]")
+        else:
+            out.append(f"{key}={_pairs(value, name, kind == 'pairs_num')}")
+    out += rest(left)
+    print(
+        f"{prog}: the --flag spelling is deprecated and goes in the next release; the same as: "
+        f"{prog} {' '.join(out)}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return out

@@ -15,22 +15,27 @@ ManiSkill numbers of these toy-trained policies are ~0 (they never saw the scene
 shows the machinery only; `docs/results/maniskill-cpu/` records what the toolkit's CPU scale of
 the real benchmark reaches (see README, "Learning on the real benchmark").
 
-Usage: ``python -m vla_torchrl.recipes.demo [--out outputs/demo] [--skip-maniskill]``.
+Usage (Hydra overrides, :class:`~vla_torchrl.config.cli_schema.DemoConfig`, ``conf/demo.yaml``):
+``python -m vla_torchrl.recipes.demo [out=outputs/demo] [maniskill=false] [ppo_steps=3072]``
+(``make demo ARGS="maniskill=false"``). The ``--out`` / ``--ppo-steps`` / ``--skip-maniskill``
+spelling of earlier releases still works for this release, with a deprecation line.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+from vla_torchrl.config.cli_schema import DemoConfig, to_cli_config
 from vla_torchrl.config.load import compose_config
 from vla_torchrl.evaluation.eval_loop import RESULTS_FILE, evaluate
 from vla_torchrl.evaluation.results import load_results
-from vla_torchrl.recipes._cli import run_cli
+from vla_torchrl.recipes._cli import Flag, run_cli, translate_flags
 from vla_torchrl.training.loop import train
 from vla_torchrl.utils import setup_logging
+from vla_torchrl.utils.stats import mcnemar_exact
 
 # Small CPU settings shared by the stages: the learnable toy task (the CPU scale of the studies).
 TOY_TASK, TOY_SIZE, TOY_STEPS = "reach-corner", 28, 6
@@ -46,16 +51,35 @@ TOY = [
     "logger.progress_bar=true",
 ]
 MANISKILL_TASKS = ["ind", "table", "noise-s", "instruct", "obj-pos"]
+#: the deprecated ``--flag`` spelling (until the next release) -> the overrides
+LEGACY_FLAGS = {
+    "--out": Flag("out"),
+    "--ppo-steps": Flag("ppo_steps", "num"),
+    "--skip-maniskill": Flag("maniskill", "off"),
+}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="make demo", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="outputs/demo", help="where runs and the report go")
-    parser.add_argument("--ppo-steps", type=int, default=3072, help="PPO environment steps")
-    parser.add_argument(
-        "--skip-maniskill", action="store_true", help="evaluate on the toy task only"
+def _legacy(argv: list[str]) -> list[str]:
+    return translate_flags(argv, LEGACY_FLAGS, prog="make demo")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m vla_torchrl.recipes.demo key=value ...`` (see the module docstring)."""
+
+    def task(dict_cfg) -> int:
+        return demo(to_cli_config(DemoConfig, dict_cfg))
+
+    return run_cli(
+        task,
+        config_name="demo",
+        argv=argv,
+        compose=True,
+        legacy=_legacy,
     )
-    args = parser.parse_args(argv)
+
+
+def demo(args: DemoConfig) -> int:
+    """The three stages (see the module docstring); prints what changed from SFT to RL."""
     log = setup_logging()
     out = Path(args.out).resolve()
     start = time.perf_counter()
@@ -107,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         out_dir=out / "eval-toy",
     )
     reports = [toy]
-    if not args.skip_maniskill:
+    if args.maniskill:
         banner(f"3/3 evaluation on ManiSkill SUITE tasks {MANISKILL_TASKS} (builds scenes)")
         reports.append(
             evaluate(
@@ -130,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         report = next(p for p in files.values() if str(p).endswith(".md"))
         print(f"report: {report}")
     print(
-        f"training curves: python -m vla_torchrl.recipes.plot_curves {out / 'ppo'} --out curves.png"
+        f"training curves: python -m vla_torchrl.recipes.plot_curves runs=[{out / 'ppo'}] "
+        "out=curves.png"
     )
     return 0
 
@@ -146,7 +171,7 @@ def improvement_lines(results_file: Path, task: str) -> list[str]:
         >>> f = Path(tempfile.mkdtemp()) / "episodes.jsonl"
         >>> _ = f.write_text("".join(json.dumps(r) + "\n" for r in rows))
         >>> print(improvement_lines(f, "t")[1])
-          success            SFT  25.0%  ->  RL 100.0%   (+75.0 points)
+          success            SFT  25.0%  ->  RL 100.0%   (+75.0 points; 0 vs 3 episodes differ, McNemar p = 0.25)
     """
     results = [r for r in load_results(results_file) if r.task == task]
     by = {p: [r for r in results if r.policy == p] for p in ("SFT", "RL")}
@@ -154,22 +179,31 @@ def improvement_lines(results_file: Path, task: str) -> list[str]:
     seeds = sorted({r.seed for r in by["SFT"]})
     lines = [f"SFT -> RL on {task}: the same {n} episodes (seeds {seeds}) for both policies"]
     gains = {}
+    pairs = {(r.seed, r.episode_id): [r] for r in by["SFT"]}
+    for r in by["RL"]:
+        pairs.get((r.seed, r.episode_id), []).append(r)
+    pairs = {k: v for k, v in pairs.items() if len(v) == 2}
     for metric in ("success", "grasped", "continuous_grasp"):
         sft = 100.0 * sum(getattr(r, metric) for r in by["SFT"]) / max(n, 1)
         rl = 100.0 * sum(getattr(r, metric) for r in by["RL"]) / max(len(by["RL"]), 1)
         gains[metric] = rl - sft
+        # the same episodes for both: exact McNemar test of the episodes where they differ
+        only_sft = sum(getattr(a, metric) and not getattr(b, metric) for a, b in pairs.values())
+        only_rl = sum(getattr(b, metric) and not getattr(a, metric) for a, b in pairs.values())
         lines.append(
-            f"  {metric:<17}  SFT {sft:5.1f}%  ->  RL {rl:5.1f}%   ({rl - sft:+.1f} points)"
+            f"  {metric:<17}  SFT {sft:5.1f}%  ->  RL {rl:5.1f}%   ({rl - sft:+.1f} points; "
+            f"{only_sft} vs {only_rl} episodes differ, McNemar p = "
+            f"{mcnemar_exact(only_sft, only_rl):.3g})"
         )
     if gains["success"] > 0:
         lines.append("  RL improved on the warm-up policy.")
     else:
         lines.append(
             "  RL did NOT improve success on the warm-up policy in this run (see the PPO curves: "
-            "python -m vla_torchrl.recipes.plot_curves <out>/ppo --out curves.png)."
+            "python -m vla_torchrl.recipes.plot_curves runs=[<out>/ppo] out=curves.png)."
         )
     return lines
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(main())

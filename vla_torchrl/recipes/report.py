@@ -7,82 +7,99 @@ the per-seed value is the mean over that seed's episodes and the reported value 
 standard deviation over seeds (``ddof=0`` by default; the paper's Tables 1-3 are consistent with
 the population std over its 3 seeds). The relative drop of Sec. 5.3 is ``(OOD - IND) / IND``.
 
-Command line::
+Command line (Hydra overrides, :class:`~vla_torchrl.config.cli_schema.ReportConfig`,
+``conf/report.yaml``)::
 
-    python -m vla_torchrl.recipes.report runs/eval/episodes.jsonl --out runs/eval/report \
-        --policies SFT,RL [--task-axes axes.json]
+    vla-torchrl-report results=runs/eval/episodes.jsonl out=runs/eval/report \
+        policies=[SFT,RL] [task_axes=axes.json]
+
+(``python -m vla_torchrl.recipes.report`` is the same; the ``--flag`` spelling of earlier
+releases, ``report RESULTS --out DIR --policies SFT,RL``, still works for this release, with a
+deprecation line.)
 
 Outputs (:func:`write_report`): ``report.md`` with one table per axis in the layout of the
-paper's Tables 1-3 (rows = tasks with IND first, column groups Acc. / Cont. Acc. / Suc. with one
-sub-column per policy, "0.922 (.013)" cells, best per group in bold) and a per-axis summary like
-Fig. 7a; ``summary.csv`` (long format, readable back with :func:`read_summary_csv`),
-``table_<axis>.csv``, ``drops.csv``; and radar charts like Fig. 7b/7c
+paper's Tables 1-3 (rows = tasks with IND first and their episode count n, column groups Acc. /
+Cont. Acc. / Suc. with one sub-column per policy, "0.922 (.013) [.851, .962]" cells: mean (std)
+over seeds and the 95% Wilson interval, best per group in bold), a per-axis summary like
+Fig. 7a and the paired comparison of each policy with the first on the same episodes (paired
+bootstrap interval of the difference, exact McNemar p); ``summary.csv`` (long format with n and
+both intervals, readable back with
+:func:`~vla_torchrl.evaluation.tables.read_summary_csv`), ``table_<axis>.csv``,
+``paired.csv``, ``drops.csv`` ("n/a" with the reason where IND is 0); and radar charts like
+Fig. 7b/7c
 (``radar_success.png``, ``radar_ood_ind_ratio.png``) and grouped success bars annotated
 with the relative drop like Fig. 7a (``bars_success.png``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+from vla_torchrl.config.cli_schema import ReportConfig, to_cli_config
 from vla_torchrl.errors import UserError
 from vla_torchrl.evaluation.report_writer import write_report
 from vla_torchrl.evaluation.tables import PAPER_TASK_AXES
+from vla_torchrl.recipes._cli import Flag, run_cli, translate_flags
 
-__all__ = ["main"]
+__all__ = ["LEGACY_FLAGS", "cli", "main", "run"]
 
-
-# ------------------------------------------------------------------------------------------ CSV
-
-
-# ---------------------------------------------------------------------------------- radar charts
-
-
-# ---------------------------------------------------------------------------------------- report
-
-
-# --------------------------------------------------------------------------- incremental results
+#: the deprecated ``--flag`` spelling (until the next release) -> the overrides
+LEGACY_FLAGS = {
+    "--out": Flag("out"),
+    "--policies": Flag("policies", "csv_str"),
+    "--task-axes": Flag("task_axes"),
+    "--ind-task": Flag("ind_task"),
+    "--ddof": Flag("ddof", "num"),
+}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line: write the report of a results file (see the module docstring)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m vla_torchrl.recipes.report",
-        description="Evaluation report (tables like the paper's Tables 1-3, radar charts).",
-    )
-    parser.add_argument("results", help="per-episode results: .csv, .jsonl or an eval's file")
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--policies", help="comma-separated column order, e.g. SFT,RL")
-    parser.add_argument("--task-axes", help="JSON file {task: axis} (default: the paper's)")
-    parser.add_argument("--ind-task", default="ind")
-    parser.add_argument(
-        "--ddof", type=int, default=0, help="std over seeds: 0 population, 1 sample"
-    )
-    args = parser.parse_args(argv)
+def run(cfg: ReportConfig) -> dict[str, Path]:
+    """Write the report ``cfg`` asks for; returns its files."""
     task_axes = PAPER_TASK_AXES
-    if args.task_axes:
+    if cfg.task_axes:
         try:
-            task_axes = json.loads(Path(args.task_axes).read_text())
+            task_axes = json.loads(Path(cfg.task_axes).read_text())
         except (OSError, ValueError) as err:
             raise UserError(
-                f"--task-axes {args.task_axes}: cannot read a JSON mapping ({err})"
+                f"task_axes={cfg.task_axes}: cannot read a JSON mapping ({err})"
             ) from err
-    files = write_report(
-        args.results,
-        args.out,
+    return write_report(
+        cfg.results,
+        cfg.out,
         task_axes=task_axes,
-        policies=args.policies.split(",") if args.policies else None,
-        ind_task=args.ind_task,
-        ddof=args.ddof,
+        policies=list(cfg.policies) or None,
+        ind_task=cfg.ind_task,
+        ddof=cfg.ddof,
+        resamples=cfg.resamples,
     )
-    print(files["report.md"])
-    return 0
+
+
+def _legacy(argv: list[str]) -> list[str]:
+    return translate_flags(
+        argv,
+        LEGACY_FLAGS,
+        prog="vla-torchrl-report",
+        positional=Flag("results"),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``vla-torchrl-report key=value ...``: write the report of a results file."""
+
+    def task(dict_cfg) -> None:
+        files = run(to_cli_config(ReportConfig, dict_cfg))
+        print(files["report.md"])
+
+    return run_cli(task, config_name="report", argv=argv, compose=True, legacy=_legacy)
+
+
+def cli() -> int:
+    """Console entry point (``vla-torchrl-report``)."""
+    return main()
 
 
 if __name__ == "__main__":
-    from vla_torchrl.recipes._cli import run_cli
-
-    sys.exit(run_cli(main))
+    sys.exit(cli())

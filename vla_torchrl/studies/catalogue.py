@@ -11,10 +11,10 @@ Scales:
 * ``cpu``: the toy env and the tiny random VLA (``train_cpu``), minutes per run on a CPU.
 * ``paper``: ManiSkill and the real OpenVLA checkpoint with the paper's settings (``train``;
   FACTS.md: 64 envs x 80 steps, LoRA 32, ...). Pass ``model.checkpoint=DIR`` (and the
-  demonstrations with ``--demos``); about 42 h per PPO run on one A100 (paper Sec. 4.2).
+  demonstrations with ``demos=DIR``); about 42 h per PPO run on one A100 (paper Sec. 4.2).
 
 Overrides are Hydra overrides of the train configs. ``{run:NAME}`` in an override stands for the
-saved policy of the prerequisite run ``NAME``; ``{demos}`` for the ``--demos`` directory.
+saved policy of the prerequisite run ``NAME``; ``{demos}`` for the ``demos=`` directory.
 
 Examples:
     >>> sorted(STUDIES)[:3]
@@ -84,6 +84,14 @@ _WARMUP: dict[str, tuple[str, ...]] = {
 }
 # GRPO groups must divide the number of envs
 _GROUP = {"tiny": "algo.group_size=2", "cpu": "algo.group_size=8", "paper": "algo.group_size=8"}
+# GRPO / GRPO(s) / TPO collect whole fixed-length episodes (collector.episodes=auto -> fixed), so
+# a rollout is a multiple of the episode length: 2 x 6 steps at the cpu scale (16 is none); the
+# tiny (4 of 4) and paper (80 of 80) scales already hold one episode per env per rollout
+_WHOLE: dict[str, tuple[str, ...]] = {
+    "tiny": (),
+    "cpu": ("collector.steps_per_env=12",),
+    "paper": (),
+}
 
 
 def base_overrides(scale: Scale) -> tuple[str, ...]:
@@ -159,12 +167,13 @@ def _algorithms(scale: Scale) -> list[Variant]:
     # maps them all to 0 (no signal); compare the whole-trajectory form, Eq. (5)-(6), there.
     # The grpo_variants study keeps both modes.
     grpo = (group, "algo.grpo_mode=whole") if scale == "cpu" else (group,)
+    whole = _WHOLE[scale]
     return [
         Variant("PPO", ("algo=ppo", _FROM_WARMUP)),
         Variant("PPO-ORZ", ("algo=ppo-orz", _FROM_WARMUP)),
-        Variant("GRPO", ("algo=grpo", *grpo, _FROM_WARMUP)),
-        Variant("GRPO(s)", ("algo=grpo-s", *grpo, _FROM_WARMUP)),
-        Variant("DPO (TPO)", ("algo=tpo", _FROM_WARMUP)),
+        Variant("GRPO", ("algo=grpo", *grpo, *whole, _FROM_WARMUP)),
+        Variant("GRPO(s)", ("algo=grpo-s", *grpo, *whole, _FROM_WARMUP)),
+        Variant("DPO (TPO)", ("algo=tpo", *whole, _FROM_WARMUP)),
     ]
 
 
@@ -176,7 +185,7 @@ def _grpo_variants(scale: Scale) -> list[Variant]:
             out.append(
                 Variant(
                     f"{name} {mode} ({eq})",
-                    (f"algo={algo}", f"algo.grpo_mode={mode}", group, _FROM_WARMUP),
+                    (f"algo={algo}", f"algo.grpo_mode={mode}", group, *_WHOLE[scale], _FROM_WARMUP),
                 )
             )
     return out

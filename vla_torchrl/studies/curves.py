@@ -147,7 +147,7 @@ def plot_curves(
         )
         raise UserError(
             f"none of the metrics {', '.join(metrics)} was logged by these runs; "
-            f"logged metrics: {', '.join(available) or 'none'} (choose with --metric)"
+            f"logged metrics: {', '.join(available) or 'none'} (choose with metrics=[...])"
         )
     fig = Figure(figsize=(5.0 * len(panels), 4.0), dpi=100)
     FigureCanvasAgg(fig)

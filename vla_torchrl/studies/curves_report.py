@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import numpy as np
 from vla_torchrl.errors import UserError
 from vla_torchrl.studies.curves import aggregate, load_curve
 from vla_torchrl.training.metrics import read_metrics
+from vla_torchrl.utils.stats import SeedStat, mean_std
 
 __all__ = [
     "RUN_INFO_FILE",
@@ -40,35 +41,6 @@ __all__ = [
 
 RUN_INFO_FILE = "study_run.json"
 _X_LABEL = {"env_steps": "environment steps", "wall_clock": "wall-clock time (h)"}
-
-
-@dataclass(frozen=True)
-class SeedStat:
-    """Mean and population std over seeds (``n`` values; NaN mean when none)."""
-
-    mean: float
-    std: float
-    n: int
-
-    def format(self, digits: int = 3) -> str:
-        """``mean +- std`` (``-`` when no run logged it).
-
-        Examples:
-            >>> SeedStat(0.25, 0.05, 2).format()
-            '0.250 +- 0.050'
-        """
-        if self.n == 0:
-            return "-"
-        return f"{self.mean:.{digits}f} +- {self.std:.{digits}f}"
-
-
-def mean_std(values: Sequence[float]) -> SeedStat:
-    """Mean and population standard deviation (``ddof=0``) of ``values``; NaNs are dropped."""
-    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    if not vals:
-        return SeedStat(float("nan"), float("nan"), 0)
-    mean = sum(vals) / len(vals)
-    return SeedStat(mean, math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals)), len(vals))
 
 
 def final_value(records: Sequence[Mapping[str, Any]], metric: str, *, tail: int = 3) -> float:
@@ -234,7 +206,7 @@ def write_curves_report(
     if not any(read_metrics(d) for dirs in groups.values() for d in dirs):
         raise UserError(
             f"no run of study {name!r} has logged metrics yet; run it first "
-            f"(vla-torchrl-study {name} --out {out})"
+            f"(vla-torchrl-study {name} out={out})"
         )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

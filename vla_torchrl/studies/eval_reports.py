@@ -3,7 +3,9 @@
 * ``sft_demos`` (Fig. 6a/b): every SFT policy is evaluated (``vla-torchrl-eval``'s
   :func:`~vla_torchrl.evaluation.eval_loop.evaluate`, evaluation temperature) on the IND task and,
   on ManiSkill, the unseen-object/table tasks; the figure plots grasp, continuous grasp and
-  success against the number of demonstrations, mean +- std over training seeds.
+  success against the number of demonstrations, mean +- std over training seeds. Here the
+  training seed is the unit (one policy per seed), so the table's 95% interval is the t-interval
+  over those seeds (``t_{k-1}``, clipped to [0, 1]), with the episodes behind each cell.
 * ``sft_vs_rl`` (Fig. 7, Tables 1-3): the SFT policy and the RL policy trained from it are
   evaluated on the whole task suite; the report (tables, relative drops, radars) is
   :func:`~vla_torchrl.evaluation.report_writer.write_report`'s.
@@ -23,8 +25,9 @@ import torch
 from vla_torchrl.envs.toy import toy_oracle_steps
 from vla_torchrl.errors import UserError
 from vla_torchrl.keys import DONE_KEY, STATE_KEY, next_key
-from vla_torchrl.studies.curves_report import mean_std
+from vla_torchrl.training.paths import POLICY_DIR
 from vla_torchrl.utils import select_device
+from vla_torchrl.utils.stats import mean_std, t_interval
 
 __all__ = ["coverage_report", "grid_coverage", "sft_eval_report", "sft_vs_rl_report"]
 
@@ -56,7 +59,7 @@ def _eval_kwargs(cfg, scale: str) -> dict[str, Any]:
 
 def _require_policies(runs) -> None:
     missing = [
-        r.run_dir for r in runs if not (Path(r.run_dir) / "policy" / "policy.json").is_file()
+        r.run_dir for r in runs if not (Path(r.run_dir) / POLICY_DIR / "policy.json").is_file()
     ]
     if missing:
         raise UserError(f"runs without a saved policy: {missing}; run the study first")
@@ -85,13 +88,14 @@ def sft_eval_report(
     cfg = _config(variants[0])
     tasks = _SFT_TASKS[cfg.env.backend]
     values = {v.label: v.value for v in study.variants(scale)}
-    policies = {f"{r.label}|seed{r.seed}": str(Path(r.run_dir) / "policy") for r in variants}
+    policies = {f"{r.label}|seed{r.seed}": str(Path(r.run_dir) / POLICY_DIR) for r in variants}
     evaluate(
         policies, tasks=list(tasks), seeds=[0], out_dir=out / "eval", **_eval_kwargs(cfg, scale)
     )
     results = load_results(out / "eval" / "episodes.jsonl")
     # per (variant, seed, task): episode means; then mean +- std over training seeds
     per: dict[tuple[str, str], dict[str, list[float]]] = {}
+    episodes: dict[tuple[str, str], int] = {}
     for label in policies:
         variant = label.split("|")[0]
         for task in tasks:
@@ -99,18 +103,23 @@ def sft_eval_report(
             if not eps:
                 continue
             cell = per.setdefault((variant, task), {m: [] for m in _METRICS})
+            episodes[(variant, task)] = episodes.get((variant, task), 0) + len(eps)
             for m in _METRICS:
                 cell[m].append(sum(getattr(e, m) for e in eps) / len(eps))
     stats = {key: {m: mean_std(v) for m, v in cell.items()} for key, cell in per.items()}
     fig = _sft_figure(stats, values, tasks, title)
     png = out / f"{name}.png"
     fig.savefig(png)
-    header = ["demos", "task", *(f"{m}" for m in _METRICS)]
+    header = ["demos", "task", "seeds", "episodes", *(f"{m}" for m in _METRICS)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (variant, task), cell in stats.items():
+        first = cell[_METRICS[0]]
         lines.append(
             "| "
-            + " | ".join([str(values[variant]), task, *(cell[m].format() for m in _METRICS)])
+            + " | ".join(
+                [str(values[variant]), task, str(first.n), str(episodes[(variant, task)])]
+                + [_with_interval(cell[m], per[(variant, task)][m]) for m in _METRICS]
+            )
             + " |"
         )
     body = [
@@ -119,7 +128,10 @@ def sft_eval_report(
         *lines,
         "",
         "Mean +- std over training seeds of the "
-        f"episode means ({_EPISODES[scale]} evaluation episodes per policy and task).",
+        f"episode means ({_EPISODES[scale]} evaluation episodes per policy and task), then "
+        "[the 95% t-interval over the training seeds] (mean +- t_{k-1} sd / sqrt(k), sample sd, "
+        "clipped to [0, 1]; one policy per training seed, so the seed is the unit; n/a with one "
+        "seed).",
     ]
     md = out / "summary.md"
     md.write_text(_markdown(title, command, seeds, body, study.notes))
@@ -127,13 +139,40 @@ def sft_eval_report(
     js.write_text(
         json.dumps(
             [
-                {"variant": v, "demos": values[v], "task": t, **{m: s.mean for m, s in c.items()}}
+                {
+                    "variant": v,
+                    "demos": values[v],
+                    "task": t,
+                    "seeds": c[_METRICS[0]].n,
+                    "episodes": episodes[(v, t)],
+                    **{m: s.mean for m, s in c.items()},
+                    **{f"{m}_std": s.std for m, s in c.items()},
+                    **{f"{m}_ci": _clipped(t_interval(per[(v, t)][m])) for m in c},
+                }
                 for (v, t), c in stats.items()
             ],
             indent=1,
         )
     )
     return {"figure": png, "markdown": md, "json": js}
+
+
+def _clipped(interval):
+    return None if interval is None else [max(0.0, interval[0]), min(1.0, interval[1])]
+
+
+def _with_interval(stat, seed_values) -> str:
+    """``"mean +- std [low, high]"``: mean +- std over seeds and the 95% t-interval (clipped).
+
+    Examples:
+        >>> seeds = [0.5, 0.625, 0.75]  # 3 training seeds: 0.625 +- 4.303 * 0.125 / sqrt(3)
+        >>> _with_interval(mean_std(seeds), seeds)
+        '0.625 +- 0.102 [0.314, 0.936]'
+        >>> _with_interval(mean_std([0.5]), [0.5])
+        '0.500 +- 0.000 [n/a]'
+    """
+    ci = _clipped(t_interval(seed_values))
+    return stat.format() + (" [n/a]" if ci is None else f" [{ci[0]:.3f}, {ci[1]:.3f}]")
 
 
 def _sft_figure(stats, values, tasks, title):
@@ -180,7 +219,7 @@ def sft_vs_rl_report(
 
     _require_policies([sft_run, *variants])
     cfg = _config(variants[0])
-    policies = {"SFT": str(sft_run.policy_dir), "RL": str(Path(variants[0].run_dir) / "policy")}
+    policies = {"SFT": str(sft_run.policy_dir), "RL": str(Path(variants[0].run_dir) / POLICY_DIR)}
     files = evaluate(
         policies,
         tasks=task_names(cfg.env.backend),
@@ -257,14 +296,14 @@ def coverage_report(
     if rl_cfg.env.backend != "toy":
         raise UserError(
             "the coverage study needs end-effector positions; the ManiSkill env's state key holds "
-            "joint positions only, so it runs on the toy backend for now (--scale cpu)"
+            "joint positions only, so it runs on the toy backend for now (scale=cpu)"
         )
     sets = {
         f"SFT demonstrations ({sft_cfg.algo.demo_episodes} episodes)": _toy_demo_states(
             sft_cfg, sft_cfg.algo.demo_episodes
         ),
         f"RL rollouts ({rl_cfg.env.num_envs} episodes, T={rl_cfg.model.temperature})": _rl_states(
-            rl_cfg, Path(variants[0].run_dir) / "policy", rl_cfg.env.num_envs
+            rl_cfg, Path(variants[0].run_dir) / POLICY_DIR, rl_cfg.env.num_envs
         ),
     }
     fig = Figure(figsize=(9.0, 4.2), dpi=100)

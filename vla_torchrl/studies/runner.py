@@ -32,6 +32,7 @@ from vla_torchrl.studies.catalogue import (
     get_study,
 )
 from vla_torchrl.studies.curves_report import RUN_INFO_FILE, write_curves_report
+from vla_torchrl.training.paths import POLICY_DIR
 
 __all__ = [
     "PLAN_FILE",
@@ -49,9 +50,6 @@ _log = logging.getLogger("vla_torchrl.recipes.study")
 
 
 PLAN_FILE = "study.json"
-
-
-POLICY_DIR = "policy"
 
 
 @dataclass(frozen=True)
@@ -126,9 +124,9 @@ def plan_study(
         ['algo.epochs=1', 'model.init_from=/s/runs/warmup/policy']
     """
     if scale not in SCALES:
-        raise UserError(f"--scale={scale!r} is unknown; use one of {', '.join(SCALES)}")
+        raise UserError(f"scale={scale!r} is unknown; use one of {', '.join(SCALES)}")
     if not seeds:
-        raise UserError("--seeds is empty; give at least one seed, e.g. --seeds 0,1")
+        raise UserError("seeds is empty; give at least one seed, e.g. seeds=[0,1]")
     out = Path(out).resolve() if not str(out).startswith("/") else Path(out)
     cfg_name = config_name(scale)
     base = (*base_overrides(scale), *overrides)
@@ -144,7 +142,7 @@ def plan_study(
                 if not demos:
                     raise UserError(
                         f"study {study.name!r} at scale {scale!r} reads demonstrations ({item}); "
-                        "pass --demos DIR (folders written by vla-torchrl-collect)"
+                        "pass demos=DIR (folders written by vla-torchrl-collect)"
                     )
                 item = item.replace("{demos}", demos)
             if "{run:" in item:
@@ -303,15 +301,12 @@ def run_study(
         [
             "vla-torchrl-study",
             name,
-            "--scale",
-            scale,
-            "--seeds",
-            ",".join(map(str, seeds)),
-            "--out",
-            out_arg,
-            *(["--demos", demos] if demos else []),
-            *(["--launcher", launcher] if launcher != "inprocess" else []),
-            *overrides,
+            f"scale={scale}",
+            f"seeds=[{','.join(map(str, seeds))}]",
+            f"out={out_arg}",
+            *([f"demos={demos}"] if demos else []),
+            *([f"launcher={launcher}"] if launcher != "inprocess" else []),
+            *(f"train.{o}" for o in overrides),
         ]
     )
     plan = {
@@ -342,7 +337,7 @@ def _load_plan(out: Path) -> dict[str, Any]:
     path = out / PLAN_FILE
     if not path.is_file():
         raise UserError(
-            f"{path} does not exist; run the study first (vla-torchrl-study NAME --out {out})"
+            f"{path} does not exist; run the study first (vla-torchrl-study NAME out={out})"
         )
     return json.loads(path.read_text())
 

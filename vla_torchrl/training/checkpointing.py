@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from vla_torchrl.errors import UserError
+from vla_torchrl.errors import CheckpointError
 
 __all__ = [
     "Checkpoint",
@@ -66,10 +66,6 @@ _OLDER = (
     "resume from an older one (resume=<its step>; resume=true picks the newest that verifies) "
     "or restart (resume=from_scratch)"
 )
-
-
-class CheckpointError(UserError):
-    """A checkpoint is missing, incomplete or corrupt."""
 
 
 @dataclass
@@ -251,7 +247,7 @@ def check_tensors(
         >>> check_tensors({"w": torch.zeros(2, 3)}, {"w": torch.zeros(2, 4)}, where="ckpt")
         Traceback (most recent call last):
         ...
-        vla_torchrl.training.checkpointing.CheckpointError: ckpt does not match the model being resumed: shape of w: [2, 3] in the checkpoint, [2, 4] in the model; resume with the config the checkpoint was written with (e.g. the same model.lora_rank), or start a new run_dir
+        vla_torchrl.errors.CheckpointError: ckpt does not match the model being resumed: shape of w: [2, 3] in the checkpoint, [2, 4] in the model; resume with the config the checkpoint was written with (e.g. the same model.lora_rank), or start a new run_dir
     """
     problems = []
     for name in sorted(set(expected) & set(loaded)):

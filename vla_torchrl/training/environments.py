@@ -44,6 +44,7 @@ def make_recipe_env(
     task: str | None = None,
     num_envs: int | None = None,
     device: str | torch.device = "cpu",
+    terminate_on_success: bool = True,
 ) -> EnvBase:
     """Build the env of ``env`` (``task`` / ``num_envs`` override the config's).
 
@@ -53,11 +54,21 @@ def make_recipe_env(
         task: a task name of the backend (default: ``env.task``).
         num_envs: batch size (default: ``env.num_envs``).
         device: where the env's tensors live.
+        terminate_on_success: end an episode at its first success; false gives fixed-length
+            episodes of ``env.max_episode_steps`` with success recorded (the training loop's
+            ``collector.episodes=fixed``, :func:`~vla_torchrl.config.train_schema.episode_mode`).
 
     Raises:
         ConfigError: unknown task for the backend.
     """
-    base = _make_base_env(env, seed=seed, task=task, num_envs=num_envs, device=device)
+    base = _make_base_env(
+        env,
+        seed=seed,
+        task=task,
+        num_envs=num_envs,
+        device=device,
+        terminate_on_success=terminate_on_success,
+    )
     return append_user_transforms(base, env.transforms)
 
 
@@ -92,13 +103,20 @@ def append_user_transforms(base: EnvBase, specs) -> EnvBase:
     return env
 
 
-def _make_base_env(env: EnvConfig, *, seed, task, num_envs, device) -> EnvBase:
+def _make_base_env(
+    env: EnvConfig, *, seed, task, num_envs, device, terminate_on_success: bool = True
+) -> EnvBase:
     task = task or env.task
     num_envs = num_envs or env.num_envs
     known = task_names(env.backend)
     if task not in known:
         raise ConfigError(
             f"env.task={task!r} is not a task of the {env.backend} backend; known: {known}"
+        )
+    if "terminate_on_success" in env.options:
+        raise ConfigError(
+            "env.options.terminate_on_success is set by the training loop from "
+            "collector.episodes (fixed: success does not end an episode); set that instead"
         )
     if env.backend == "toy":
         from vla_torchrl.envs.toy import make_toy_env
@@ -113,6 +131,7 @@ def _make_base_env(env: EnvConfig, *, seed, task, num_envs, device) -> EnvBase:
             "image_size": env.width,
             "max_steps": env.max_episode_steps,
             **env.options,
+            "terminate_on_success": terminate_on_success,
         }
         try:
             return make_toy_env(num_envs, seed=seed, device=device, **options)
@@ -130,6 +149,7 @@ def _make_base_env(env: EnvConfig, *, seed, task, num_envs, device) -> EnvBase:
         "seed",
         "max_steps",
         "device",
+        "terminate_on_success",
     }
     unknown = sorted(set(env.options) - allowed)
     if unknown:
@@ -150,5 +170,6 @@ def _make_base_env(env: EnvConfig, *, seed, task, num_envs, device) -> EnvBase:
         seed=seed,
         max_steps=env.max_episode_steps,
         device=device,
+        terminate_on_success=terminate_on_success,
         **env.options,
     )

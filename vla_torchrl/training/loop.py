@@ -10,6 +10,10 @@ One iteration: reset all envs -> collect ``steps_per_env`` steps with the sampli
 ``Collector``) -> advantages and minibatch updates (:func:`~vla_torchrl.training.update.rl_update`)
 -> log -> checkpoint. Every rollout starts from fresh episodes whose env seed is a function of
 (seed, iteration), so a resumed run replays exactly what an uninterrupted run would have seen.
+GRPO, GRPO(s) and TPO collect fixed-length episodes by default (``collector.episodes=auto`` ->
+``fixed``: success recorded, not ending an episode, one whole episode per env per rollout as the
+reference run's 80 steps); a trajectory the rollout's end cuts off never enters a group or a pair
+(:func:`~vla_torchrl.envs.episodes.unfinished_step_mask`).
 
 Under ``torchrun`` every rank runs this loop on its own envs and seeds with a policy replica
 (README "Scale out"); advantage statistics and GRPO groups use the global batch, gradients are
@@ -26,7 +30,7 @@ from pathlib import Path
 import torch
 from torchrl.collectors import Collector
 
-from vla_torchrl.config.train_schema import AlgoConfig, TrainConfig, validate
+from vla_torchrl.config.train_schema import AlgoConfig, TrainConfig, episode_mode, validate
 from vla_torchrl.envs.episodes import episode_stats
 from vla_torchrl.envs.sim_errors import count_sim_errors, guard_sim_errors
 from vla_torchrl.errors import UserError
@@ -54,7 +58,8 @@ from vla_torchrl.training.data_parallel import (
     shard_policy,
 )
 from vla_torchrl.training.environments import make_recipe_env, task_names
-from vla_torchrl.training.periodic_eval import PeriodicEvaluation, eval_due
+from vla_torchrl.training.paths import POLICY_DIR
+from vla_torchrl.training.periodic_eval import PeriodicEvaluation, due, eval_due
 from vla_torchrl.training.policy import build_policy_from_config, save_policy
 from vla_torchrl.training.run import RunContext, start_run
 from vla_torchrl.training.sft_loop import train_sft
@@ -81,9 +86,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger("vla_torchrl.recipes.train")
-
-
-POLICY_DIR = "policy"
 
 
 class NonFiniteUpdates(UserError):
@@ -117,7 +119,9 @@ def stock_loss(evaluator, algo: AlgoConfig):
             normalize_advantage=algo.normalize_advantage,
         )
     if algo.name == "tpo":
-        return VLATPOLoss(evaluator, beta=algo.beta)
+        # steps of void episodes and of fragments cut by the rollout's end are masked out of the
+        # trajectories (training.update sets VALID_STEP_KEY)
+        return VLATPOLoss(evaluator, beta=algo.beta, mask_key=VALID_STEP_KEY)
     if algo.name == "sft":
         return VLASFTLoss(evaluator)
     raise UserError(f"algo.name={algo.name!r} is unknown")
@@ -323,7 +327,14 @@ def _train(cfg: TrainConfig, info: DistInfo) -> Path:
 
 
 def _make_env(cfg: TrainConfig, device: torch.device, info: DistInfo):
-    env = make_recipe_env(cfg.env, seed=rank_seed(cfg.seed, info), device="cpu")
+    # collector.episodes=fixed (default for GRPO / GRPO(s) / TPO): success does not end an
+    # episode, every episode lasts env.max_episode_steps (the reference run's 80 steps)
+    env = make_recipe_env(
+        cfg.env,
+        seed=rank_seed(cfg.seed, info),
+        device="cpu",
+        terminate_on_success=episode_mode(cfg) != "fixed",
+    )
     if cfg.algo.name == "grpo-s":
         if cfg.env.backend != "toy":
             raise UserError(
@@ -412,8 +423,8 @@ def _train_rl(
                 }
             )
             record = _global_record(record, info)
-            due = eval_due(step, frames, every=cfg.collector.eval_every, total=total)
-            if evaluation is not None and due:
+            eval_now = eval_due(step, frames, every=cfg.collector.eval_every, total=total)
+            if evaluation is not None and eval_now:
                 record.update(evaluation())  # the same on every rank; rank 0 logs it
             ctx.logger.log(record, step=step)
             bar.update(frames)
@@ -424,7 +435,7 @@ def _train_rl(
                     "lower optim.lr, check the rewards, or raise optim.max_consecutive_skips"
                 )
             # ---- checkpoint -----------------------------------------------------------------
-            if _due(step, frames, cfg.checkpoint_every) or step >= total:
+            if due(step, frames, every=cfg.checkpoint_every, total=total):
                 _save(
                     ctx,
                     step,
@@ -438,10 +449,6 @@ def _train_rl(
                 )
     finally:
         bar.close()
-
-
-def _due(step: int, frames: int, every: int) -> bool:
-    return every > 0 and step // every != (step - frames) // every
 
 
 def _global_record(record: dict[str, float], info: DistInfo) -> dict[str, float]:

@@ -30,17 +30,29 @@ from vla_torchrl.keys import METRIC_KEYS
 from vla_torchrl.modules import PolicyBundle
 from vla_torchrl.training.environments import make_recipe_env
 
-__all__ = ["EVAL_SEED_OFFSET", "PeriodicEvaluation", "eval_due"]
+__all__ = ["EVAL_SEED_OFFSET", "PeriodicEvaluation", "due", "eval_due"]
 
 #: The evaluation env's seed is ``seed + EVAL_SEED_OFFSET``: episodes the training never sees.
 EVAL_SEED_OFFSET = 1_000_000_007
 
 
+def due(step: int, frames: int, *, every: int, total: int | None = None) -> bool:
+    """The one "is it due?" of the loops: the last ``frames`` env steps (up to ``step``) crossed a
+    multiple of ``every`` (``every <= 0``: never), or ``step`` reached ``total`` (when given).
+
+    Examples:
+        >>> [due(s, 16, every=32) for s in (16, 32, 48, 64)]
+        [False, True, False, True]
+        >>> due(80, 16, every=0, total=80)  # checkpoints: always at the end
+        True
+    """
+    crossed = every > 0 and step // every != (step - frames) // every
+    return crossed or (total is not None and step >= total)
+
+
 def eval_due(step: int, frames: int, *, every: int, total: int) -> bool:
-    """True when the last ``frames`` env steps crossed a multiple of ``every``, or at the end."""
-    if every <= 0:
-        return False
-    return step // every != (step - frames) // every or step >= total
+    """Evaluation: every ``every`` env steps and at the end; never with ``every=0``."""
+    return every > 0 and due(step, frames, every=every, total=total)
 
 
 class PeriodicEvaluation:

@@ -30,6 +30,7 @@ from vla_torchrl.errors import UserError
 from vla_torchrl.keys import ACTION_KEY, ACTION_TOKENS_KEY, EPISODE_ID_KEY, IMAGE_KEY
 from vla_torchrl.modules import PolicyBundle
 from vla_torchrl.modules.processors import action_statistics
+from vla_torchrl.training.paths import BEST_POLICY_DIR, LAST_POLICY_DIR
 from vla_torchrl.training.policy import save_policy
 from vla_torchrl.training.update import run_update
 from vla_torchrl.utils.logging import progress
@@ -44,8 +45,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger("vla_torchrl.training.sft_loop")
-LAST_POLICY_DIR = "policy-last"
-BEST_POLICY_DIR = "policy-best"
 
 
 def lr_factor(step: int, total: int, *, schedule: str, warmup: int, floor: float) -> float:

@@ -36,10 +36,11 @@ import torch.distributed as dist
 from tensordict import TensorDictBase
 
 from vla_torchrl.config.train_schema import TrainConfig
+from vla_torchrl.envs.episodes import unfinished_step_mask
 from vla_torchrl.envs.sim_errors import void_step_mask
 from vla_torchrl.keys import ADVANTAGE_KEY, REWARD_KEY, VALID_STEP_KEY, next_key
 from vla_torchrl.modules.train_mode import update_mode
-from vla_torchrl.objectives import GroupRelativeAdvantage, UsesAdvantageStats
+from vla_torchrl.objectives import GroupRelativeAdvantage, UsesAdvantageStats, VLATPOLoss
 from vla_torchrl.objectives.global_batch import (
     global_advantage_stats,
     global_group_relative_advantage,
@@ -219,7 +220,13 @@ def rl_update(
         the update's statistics (see :func:`~vla_torchrl.training.update.run_update`).
     """
     valid = ~void_step_mask(rollout)
-    rollout.set(VALID_STEP_KEY, valid)  # read by the GRPO advantage module (its mask)
+    # a loss that takes whole [B, T] trajectories (TPO, or a custom one saying so)
+    trajectory_loss = bool(getattr(loss_fn, "trajectory_loss", False))
+    if isinstance(loss_fn, VLATPOLoss) or isinstance(advantage, GroupRelativeAdvantage):
+        # issue 15: a fragment the rollout's end cut off is no finished trajectory: out of
+        # GRPO groups and TPO pairs (PPO keeps it: GAE bootstraps it with V(s_T))
+        valid &= ~unfinished_step_mask(rollout)
+    rollout.set(VALID_STEP_KEY, valid)  # read by the GRPO advantage module / TPO (their mask)
     if advantage is not None:
         with torch.no_grad():
             if isinstance(advantage, GroupRelativeAdvantage):
@@ -242,9 +249,10 @@ def rl_update(
         offer_advantage_stats(
             loss_fn, global_advantage_stats(rollout.get(ADVANTAGE_KEY), valid[..., None])
         )
-    trajectory_loss = bool(getattr(loss_fn, "trajectory_loss", False))
     batch = rollout if trajectory_loss else rollout.reshape(-1)
-    if not valid.all():
+    # a TPO loss reading VALID_STEP_KEY masks invalid steps itself; whole rows need not go
+    masked = trajectory_loss and getattr(loss_fn, "mask_key", None) == VALID_STEP_KEY
+    if not valid.all() and not masked:
         keep = valid.all(-1) if trajectory_loss else valid.reshape(-1)
         if info.enabled and info.world_size > 1:
             if ADVANTAGE_KEY in batch.keys():  # noqa: SIM118 (TensorDict has no __contains__)

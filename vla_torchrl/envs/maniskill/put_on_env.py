@@ -66,6 +66,9 @@ class PutOnEnv(EnvBase):
         sim_backend: ``"cpu"`` or ``"gpu"``.
         robot: ``"auto"``, ``"widowx"`` or ``"panda"``.
         max_steps: episode length (truncation), 80 in the paper.
+        terminate_on_success: end the episode at its first success; if false, success is
+            recorded (the metrics latch) and every episode lasts ``max_steps`` (the reference
+            run's fixed 80-step episodes, ``collector.episodes=fixed``).
         instruction_template: template filled with the object/receptacle names.
         device: device of the output tensors.
     """
@@ -82,6 +85,7 @@ class PutOnEnv(EnvBase):
         sim_backend: Literal["cpu", "gpu"] = "cpu",
         robot: Literal["auto", "widowx", "panda"] = "auto",
         max_steps: int = 80,
+        terminate_on_success: bool = True,
         instruction_template: str = TRAIN_INSTRUCTION_TEMPLATE,
         device: str | torch.device = "cpu",
     ):
@@ -100,6 +104,7 @@ class PutOnEnv(EnvBase):
 
         self.image_size = tuple(image_size)
         self.max_steps = int(max_steps)
+        self.terminate_on_success = bool(terminate_on_success)
         self.instruction_template = instruction_template
         self._seed = int(seed)
         self._episode_offset = int(episode_offset)
@@ -201,6 +206,8 @@ class PutOnEnv(EnvBase):
         obs, reward, terminated, _, info = self._ms.step(action)
         truncated = self._ms.elapsed_steps.reshape(-1) >= self.max_steps
         terminated = terminated.reshape(-1)
+        if not self.terminate_on_success:  # success recorded (latched flags), not an ending
+            terminated = torch.zeros_like(terminated)
         truncated = truncated.to(terminated.device) & ~terminated
         flags = {
             GRASPED_KEY: info["grasped"],

@@ -1,0 +1,202 @@
+"""One config style for every command line (issue 13): Hydra overrides into typed, validated
+dataclasses; the deprecated --flag spellings translate to the same overrides; the README's
+command lines compose."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from vla_torchrl.config.cli_schema import (
+    DemoConfig,
+    EvalConfig,
+    PlotCurvesConfig,
+    ReportConfig,
+    StudyConfig,
+    to_cli_config,
+)
+from vla_torchrl.errors import ConfigError
+from vla_torchrl.recipes import demo, evaluate, plot_curves, report, study
+from vla_torchrl.recipes._cli import compose_cli_config, hydra_quote
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+TOOLS = {
+    "eval": (EvalConfig, evaluate._legacy, ("policies",)),
+    "report": (ReportConfig, report._legacy, ()),
+    "study": (StudyConfig, study._prepare, ()),
+    "plot_curves": (PlotCurvesConfig, plot_curves._legacy, ("groups", "hlines")),
+    "demo": (DemoConfig, demo._legacy, ()),
+}
+
+
+def _config(name: str, args: list[str]):
+    cls, prepare, open_keys = TOOLS[name]
+    return to_cli_config(cls, compose_cli_config(name, prepare(list(args)), open_keys=open_keys))
+
+
+def test_eval_overrides_fill_the_typed_config():
+    cfg = _config(
+        "eval",
+        ["env=toy", "policies.SFT=runs/sft/policy", "policies.RL=runs/ppo/policy",
+         "seeds=[3,4]", "tasks=[ind]", "env.width=16", "greedy=true"],
+    )  # fmt: skip
+    assert cfg.policies == {"SFT": "runs/sft/policy", "RL": "runs/ppo/policy"}
+    assert (cfg.env.backend, cfg.env.num_envs, cfg.env.width) == ("toy", 4, 16)
+    assert (cfg.seeds, cfg.tasks, cfg.greedy, cfg.episodes) == ([3, 4], ["ind"], True, 16)
+    # the mapping form says the same, and an entry can be replaced
+    same = _config("eval", ["policies={SFT:runs/sft/policy,RL:x}", "policies.RL=runs/ppo/policy"])
+    assert same.policies == cfg.policies
+    # the defaults are the old command line's: ManiSkill 640x480, 80 steps, 4 envs, seeds 0,1,2
+    base = _config("eval", ["policies.RL=p"])
+    env = base.env
+    assert (env.backend, env.width, env.height, env.max_episode_steps, env.num_envs) == (
+        "maniskill", 640, 480, 80, 4
+    )  # fmt: skip
+    assert (base.seeds, base.temperature, base.videos, base.out) == ([0, 1, 2], 0.6, 1, "eval")
+
+
+def test_deprecated_eval_flags_translate_to_the_same_overrides(capsys):
+    old = ["--policy", "SFT=runs/sft/policy", "--policy", "RL=runs/a b/policy", "--tasks",
+           "ind,table", "--seeds", "0,1", "--episodes", "8", "--backend", "toy", "--max-steps",
+           "6", "--greedy", "--out", "eval-x"]  # fmt: skip
+    new = evaluate._legacy(old)
+    assert new == [
+        "policies={SFT:'runs/sft/policy',RL:'runs/a b/policy'}",
+        "tasks=['ind','table']",
+        "seeds=[0,1]",
+        "episodes=8",
+        "env.backend='toy'",
+        "env.max_episode_steps=6",
+        "greedy=true",
+        "out='eval-x'",
+    ]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "deprecated" in err and " ".join(new) in err
+    cfg = _config("eval", old)
+    assert cfg.policies == {"SFT": "runs/sft/policy", "RL": "runs/a b/policy"}
+    assert (cfg.tasks, cfg.seeds, cfg.episodes, cfg.greedy) == (["ind", "table"], [0, 1], 8, True)
+    assert (cfg.env.backend, cfg.env.max_episode_steps, cfg.out) == ("toy", 6, "eval-x")
+    # the new spelling passes through untouched, with no deprecation line
+    capsys.readouterr()
+    assert evaluate._legacy(["policies.RL=x", "seeds=[0]"]) == ["policies.RL=x", "seeds=[0]"]
+    assert capsys.readouterr().err == ""
+
+
+def test_deprecated_policy_flag_given_twice_is_refused(capsys):
+    """A mapping keeps only the last of two equal keys, so the translation refuses the repeat
+    (as evaluate() refuses ["A=p1", "A=p2"])."""
+    from vla_torchrl.errors import UserError
+
+    with pytest.raises(UserError, match=r"--policy label 'A' is given twice \(A=p1 and A=p2\)"):
+        evaluate._legacy(["--policy", "A=p1", "--policy", "B=p", "--policy", "A=p2"])
+    capsys.readouterr()
+    assert _config("eval", ["--policy", "A=p1", "--policy", "B=p2"]).policies == {
+        "A": "p1",
+        "B": "p2",
+    }
+
+
+def test_hydra_quote_round_trips_awkward_paths():
+    for text in ("runs/it's here", "a,b=c [x]", "ends with \\", "plain"):
+        cfg = _config("report", [f"results={hydra_quote(text)}", "out=x"])
+        assert cfg.results == text
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "phrase"),
+    [
+        ("eval", [], "no policy to evaluate"),
+        ("eval", ["policies.RL=p", "episodes=0"], "episodes=0 must be >= 1"),
+        ("eval", ["policies.RL=p", "seeds=[0,0]"], "seeds=[0, 0] has repeats"),
+        ("eval", ["policies.RL=p", "temperature=0"], "temperature=0.0 must be > 0"),
+        ("eval", ["policies.RL=p", "episodes=many"], "episodes='many' is invalid"),
+        ("eval", ["policies.RL=p", "+colour=red"], "unknown config key(s) colour"),
+        ("report", ["out=x"], "results is empty"),
+        ("report", ["results=r.jsonl", "out=x", "ddof=3"], "ddof=3 must be 0"),
+        ("study", ["critics", "scale=huge"], "scale='huge' is unknown"),
+        ("study", ["critics", "action=go"], "action='go' is unknown"),
+        ("study", ["critics", "seeds=[]"], "seeds=[] is empty"),
+        ("plot_curves", ["out=f.png"], "no run to plot"),
+        ("plot_curves", ["runs=[a]", "out=f.png", "x=time"], "x='time' is unknown"),
+        ("plot_curves", ["runs=[a]", "out=f.png", "hlines.SFT=high"], "must be a number"),
+        ("demo", ["ppo_steps=0"], "ppo_steps=0 must be >= 1"),
+    ],
+)
+def test_bad_values_are_config_errors_naming_the_key(name, args, phrase):
+    with pytest.raises(ConfigError) as err:
+        _config(name, args)
+    assert phrase in str(err.value)
+
+
+def test_study_words_and_train_overrides():
+    cfg = _config("study", ["critics", "scale=paper", "seeds=[0]", "train.model.checkpoint=/c"])
+    assert (cfg.name, cfg.action, cfg.scale, cfg.seeds) == ("critics", "run", "paper", [0])
+    assert cfg.train == ["model.checkpoint=/c"]
+    plot = _config("study", ["plot", "epochs", "out=studies/e"])
+    assert (plot.name, plot.action, plot.out) == ("epochs", "plot", "studies/e")
+    # the old spelling: trailing key=value arguments were the training runs' overrides
+    old = _config("study", ["critics", "--scale", "paper", "--dry-run", "--no-plot", "algo.lr=1"])
+    assert (old.action, old.scale, old.plot, old.train) == (
+        "dry_run",
+        "paper",
+        False,
+        ["algo.lr=1"],
+    )
+
+
+def test_plot_curves_old_group_specs_become_groups():
+    cfg = _config("plot_curves", ["runs/ppo-seed0", "GRPO=runs/g0,runs/g1", "--out", "f.png",
+                                  "--metric", "eval/success", "--hline", "SFT-16k=0.78"])  # fmt: skip
+    assert cfg.runs == ["runs/ppo-seed0"] and cfg.groups == {"GRPO": ["runs/g0", "runs/g1"]}
+    assert (cfg.metrics, cfg.hlines, cfg.out) == (["eval/success"], {"SFT-16k": 0.78}, "f.png")
+
+
+def test_demo_flags(capsys):
+    assert _config("demo", ["maniskill=false", "out=o"]) == DemoConfig(out="o", maniskill=False)
+    old = _config("demo", ["--skip-maniskill", "--ppo-steps", "64"])
+    assert (old.maniskill, old.ppo_steps, old.out) == (False, 64, "outputs/demo")
+    assert "make demo: the --flag spelling is deprecated" in capsys.readouterr().err
+
+
+def _readme_commands() -> list[tuple[str, list[str]]]:
+    """``(tool, args)`` of every README command line of the five tools, in code blocks and spans."""
+    text = README.read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    lines = [ln for b in blocks for ln in b.replace("\\\n", " ").splitlines()]
+    lines += re.findall(r"`((?:vla-torchrl-(?:eval|study|report)|python -m vla_torchrl\.recipes\."
+                        r"(?:plot_curves|report|demo)) [^`]*)`", text)  # fmt: skip
+    tools = {
+        "vla-torchrl-eval": "eval",
+        "vla-torchrl-study": "study",
+        "vla-torchrl-report": "report",
+        "python -m vla_torchrl.recipes.plot_curves": "plot_curves",
+        "python -m vla_torchrl.recipes.report": "report",
+        "python -m vla_torchrl.recipes.demo": "demo",
+    }
+    out = []
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        for prefix, tool in tools.items():
+            if line.startswith(prefix + " "):
+                args = shlex.split(line[len(prefix) :])
+                if tool == "study" and args[:1] == ["list"]:
+                    continue
+                out.append((tool, args))
+    return out
+
+
+def test_every_readme_command_line_composes():
+    commands = _readme_commands()
+    assert {tool for tool, _ in commands} >= {"eval", "study", "report", "plot_curves"}
+    for tool, args in commands:
+        args = [a.replace("NAME", "critics") for a in args]
+        try:
+            _config(tool, args)
+        except ConfigError as err:
+            if "run to plot" in str(err) or "is empty" in str(err):
+                continue  # a placeholder spelling, e.g. runs=[RUN_DIR,...]
+            raise AssertionError(f"README: {tool} {' '.join(args)}: {err}") from err

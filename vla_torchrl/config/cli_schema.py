@@ -1,0 +1,279 @@
+"""Typed, validated configs of the command lines other than ``-train`` and ``-collect``.
+
+Every command line of the toolkit takes Hydra overrides (``key=value``) composed from a YAML
+preset in ``conf/`` into one of these dataclasses, the way ``vla-torchrl-train`` fills
+:class:`~vla_torchrl.config.train_schema.TrainConfig`: unknown keys and wrong types are refused
+with the key's full name (:func:`to_cli_config`), each ``__post_init__`` checks its values.
+
+* :class:`EvalConfig` (``conf/eval.yaml``): ``vla-torchrl-eval``;
+* :class:`ReportConfig` (``conf/report.yaml``): ``vla-torchrl-report``;
+* :class:`StudyConfig` (``conf/study.yaml``): ``vla-torchrl-study``;
+* :class:`PlotCurvesConfig` (``conf/plot_curves.yaml``): ``python -m vla_torchrl.recipes.plot_curves``;
+* :class:`DemoConfig` (``conf/demo.yaml``): ``python -m vla_torchrl.recipes.demo`` (``make demo``).
+
+Examples:
+    >>> cfg = to_cli_config(EvalConfig, {"policies": {"RL": "runs/ppo/policy"},
+    ...                                  "env": {"backend": "toy"}, "seeds": [0, 1]})
+    >>> cfg.env.backend, cfg.seeds
+    ('toy', [0, 1])
+    >>> to_cli_config(EvalConfig, {"policies": {"RL": "p"}, "episodes": 0})
+    Traceback (most recent call last):
+    ...
+    vla_torchrl.errors.ConfigError: episodes=0 must be >= 1 (evaluation episodes per task and seed)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from vla_torchrl.config.load import _build
+from vla_torchrl.config.train_schema import EnvConfig
+from vla_torchrl.errors import ConfigError
+
+__all__ = [
+    "DemoConfig",
+    "EvalConfig",
+    "PlotCurvesConfig",
+    "ReportConfig",
+    "StudyConfig",
+    "to_cli_config",
+]
+
+T = TypeVar("T")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _seeds(name: str, seeds: list[int]) -> None:
+    _check(bool(seeds), f"{name}=[] is empty; give at least one seed, e.g. {name}=[0,1,2]")
+    _check(all(s >= 0 for s in seeds), f"{name}={seeds} must all be >= 0")
+    _check(len(set(seeds)) == len(seeds), f"{name}={seeds} has repeats")
+
+
+@dataclass
+class EvalConfig:
+    """What ``vla-torchrl-eval`` evaluates (:func:`~vla_torchrl.evaluation.eval_loop.evaluate`).
+
+    Args:
+        policies: label -> saved policy directory: ``'policies={SFT:runs/sft/policy,RL:DIR}'``
+            (quoted: the shell expands braces with a comma) or ``policies.SFT=runs/sft/policy``
+            per policy; the first is the baseline of the report's paired comparison.
+        tasks: tasks of ``env.backend`` (``[]``: all of them).
+        seeds: env seeds (the paper: 3).
+        episodes: episodes per task and seed.
+        env: the env group: ``backend``, ``num_envs``, ``max_episode_steps`` (the paper: 80),
+            ``width``, ``height`` (``env=toy`` for the toy backend); ``env.task`` is unused
+            (see ``tasks``).
+        temperature: sampling temperature (the paper: 0.6).
+        greedy: greedy decoding instead of sampling.
+        videos: rollout GIFs per task (from the first seed).
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        out: output directory (``episodes.jsonl``, ``report/``, ``videos/``).
+    """
+
+    policies: dict[str, str] | None = None
+    tasks: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    episodes: int = 16
+    env: EnvConfig = field(default_factory=lambda: EnvConfig(num_envs=4))
+    temperature: float = 0.6
+    greedy: bool = False
+    videos: int = 1
+    device: str = "cpu"
+    out: str = "eval"
+
+    def __post_init__(self) -> None:
+        self.policies = dict(self.policies or {})
+        _check(
+            bool(self.policies),
+            "no policy to evaluate; give policies.LABEL=DIR for each, e.g. "
+            "policies.SFT=runs/sft/policy policies.RL=runs/ppo/policy",
+        )
+        for label, path in self.policies.items():
+            _check(
+                bool(str(label).strip()) and bool(str(path).strip()),
+                f"policies.{label}={path!r}: a policy needs a label and a directory",
+            )
+        _check(self.episodes >= 1, f"episodes={self.episodes} must be >= 1 (evaluation "
+               "episodes per task and seed)")  # fmt: skip
+        _seeds("seeds", self.seeds)
+        _check(
+            self.greedy or self.temperature > 0,
+            f"temperature={self.temperature} must be > 0 (the paper: 0.6), or set greedy=true",
+        )
+        _check(self.videos >= 0, f"videos={self.videos} must be >= 0")
+        _check(bool(str(self.out).strip()), "out is empty; give an output directory")
+
+
+@dataclass
+class ReportConfig:
+    """What ``vla-torchrl-report`` reports (:func:`~vla_torchrl.evaluation.report_writer.write_report`).
+
+    Args:
+        results: per-episode results: ``.csv``, ``.jsonl`` or an evaluation's ``episodes.jsonl``.
+        out: output directory.
+        policies: column order, e.g. ``[SFT,RL]`` (``[]``: order of appearance); the first is the
+            baseline of the paired comparison.
+        task_axes: a JSON file ``{task: axis}`` (null: the paper's SUITE axes).
+        ind_task: the in-distribution task the relative drops refer to.
+        ddof: std over seeds: 0 population (the paper's tables), 1 sample.
+        resamples: of the paired bootstrap interval.
+    """
+
+    results: str = ""
+    out: str = ""
+    policies: list[str] = field(default_factory=list)
+    task_axes: str | None = None
+    ind_task: str = "ind"
+    ddof: int = 0
+    resamples: int = 10_000
+
+    def __post_init__(self) -> None:
+        _check(
+            bool(self.results.strip()),
+            "results is empty; give the per-episode results, e.g. results=eval/episodes.jsonl",
+        )
+        _check(bool(self.out.strip()), "out is empty; give the output directory, e.g. out=report")
+        _check(self.ddof in (0, 1), f"ddof={self.ddof} must be 0 (population std) or 1 (sample)")
+        _check(self.resamples >= 100, f"resamples={self.resamples} must be >= 100")
+
+
+Scale = Literal["tiny", "cpu", "paper"]
+
+
+@dataclass
+class StudyConfig:
+    """What ``vla-torchrl-study`` runs (:mod:`vla_torchrl.studies.runner`).
+
+    Args:
+        name: the study (``vla-torchrl-study list``), or ``list``.
+        action: ``run`` (train the missing runs, then plot), ``plot`` (figure and summary from
+            the logs again) or ``dry_run`` (print the ``vla-torchrl-train`` commands).
+        scale: ``tiny`` (seconds, the tests), ``cpu`` (the toy env) or ``paper``.
+        seeds: training seeds (the paper: 2; 3 for the evaluations).
+        out: output directory (null: ``studies/<name>-<scale>``).
+        demos: the folder of demonstration sets (paper scale).
+        plot: write the figure and summary after the runs.
+        launcher: ``inprocess`` or ``subprocess`` (a fresh process per run: clean peak memory).
+        train: Hydra overrides applied to every training run, given on the command line as
+            ``train.KEY=VALUE`` (e.g. ``train.model.checkpoint=/data/openvla-7b``); the variant's
+            own overrides come last, so the factor under study always wins.
+    """
+
+    name: str = ""
+    action: Literal["run", "plot", "dry_run"] = "run"
+    scale: Scale = "cpu"
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    out: str | None = None
+    demos: str | None = None
+    plot: bool = True
+    launcher: Literal["inprocess", "subprocess"] = "inprocess"
+    train: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check(
+            bool(self.name.strip()),
+            "name is empty; name a study, e.g. vla-torchrl-study algorithms scale=cpu "
+            "(vla-torchrl-study list lists them)",
+        )
+        for key, allowed in (
+            ("action", ("run", "plot", "dry_run")),
+            ("scale", ("tiny", "cpu", "paper")),
+            ("launcher", ("inprocess", "subprocess")),
+        ):
+            value = getattr(self, key)
+            _check(value in allowed, f"{key}={value!r} is unknown; use one of {', '.join(allowed)}")
+        _seeds("seeds", self.seeds)
+
+
+@dataclass
+class PlotCurvesConfig:
+    """What ``plot_curves`` draws (:func:`~vla_torchrl.studies.curves.plot_curves`).
+
+    Args:
+        runs: run directories; runs whose names differ only by a trailing ``seed<N>`` form one
+            curve (mean +- std over seeds).
+        groups: named curves, ``{LABEL: [DIR, ...]}``, e.g. ``groups.GRPO=[runs/a,runs/b]``.
+        out: output PNG.
+        metrics: metrics to plot (``[]``: the defaults, success and return).
+        x: ``env_steps`` or ``wall_clock``.
+        hlines: reference levels ``{LABEL: VALUE}``, e.g. ``hlines.SFT-16k=0.78``.
+    """
+
+    runs: list[str] = field(default_factory=list)
+    groups: dict[str, list[str]] | None = None
+    out: str = ""
+    metrics: list[str] = field(default_factory=list)
+    x: Literal["env_steps", "wall_clock"] = "env_steps"
+    hlines: dict[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        self.groups, self.hlines = dict(self.groups or {}), dict(self.hlines or {})
+        _check(
+            bool(self.runs or self.groups),
+            "no run to plot; give runs=[DIR,...] and/or groups.LABEL=[DIR,...]",
+        )
+        _check(bool(self.out.strip()), "out is empty; give the output PNG, e.g. out=fig.png")
+        _check(
+            self.x in ("env_steps", "wall_clock"),
+            f"x={self.x!r} is unknown; use env_steps or wall_clock",
+        )
+        for label, dirs in self.groups.items():
+            _check(
+                isinstance(dirs, list) and bool(dirs),
+                f"groups.{label}={dirs!r} must be a non-empty list of run directories, e.g. "
+                "groups.GRPO=[runs/grpo-seed0,runs/grpo-seed1]",
+            )
+        for label, value in self.hlines.items():
+            _check(
+                isinstance(value, int | float) and not isinstance(value, bool),
+                f"hlines.{label}={value!r} must be a number, e.g. hlines.SFT-16k=0.78",
+            )
+
+
+@dataclass
+class DemoConfig:
+    """What ``make demo`` runs (:mod:`vla_torchrl.recipes.demo`).
+
+    Args:
+        out: where the runs and the reports go.
+        ppo_steps: PPO environment steps.
+        maniskill: also evaluate on a few ManiSkill SUITE tasks (builds scenes).
+    """
+
+    out: str = "outputs/demo"
+    ppo_steps: int = 3072
+    maniskill: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.ppo_steps >= 1, f"ppo_steps={self.ppo_steps} must be >= 1")
+        _check(bool(self.out.strip()), "out is empty; give an output directory")
+
+
+def to_cli_config(cls: type[T], cfg: Any) -> T:
+    """Build the config ``cls`` from a Hydra ``DictConfig`` (or a plain dict).
+
+    Keys missing in ``cfg`` take the dataclass defaults; unknown keys and wrong types raise
+    :class:`~vla_torchrl.errors.ConfigError` naming the full key; ``hydra`` is ignored.
+
+    Examples:
+        >>> to_cli_config(DemoConfig, {"ppo_steps": 64}).ppo_steps
+        64
+        >>> to_cli_config(DemoConfig, {"ppo_step": 64})
+        Traceback (most recent call last):
+        ...
+        vla_torchrl.errors.ConfigError: unknown config key(s) ppo_step in the top level; known keys: maniskill, out, ppo_steps
+    """
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    data = {k: v for k, v in dict(cfg).items() if k != "hydra"}
+    return _build(cls, data, "")
