@@ -93,3 +93,12 @@ def test_policies_saved_without_fingerprints_still_load(saved, tmp_path):
     bundle, path = saved
     target = _copy(path, tmp_path, base_fingerprint=None, tokenizer_fingerprint=None)
     assert _same_weights(load_policy(target), bundle)
+
+
+def test_the_adapter_config_names_the_base(saved):
+    _, path = saved
+    config = json.loads(
+        (path / "trainable.safetensors.adapters" / "adapter_config.json").read_text()
+    )
+    assert config["base_model_name_or_path"] == "tiny"  # the seeded tiny base (a dir otherwise)
+    assert config["target_modules"] == sorted(config["target_modules"])

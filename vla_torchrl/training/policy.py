@@ -207,7 +207,7 @@ def _write_policy(
     }
     (directory / POLICY_FILE).write_text(json.dumps(spec, indent=2))
     if trainable is None:
-        bundle.save_trainable(directory / TRAINABLE_FILE)
+        bundle.save_trainable(directory / TRAINABLE_FILE, base_model_name_or_path=base)
     else:
         from safetensors.torch import save_file
 
