@@ -151,10 +151,12 @@ class PolicyBundle:
                     named.setdefault(f"{prefix}.{name}", param)
         return named
 
-    def save_trainable(self, path: str | os.PathLike[str]) -> None:
+    def save_trainable(
+        self, path: str | os.PathLike[str], *, base_model_name_or_path: str | None = None
+    ) -> None:
         """Write every trainable tensor (adapters, value head, critic backbone) to one
         safetensors file; with LoRA also the adapters in peft's format beside it
-        (``<path>.adapters/``)."""
+        (``<path>.adapters/``, with ``base_model_name_or_path`` in its config when given)."""
         from safetensors.torch import save_file
 
         state = {
@@ -165,7 +167,9 @@ class PolicyBundle:
         if self.peft_model is not None:
             from vla_torchrl.modules.lora import save_adapters
 
-            save_adapters(self.peft_model, f"{path}.adapters")
+            save_adapters(
+                self.peft_model, f"{path}.adapters", base_model_name_or_path=base_model_name_or_path
+            )
 
     def load_trainable(self, path: str | os.PathLike[str]) -> None:
         """Load a file written by :meth:`save_trainable` into a bundle built the same way."""

@@ -181,12 +181,18 @@ def trainable_parameter_groups(
     return [g for g in groups if g["params"]]
 
 
-def save_adapters(model: PeftModel, path: str | os.PathLike[str]) -> None:
+def save_adapters(
+    model: PeftModel,
+    path: str | os.PathLike[str],
+    *,
+    base_model_name_or_path: str | None = None,
+) -> None:
     """Save only the adapters (peft format: ``adapter_config.json`` + safetensors).
 
     peft keeps ``target_modules`` as a set and writes it in set order, which changes from one
     process to the next (string hashing); the list is sorted so the same policy gives the same
-    bytes.
+    bytes. peft leaves ``base_model_name_or_path`` null for our OpenVLA (it has no hub name):
+    ``base_model_name_or_path`` (the base checkpoint directory, or ``"tiny"``) is written there.
     """
     model.save_pretrained(str(path), safe_serialization=True)
     config_file = Path(path) / "adapter_config.json"
@@ -194,7 +200,9 @@ def save_adapters(model: PeftModel, path: str | os.PathLike[str]) -> None:
         config = json.loads(config_file.read_text())
         if isinstance(config.get("target_modules"), list):
             config["target_modules"] = sorted(config["target_modules"])
-            config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        if base_model_name_or_path is not None:
+            config["base_model_name_or_path"] = str(base_model_name_or_path)
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def load_adapters(

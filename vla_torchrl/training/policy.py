@@ -6,7 +6,8 @@ A saved policy is a directory::
       policy.json                 how to rebuild it: the base model (a checkpoint directory, or
                                   "tiny": the tiny model initialised from a fixed seed, so its
                                   frozen weights are the same on every machine), the critic and
-                                  LoRA options, the tokenizer kind
+                                  LoRA options, the tokenizer kind, and fingerprints of the
+                                  frozen base weights and of the tokenizer (checked at load)
       trainable.safetensors       every trained tensor (LoRA adapters or all weights, value head)
       trainable.safetensors.adapters/   the LoRA adapters in peft's own format
 
@@ -28,6 +29,7 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -48,7 +50,13 @@ from vla_torchrl.training.checkpointing import (
     replace_directory,
 )
 
-__all__ = ["build_policy_from_config", "load_policy", "save_policy"]
+__all__ = [
+    "base_fingerprint",
+    "build_policy_from_config",
+    "load_policy",
+    "save_policy",
+    "tokenizer_fingerprint",
+]
 
 POLICY_FILE = "policy.json"
 TRAINABLE_FILE = "trainable.safetensors"
@@ -194,10 +202,12 @@ def _write_policy(
         # the action statistics the policy un-normalises with (e.g. derived by SFT from its demos)
         "norm_stats": bundle.model.config.norm_stats,
         "unnorm_key": bundle.unnorm_key,
+        "base_fingerprint": base_fingerprint(bundle),
+        "tokenizer_fingerprint": tokenizer_fingerprint(bundle),
     }
     (directory / POLICY_FILE).write_text(json.dumps(spec, indent=2))
     if trainable is None:
-        bundle.save_trainable(directory / TRAINABLE_FILE)
+        bundle.save_trainable(directory / TRAINABLE_FILE, base_model_name_or_path=base)
     else:
         from safetensors.torch import save_file
 
@@ -272,6 +282,7 @@ def _load(
             text_tokenizer=tokenizer,
             **kwargs,
         )
+    _check_fingerprints(spec, bundle, spec_file, base)
     key = spec.get("unnorm_key")
     if key is not None:
         stats = (spec.get("norm_stats") or {}).get(key)
@@ -301,12 +312,61 @@ def _load(
     return bundle
 
 
+#: Text the tokenizer fingerprint encodes: words, punctuation, digits and a newline.
+_TOKENIZER_PROBE = "In: What action should the robot take to put the 2 spoons on the towel?\nOut:"
+
+
+def base_fingerprint(bundle: PolicyBundle) -> str:
+    """A short hash of the frozen base weights (names, shapes and 64 values of each tensor).
+
+    The trained tensors are saved with the policy; the frozen ones come from the base (a
+    checkpoint or the seeded tiny model) at load, so a different base changes this hash. Cheap
+    on a 7B model (it reads 64 strided values per tensor, not the weights).
+    """
+    digest = hashlib.sha256()
+    for name, param in sorted(bundle.model.named_parameters()):
+        if param.requires_grad:
+            continue
+        flat = param.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // 64)][:64].to("cpu", torch.float32)
+        digest.update(f"{name}{tuple(param.shape)}".encode())
+        digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def tokenizer_fingerprint(bundle: PolicyBundle) -> str:
+    """``<tokenizer class>:<hash of the ids of a fixed probe text>``."""
+    tokenizer = _text_tokenizer(bundle)
+    ids = json.dumps([int(i) for i in tokenizer.encode(_TOKENIZER_PROBE)])
+    return f"{type(tokenizer).__name__}:{hashlib.sha256(ids.encode()).hexdigest()[:16]}"
+
+
+def _check_fingerprints(spec: dict, bundle: PolicyBundle, spec_file: Path, base: str) -> None:
+    """Refuse a base or tokenizer other than the saved one (policies saved before: unchecked)."""
+    saved = spec.get("base_fingerprint")
+    if saved is not None and saved != (now := base_fingerprint(bundle)):
+        raise UserError(
+            f"{spec_file}: the base weights built from {base!r} have fingerprint {now}, the "
+            f"policy was saved on base weights {saved}; load it with the base checkpoint it "
+            "was trained from (its adapters do not fit another base)"
+        )
+    saved = spec.get("tokenizer_fingerprint")
+    if saved is not None and saved != (now := tokenizer_fingerprint(bundle)):
+        raise UserError(
+            f"{spec_file}: the policy was saved with tokenizer {saved}, the one available now "
+            f"is {now}; provide the tokenizer it was trained with (the Llama-2 one: "
+            "$VLA_TORCHRL_ASSETS with llama2-tokenizer/tokenizer.model)"
+        )
+
+
 _SPEC_TYPES = {  # policy.json field -> (allowed types, as the message says it)
     "critic": ((str,), "a string"),
     "base_checkpoint": ((str,), "a string (a directory or 'tiny')"),
     "tokenizer": ((str, type(None)), "a string"),
     "norm_stats": ((dict, type(None)), "a mapping or null"),
     "unnorm_key": ((str, type(None)), "a string or null"),
+    "base_fingerprint": ((str,), "a string"),
+    "tokenizer_fingerprint": ((str,), "a string"),
 }
 
 

@@ -52,5 +52,5 @@ def test_bad_images_and_options_are_rejected():
     with pytest.raises(ValueError, match="must be >= 0"):
         ImageAugmentation(shift=-1)
     aug = ImageAugmentation()
-    with pytest.raises(ValueError, match=r"HWC uint8 images \[..., H, W, 3\]"):
+    with pytest.raises(ValueError, match=r"should be HWC uint8 \[\*B, H, W, 3\]"):
         aug(TensorDict({IMAGE_KEY: torch.zeros(2, 3, 8, 8)}, [2]))

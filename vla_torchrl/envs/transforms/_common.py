@@ -1,4 +1,4 @@
-"""Helpers shared by the OOD transforms: which envs a reset touches, reading and writing strings."""
+"""Helpers shared by the OOD transforms: the image check, which envs a reset touches, strings."""
 
 from __future__ import annotations
 
@@ -10,7 +10,41 @@ from tensordict import NonTensorData, NonTensorStack, TensorDictBase
 from tensordict.utils import NestedKey
 from torchrl.envs.transforms import Transform
 
-__all__ = ["read_strings", "reset_mask", "write_strings"]
+__all__ = ["check_hwc_image", "read_strings", "reset_mask", "write_strings"]
+
+#: Fix suggested when an image is channels first (a stock TorchRL image transform ran before).
+_CHW_HINT = (
+    "; channels first? a stock TorchRL image transform (Resize, CenterCrop, ...) takes CHW: wrap it "
+    "as PermuteTransform((-1, -3, -2)), <transform>, PermuteTransform((-2, -1, -3)) (README, "
+    "TorchRL interop)"
+)
+
+
+def check_hwc_image(who: str, key: NestedKey, shape: Sequence[int], dtype: torch.dtype) -> None:
+    """Raise a one-line ``ValueError`` unless ``shape`` / ``dtype`` are an HWC uint8 image.
+
+    The toolkit's envs declare (and write) ``IMAGE_KEY`` as uint8 ``[*B, H, W, 3]``; the
+    transforms check their input (a tensor, or a spec at construction of the transformed env)
+    with this, so a channels-first image is an error naming the key and the shape seen.
+
+    Args:
+        who: the caller's name, first in the message.
+        key: the image entry.
+        shape: the shape seen (a tensor's or a spec's).
+        dtype: the dtype seen.
+
+    Examples:
+        >>> check_hwc_image("T", "image", (2, 8, 8, 3), torch.uint8)  # fine
+        >>> check_hwc_image("T", "image", (2, 3, 8, 8), torch.uint8)
+        Traceback (most recent call last):
+        ...
+        ValueError: T: 'image' should be HWC uint8 [*B, H, W, 3], got torch.uint8 (2, 3, 8, 8); channels first? ...
+    """
+    shape = tuple(shape)
+    if dtype == torch.uint8 and len(shape) >= 3 and shape[-1] == 3:
+        return
+    hint = _CHW_HINT if len(shape) >= 3 and shape[-3] == 3 else ""
+    raise ValueError(f"{who}: {key!r} should be HWC uint8 [*B, H, W, 3], got {dtype} {shape}{hint}")
 
 
 def reset_mask(

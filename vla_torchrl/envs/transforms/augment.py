@@ -19,9 +19,12 @@ Examples:
 from __future__ import annotations
 
 import torch
+from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
+from torchrl.data import Composite
 from torchrl.envs.transforms import Transform
 
+from vla_torchrl.envs.transforms._common import check_hwc_image
 from vla_torchrl.keys import IMAGE_KEY
 
 __all__ = ["ImageAugmentation"]
@@ -60,12 +63,32 @@ class ImageAugmentation(Transform):
     def _rand(self, *shape: int) -> torch.Tensor:
         return torch.rand(*shape, generator=self._gen)
 
+    def _check(self, tensordict: TensorDictBase) -> None:
+        for key in self.in_keys:
+            image = tensordict.get(key, None)
+            if image is not None:
+                check_hwc_image(type(self).__name__, key, image.shape, image.dtype)
+
+    def _call(self, next_tensordict: TensorDictBase) -> TensorDictBase:
+        self._check(next_tensordict)
+        return super()._call(next_tensordict)
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        self._check(tensordict)
+        return super().forward(tensordict)
+
+    def transform_observation_spec(self, observation_spec: Composite) -> Composite:
+        for key in self.in_keys:
+            if key not in observation_spec.keys(True, True):
+                raise KeyError(
+                    f"{type(self).__name__}: the env's observation spec has no {key!r} "
+                    f"(it has {list(observation_spec.keys(True, True))})"
+                )
+            spec = observation_spec[key]
+            check_hwc_image(type(self).__name__, key, spec.shape, spec.dtype)
+        return observation_spec
+
     def _apply_transform(self, image: torch.Tensor) -> torch.Tensor:
-        if image.dtype != torch.uint8 or image.ndim < 3 or image.shape[-1] != 3:
-            raise ValueError(
-                f"ImageAugmentation expects HWC uint8 images [..., H, W, 3], got "
-                f"{tuple(image.shape)} {image.dtype}"
-            )
         lead = image.shape[:-3]
         h, w = image.shape[-3], image.shape[-2]
         x = image.reshape(-1, h, w, 3)

@@ -22,7 +22,7 @@ from tensordict.utils import NestedKey
 from torchrl.data import Composite
 from torchrl.envs.transforms import Transform
 
-from vla_torchrl.envs.transforms._common import reset_mask
+from vla_torchrl.envs.transforms._common import check_hwc_image, reset_mask
 from vla_torchrl.keys import FOREGROUND_MASK_KEY, IMAGE_KEY
 
 __all__ = ["DynamicTextureOverlay"]
@@ -212,11 +212,7 @@ class DynamicTextureOverlay(Transform):
         image = tensordict.get(self.image_key, None)
         if image is None:
             raise KeyError(f"{type(self).__name__}: no image entry {self.image_key!r}")
-        if image.dtype != torch.uint8 or image.ndim < 3 or image.shape[-1] != 3:
-            raise ValueError(
-                f"{type(self).__name__}: {self.image_key!r} should be uint8 [*B, H, W, 3], got "
-                f"{image.dtype} {tuple(image.shape)}"
-            )
+        check_hwc_image(type(self).__name__, self.image_key, image.shape, image.dtype)
         height, width = image.shape[-3:-1]
         num_envs = math.prod(image.shape[:-3])
         if self.texture_index is None or self.texture_index.numel() != num_envs:
@@ -251,6 +247,7 @@ class DynamicTextureOverlay(Transform):
         image = tensordict_reset.get(self.image_key, None)
         if image is None:
             raise KeyError(f"{type(self).__name__}: no image entry {self.image_key!r} at reset")
+        check_hwc_image(type(self).__name__, self.image_key, image.shape, image.dtype)
         num_envs = math.prod(image.shape[:-3])
         mask = reset_mask(self, tensordict, num_envs)
         drawn = torch.randint(self.num_textures, (num_envs,), generator=self.generator)
@@ -280,6 +277,8 @@ class DynamicTextureOverlay(Transform):
                     f"{type(self).__name__}: the env's observation spec has no {key!r} "
                     f"(it has {list(observation_spec.keys(True, True))})"
                 )
+        image = observation_spec[self.image_key]
+        check_hwc_image(type(self).__name__, self.image_key, image.shape, image.dtype)
         return observation_spec
 
     def __repr__(self) -> str:
