@@ -27,6 +27,7 @@ import torch
 from safetensors.torch import save_file
 
 from vla_torchrl.config.load import compose_config
+from vla_torchrl.config.train_schema import episode_mode
 from vla_torchrl.training.data_parallel import (
     full_optimizer_state,
     full_trainables,
@@ -79,7 +80,10 @@ def main(out: str, mode: str) -> None:
     optimizer = torch.optim.AdamW(bundle.param_groups, betas=tuple(cfg.optim.betas))
     trainables = bundle.trainable_named_parameters()
     loss_fn, advantage = make_objective(cfg, bundle)
-    env = make_recipe_env(cfg.env, seed=0, device="cpu")
+    # the env as the training loop builds it: GRPO collects fixed-length episodes (issue 15)
+    env = make_recipe_env(
+        cfg.env, seed=0, device="cpu", terminate_on_success=episode_mode(cfg) == "until_done"
+    )
     # an easy task, so that the random tiny policy earns a reward in 3 steps (one env succeeds,
     # on rank 1: rank 0's GRPO advantages are non-zero only through the global group)
     env.config = dataclasses.replace(
