@@ -363,3 +363,23 @@ def test_ind_zero_shows_na_with_the_reason(tmp_path):
     assert drops[("SFT", "table")]["relative_drop"] == "n/a"
     assert "undefined" in drops[("SFT", "table")]["note"]
     assert drops[("RL", "table")]["note"] == ""
+
+
+def test_a_task_on_no_ood_axis_gets_no_relative_drop(tmp_path):
+    # hand case: IND 3/4, "reach-corner" (a toy task, on no OOD axis) 1/4, "table" (Vision) 2/4;
+    # the drop (2/4 - 3/4) / (3/4) = -33.3% exists only for "table"
+    rows = [
+        EpisodeResult("SFT", task, 0, 100 + ep, True, True, ep < k)
+        for task, k in (("ind", 3), ("reach-corner", 1), ("table", 2))
+        for ep in range(4)
+    ]
+    write_report(rows, tmp_path / "rep", resamples=200)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    drop_section = md.split("## Relative drop of success per task")[1].split("\n## ")[0]
+    assert "-33.3%" in drop_section and "+" not in drop_section
+    assert "reach" not in drop_section.lower()
+    with open(tmp_path / "rep" / "drops.csv", encoding="utf-8") as fh:
+        tasks = [r["task"] for r in csv.DictReader(fh)]
+    assert tasks == ["table"]
+    other_row = next(line for line in md.splitlines() if line.startswith("| Other |"))
+    assert "0.250" in other_row and "n/a (no OOD axis)" in other_row and "%" not in other_row

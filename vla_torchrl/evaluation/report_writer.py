@@ -40,6 +40,10 @@ from vla_torchrl.evaluation.tables import (
 __all__ = ["bar_chart", "radar_chart", "write_report"]
 
 
+#: Drop cell of a task on no OOD axis (toy tasks, user tasks without an axis).
+NO_AXIS = "n/a (no OOD axis)"
+
+
 def radar_chart(
     values: Mapping[str, Mapping[str, float]],
     *,
@@ -176,7 +180,13 @@ def write_report(
     files: dict[str, Path] = {
         "summary.csv": write_summary_csv(summary, out / "summary.csv", task_axes=task_axes)
     }
-    drops = relative_drops(summary, ind_task=ind_task)
+    # a relative drop measures generalisation along an OOD axis; a task on none (a toy task,
+    # a user task registered without an axis) is reported with its success only
+    drops = {
+        key: d
+        for key, d in relative_drops(summary, ind_task=ind_task).items()
+        if task_axes.get(key[1]) in AXES
+    }
 
     md = ["# Evaluation report", ""]
     n_seeds = sorted({s.n_seeds for stats in summary.values() for s in stats.values()})
@@ -210,7 +220,8 @@ def write_report(
             dvals = [drops[(p, t)] for t in tasks if (p, t) in drops]
             # an undefined drop (IND = 0) makes the policy's axis average undefined too
             drop[p] = sum(dvals) / len(dvals) if dvals else math.nan
-        row += [f"{suc[p]:.3f}" for p in policies] + [format_drop(drop[p]) for p in policies]
+        row += [f"{suc[p]:.3f}" for p in policies]
+        row += [NO_AXIS if axis == "other" else format_drop(drop[p]) for p in policies]
         md.append("| " + " | ".join(row) + " |")
         axis_rows.append(
             {
@@ -235,6 +246,8 @@ def write_report(
         _write_table_csv(summary, out / name, tasks=tasks, policies=policies)
         files[name] = out / name
 
+    if "other" in axes_present:
+        md += ["", f"Other: tasks on no OOD axis, so no relative drop ({NO_AXIS})."]
     files.update(_paired_section(records, policies, md, out, task_axes, resamples))
 
     if drops:
