@@ -247,3 +247,45 @@ def test_maniskill_privileged_state_follows_the_physics(tmp_path):
     offset = obj[held] - tcp[held]
     assert float((offset - offset[0]).norm(dim=-1).max()) < 0.015
     assert float((obj[held[-1]] - obj[held[0]]).norm()) > 0.03
+
+
+# ------------------------------------ expert_noise: DART-style perturbed collection (issue 14)
+
+
+def test_expert_noise_executes_perturbed_actions_and_records_the_clean_ones():
+    """With noise the env moves by expert + noise (checked against the toy's own dynamics by
+    hand: agent' = clip(agent + step * clip(a))), while every recorded action is the oracle's
+    clean action for the recorded state; without noise the two coincide."""
+    from vla_torchrl.envs.toy import make_toy_env
+    from vla_torchrl.recipes.collect import _play_round
+
+    for noise in (0.0, 0.3):
+        env = make_toy_env(3, seed=0, image_size=16, max_steps=6, terminate_on_success=False)
+        seen = []  # (agent, target) before each step, the oracle's clean action there
+
+        def expert(env=env, seen=seen):
+            seen.append((env.agent.clone(), env.targets[:, 0].clone()))
+            return env.oracle_action()
+
+        steps, _, _ = _play_round(
+            env, expert, 6, noise=noise, generator=torch.Generator().manual_seed(0)
+        )
+        step = env.config.step_size
+        for t, rec in enumerate(steps):
+            agent, target = seen[t]
+            clean = ((target - agent) / step).clamp(-1, 1)
+            torch.testing.assert_close(rec[ACTION_KEY][:, :2], clean)
+            if t + 1 < len(steps):
+                moved = seen[t + 1][0] - agent
+                if noise == 0:
+                    torch.testing.assert_close(moved, (agent + step * clean).clamp(-1, 1) - agent)
+                else:  # the executed action differs from the recorded one by the noise
+                    assert float((moved - step * clean).abs().max()) > 1e-3
+        assert len(steps) == 6
+
+
+def test_expert_noise_out_of_range_is_a_clear_config_error():
+    from vla_torchrl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"expert_noise=0\.2 must be in \[0, 0\.05\]"):
+        CollectConfig(expert_noise=0.2)

@@ -26,6 +26,9 @@ class CollectConfig:
         overwrite: replace an existing ``out``.
         privileged: also store the simulator state of every step (positions, grasp flag,
             expert phase) as labels for vision pretraining (ManiSkill only).
+        expert_noise: standard deviation of Gaussian noise added to the expert's executed
+            translation (metres on ManiSkill; the toy env's units there), recording its clean
+            action (DART); 0 plays the expert as is.
         progress_bar: show a progress bar (only on a terminal).
 
     Examples:
@@ -43,6 +46,7 @@ class CollectConfig:
     keep_failures: bool = False
     overwrite: bool = False
     privileged: bool = False
+    expert_noise: float = 0.0
     progress_bar: bool = True
 
     def __post_init__(self) -> None:
@@ -52,6 +56,12 @@ class CollectConfig:
             )
         if self.seed < 0:
             raise ConfigError(f"seed={self.seed} must be >= 0")
+        if not 0.0 <= self.expert_noise <= 0.05:
+            raise ConfigError(
+                f"expert_noise={self.expert_noise} must be in [0, 0.05]: the standard deviation "
+                "of the noise on the executed translation per step (the expert moves at most "
+                "0.04 m per step; DART uses noise of about the learner's error, e.g. 0.01)"
+            )
         if not str(self.out).strip():
             raise ConfigError("out is empty; give the output directory, e.g. out=data/demos")
 

@@ -12,7 +12,10 @@ simulator), the toy env's oracle on ``env.backend=toy``. Episodes ``0 .. episode
 ``seed`` are played (the same scenes as ``vla-torchrl-eval`` with that seed). An episode is kept
 when it ends in success after a grasp (``keep_failures=true`` keeps every episode); its idle
 steps are dropped (the paper's filter: translation < 1 cm, rotation < 0.06 rad, gripper
-unchanged; ``filter_idle=false`` keeps them).
+unchanged; ``filter_idle=false`` keeps them). ``expert_noise=0.01`` plays the expert with 1 cm
+of Gaussian noise on each executed translation before the grasp (:data:`NOISY_PHASES`; every step
+on the toy env) and records its clean actions (DART): the demos then cover the states a learned
+policy drifts into, and how the expert recovers from them.
 
 On-disk layout: ``out`` is a ``TensorDict.memmap`` directory (``TensorDict.load_memmap(out)``
 reads it back; ``vla-torchrl-train algo=sft algo.demos=<out>`` reads it), batch ``[N]``
@@ -74,23 +77,37 @@ _log = logging.getLogger("vla_torchrl.recipes.collect")
 SUMMARY_FILE = "summary.json"
 
 
+#: ManiSkill expert phases that get ``expert_noise``: those before the grasp, where a learned
+#: policy's drift decides whether it grasps. After the grasp the expert plays clean: its
+#: waypoints are reached within 8 mm, and 1 cm of noise on every step left 1 of 8 episodes
+#: successful (7 of 8 grasped; measured, seed 5, ``env=maniskill_cpu``).
+NOISY_PHASES: tuple[str, ...] = ("approach", "descend")
+
+
 def _expert(env, backend: str, *, privileged: bool = False):
-    """Functions returning the expert's actions ``[B, 7]`` for the env's current state and
-    (``privileged``; else None) the simulator state its last action saw (a dict of ``[B, ...]``)."""
+    """The expert as three functions of the env's current state: its actions ``[B, 7]``;
+    (``privileged``; else None) the simulator state its last action saw (a dict of ``[B, ...]``);
+    which rows ``[B]`` may get ``expert_noise`` on that action (:data:`NOISY_PHASES`)."""
     if backend == "toy":
         if privileged:
             raise UserError(
                 "privileged=true records the ManiSkill simulator's state (positions, grasp, "
                 "expert phase); the toy env has none: use env.backend=maniskill or privileged=false"
             )
-        return env.oracle_action, None
-    from vla_torchrl.envs.maniskill.expert import ExpertPolicy
+        b = env.batch_size[0]
+        return env.oracle_action, None, lambda: torch.ones(b, dtype=torch.bool)
+    from vla_torchrl.envs.maniskill.expert import PHASES, ExpertPolicy
 
     try:
         policy = ExpertPolicy(env)
     except ValueError as err:
         raise UserError(str(err)) from err
-    return policy.actions, (policy.privileged_state if privileged else None)
+    noisy = torch.tensor([p in NOISY_PHASES for p in PHASES])
+
+    def noisy_rows() -> torch.Tensor:
+        return noisy[policy.privileged_state()["expert_phase"].reshape(-1)]
+
+    return policy.actions, (policy.privileged_state if privileged else None), noisy_rows
 
 
 def _protected(out: Path) -> str | None:
@@ -156,9 +173,23 @@ def _write_demos(data: TensorDict, out: Path, summary: dict[str, Any]) -> None:
 
 
 def _play_round(
-    env, expert, max_steps: int, state=None
+    env,
+    expert,
+    max_steps: int,
+    state=None,
+    *,
+    noise: float = 0.0,
+    noisy_rows=None,
+    generator: torch.Generator | None = None,
 ) -> tuple[list[dict], torch.Tensor, torch.Tensor]:
     """One episode per env row, until every row is done or ``max_steps``.
+
+    With ``noise > 0`` the env executes the expert's action plus Gaussian noise of that standard
+    deviation on the translation dims (0-2; DART, Laskey et al. 2017), clipped to the action
+    bounds, on the rows ``noisy_rows()`` (``[B]`` bool, called after the expert; all rows when
+    None) marks, while the record keeps the expert's clean action: the demos then show how the
+    expert recovers from the drift a learned policy makes (its closed loop re-reads the state
+    every step, so it labels the perturbed states).
 
     Returns:
         the per-step records (image, instruction, action, episode id, and ``state()``'s
@@ -171,8 +202,15 @@ def _play_round(
     success = torch.zeros(b, dtype=torch.bool)
     grasped = torch.zeros(b, dtype=torch.bool)
     steps = []
+    low, high = _action_bounds(env)
     for _ in range(max_steps):
         action = expert().reshape(b, 7).float().cpu()
+        executed = action
+        if noise > 0:
+            executed = action.clone()
+            rows = torch.ones(b, 1) if noisy_rows is None else noisy_rows().reshape(b, 1).float()
+            executed[:, :3] += rows * noise * torch.randn(b, 3, generator=generator)
+            executed = torch.maximum(torch.minimum(executed, high), low)
         steps.append(
             {
                 "alive": alive.clone(),
@@ -184,7 +222,7 @@ def _play_round(
         )
         if state is not None:
             steps[-1][PRIVILEGED_KEY] = {k: v.reshape(b, *v.shape[1:]) for k, v in state().items()}
-        td.set(ACTION_KEY, action.to(td.device))
+        td.set(ACTION_KEY, executed.to(td.device))
         nxt = env.step(td).get("next")
         # metrics are "so far" flags: their value at an episode's last step is the metric
         success = torch.where(alive, nxt.get(SUCCESS_KEY).reshape(b).cpu(), success)
@@ -194,6 +232,19 @@ def _play_round(
             break
         td = nxt
     return steps, success, grasped
+
+
+def _action_bounds(env) -> tuple[torch.Tensor, torch.Tensor]:
+    """The env's action bounds ``[7]`` (unbounded dims get +-inf)."""
+    spec = env.full_action_spec[ACTION_KEY]
+    space = getattr(spec, "space", None)
+    if space is None or not hasattr(space, "low"):
+        inf = torch.full((7,), float("inf"))
+        return -inf, inf
+    return (
+        space.low.reshape(-1, 7)[0].float().cpu(),
+        space.high.reshape(-1, 7)[0].float().cpu(),
+    )
 
 
 def _episode(steps: list[dict], row: int, *, filter_idle: bool) -> tuple[TensorDict, int]:
@@ -243,16 +294,25 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
     n_success = n_grasped = n_kept = n_steps = 0
     try:
         # starts the scenes (a SerialEnv builds lazily)
-        expert, state = _expert(env, env_cfg.backend, privileged=cfg.privileged)
+        expert, state, noisy_rows = _expert(env, env_cfg.backend, privileged=cfg.privileged)
         env.set_seed(cfg.seed)  # episode ids restart at 0: the scenes vla-torchrl-eval replays
         t0 = time.perf_counter()  # seconds per episode: playing only, not building the scenes
         b = env.batch_size[0]
+        generator = torch.Generator().manual_seed(cfg.seed)
         bar = progress(
             cfg.episodes, desc="expert episodes", unit="ep", disable=not cfg.progress_bar or None
         )
         try:
             for start in range(0, cfg.episodes, b):
-                steps, success, grasped = _play_round(env, expert, env_cfg.max_episode_steps, state)
+                steps, success, grasped = _play_round(
+                    env,
+                    expert,
+                    env_cfg.max_episode_steps,
+                    state,
+                    noise=cfg.expert_noise,
+                    noisy_rows=noisy_rows,
+                    generator=generator,
+                )
                 rows = min(b, cfg.episodes - start)
                 for row in range(rows):
                     n_success += int(success[row])
