@@ -183,3 +183,20 @@ def test_refused_command_leaves_the_hydra_files_alone(tmp_path, monkeypatch, cap
     assert recipe.main([*args, "seed=5", "resume=false"]) == 2
     assert "resume=false" in capsys.readouterr().err
     assert (run / ".hydra" / "config.yaml").read_text() == config and len(started) == 1
+
+
+@pytest.mark.slow
+def test_a_diverging_run_is_undone_stopped_and_its_checkpoints_stay_finite(tmp_path):
+    """optim.lr=1e30 (issue 17): finite gradients, overflowing weights. Each such step is undone
+    and counted, the run stops with NonFiniteUpdates (not a sampling crash), and what it saved
+    holds finite weights, so it resumes from them."""
+    run = tmp_path / "run"
+    args = ["optim.lr=1e30", "optim.value_lr=1e30", "optim.max_consecutive_skips=3"]
+    with pytest.raises(NonFiniteUpdates, match=r"\d+ updates in a row.*undone"):
+        train(_cfg(run, "collector.total_env_steps=320", "checkpoint_every=16", *args))
+    saved = sorted(run.rglob("*.safetensors"))
+    assert saved, "the first iteration (2 steps, both undone) wrote a checkpoint"
+    for path in saved:
+        for name, tensor in load_file(path).items():
+            assert torch.isfinite(tensor.float()).all(), (path, name)
+    assert _metrics(run)[-1]["train/skipped_updates"] >= 1

@@ -109,7 +109,9 @@ def test_rl_update_offers_rollout_wide_advantage_stats_to_a_composed_loss():
     from vla_torchrl.utils.distributed import DistInfo
 
     cfg = compose_config(
-        ["optim.minibatch_size=2", "optim.grad_accum_steps=1"], config_name="train_cpu"
+        # verify_steps off: this test counts the loss's forward calls, one per minibatch
+        ["optim.minibatch_size=2", "optim.grad_accum_steps=1", "optim.verify_steps=false"],
+        config_name="train_cpu",
     )
     adv = torch.randn(2, 4, 1) * 3 + 1
     rollout = TensorDict(
@@ -149,3 +151,41 @@ def test_skipped_nan_gradient_step_leaves_grad_norm_finite():
     stats = _two_minibatch_update(loss_fn, w)
     assert stats["skipped"] == 1 and stats["steps"] == 1
     assert math.isfinite(stats["grad_norm"]) and abs(stats["grad_norm"] - 2.0) < 1e-6
+
+
+def test_a_step_that_makes_the_loss_non_finite_is_undone_exactly():
+    """Divergence with finite gradients (issue 17): Adam at lr 1e30 moves w to ~1e30, where the
+    quadratic loss overflows float32. ``verify_steps`` undoes that step: w and the optimizer
+    state are bit-identical to before it, and it counts as skipped; a healthy step before it
+    is kept. Without ``verify_steps`` the same step leaves w diverged (the check can fail)."""
+    x = torch.randn(8, 3)
+    batch = TensorDict({"x": x}, [8])
+
+    def setup():
+        torch.manual_seed(0)
+        w = torch.nn.Parameter(torch.ones(3))
+        return w, torch.optim.Adam([w], lr=0.01)
+
+    for verify in (True, False):
+        w, opt = setup()
+        first = run_update(
+            batch, _quadratic(w), opt, [w], minibatch_size=8, grad_accum_steps=1,
+            verify_steps=verify,
+        )  # fmt: skip
+        assert first["steps"] == 1 and first["skipped"] == 0
+        w_before = w.detach().clone()
+        state_before = {k: v.clone() for k, v in opt.state[w].items()}
+        opt.param_groups[0]["lr"] = 1e30
+        second = run_update(
+            batch, _quadratic(w), opt, [w], minibatch_size=8, grad_accum_steps=1,
+            verify_steps=verify,
+        )  # fmt: skip
+        if verify:
+            assert (second["steps"], second["skipped"], second["undone"]) == (0, 1, 1)
+            assert torch.equal(w.detach(), w_before)
+            for k, v in state_before.items():
+                assert torch.equal(opt.state[w][k], v), k
+            assert opt.param_groups[0]["lr"] == 1e30  # the schedule's value stays the caller's
+        else:
+            assert second["steps"] == 1
+            assert not torch.isfinite(((x * w.detach()).sum(-1) ** 2).mean())

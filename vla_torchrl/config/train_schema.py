@@ -526,7 +526,12 @@ class OptimConfig:
         minibatch_size: transitions per forward/backward (the paper: 8).
         grad_accum_steps: minibatches accumulated per optimiser step (the paper: 20).
         max_consecutive_skips: stop the run after this many updates in a row were skipped for a
-            non-finite loss or gradient.
+            non-finite loss or gradient, or undone by ``verify_steps``.
+        verify_steps: after each optimizer step, re-evaluate its first minibatch and undo the
+            step when the loss became non-finite (divergence: finite gradients, overflowing
+            weights or logits); one extra forward per optimizer step (1 of ~61 forward-equivalents at the
+            paper's 20-minibatch accumulation) and a copy of the trained parameters and
+            optimizer state.
         autocast: ``"bf16"`` runs the loss forward under ``torch.autocast(dtype=bfloat16)``
             (GPUs with bf16; on the CPU it works but is slow), ``"none"`` (default) does not.
         lr_schedule: SFT only: ``"constant"`` or ``"cosine"`` (from ``lr`` down to
@@ -545,6 +550,7 @@ class OptimConfig:
     minibatch_size: int = 8
     grad_accum_steps: int = 20
     max_consecutive_skips: int = 5
+    verify_steps: bool = True
     autocast: Literal["none", "bf16"] = "none"
     lr_schedule: Literal["constant", "cosine"] = "constant"
     warmup_steps: int = 0

@@ -410,7 +410,11 @@ def _train_rl(
             # ---- log ------------------------------------------------------------------------
             record = {f"train/{k}": v for k, v in episode_stats(rollout).items()}
             record.update(
-                {f"losses/{k}": v for k, v in stats.items() if k not in ("steps", "skipped")}
+                {
+                    f"losses/{k}": v
+                    for k, v in stats.items()
+                    if k not in ("steps", "skipped", "undone")
+                }
             )
             record.update(
                 {
@@ -431,7 +435,8 @@ def _train_rl(
             bar.set_postfix(success=f"{record.get('train/success', float('nan')):.2f}")
             if skips_in_a_row >= cfg.optim.max_consecutive_skips:
                 raise NonFiniteUpdates(
-                    f"{skips_in_a_row} updates in a row had a non-finite loss or gradient; "
+                    f"{skips_in_a_row} updates in a row had a non-finite loss or gradient, or "
+                    "made the loss non-finite (undone); the checkpoints hold no diverged step; "
                     "lower optim.lr, check the rewards, or raise optim.max_consecutive_skips"
                 )
             # ---- checkpoint -----------------------------------------------------------------

@@ -237,9 +237,10 @@ def train_sft(cfg, ctx, bundle, loss_fn, optimizer, trainables, info, evaluation
                     shuffle=False,
                     dist_info=info,
                     autocast=optim.autocast,
+                    verify_steps=optim.verify_steps,
                 )
                 for k, v in stats.items():
-                    if k not in ("steps", "skipped") and v is not None:
+                    if k not in ("steps", "skipped", "undone") and v is not None:
                         sums[k] = sums.get(k, 0.0) + float(v)
                 n_steps += 1
                 sgd_step += 1

@@ -3,7 +3,12 @@
 The paper's update (FACTS.md): 1 epoch over the rollout, minibatches of 8 transitions, 20
 minibatches accumulated per optimizer step, gradients clipped to norm 10. A step whose loss or
 gradient is not finite is skipped (gradients dropped, optimizer untouched) and counted, so one
-bad batch costs one step rather than the run.
+bad batch costs one step rather than the run. With ``verify_steps`` a step whose gradients were
+finite but whose result is not (``optim.lr=1e30``: finite gradients, overflowing weights or
+logits) is caught too: the step's first minibatch is evaluated again after the step, and if its
+loss is no longer finite the parameters and optimizer state go back to their values before the
+step, which counts as skipped. So a diverging step never reaches a checkpoint or a rollout, and
+the run stays resumable (``optim.max_consecutive_skips`` then stops it with advice).
 
 Data-parallel (``dist_info`` of a ``torchrun`` run): after each step's accumulation the ranks
 agree on finiteness (a step is skipped everywhere if it is non-finite anywhere), then the
@@ -26,6 +31,7 @@ Examples:
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -73,6 +79,7 @@ def run_update(
     shuffle: bool = True,
     dist_info: DistInfo | None = None,
     autocast: Literal["none", "bf16"] = "none",
+    verify_steps: bool = False,
 ) -> dict[str, float]:
     """Run ``epochs`` passes of minibatch SGD over ``batch`` (split along its first dim).
 
@@ -93,10 +100,15 @@ def run_update(
         dist_info: the data-parallel context; gradients are averaged over its ranks once per
             optimizer step (None or a single process: no communication).
         autocast: ``"bf16"``: compute the loss under ``torch.autocast`` in bfloat16.
+        verify_steps: after each optimizer step, evaluate the step's first minibatch again and
+            undo the step (parameters and optimizer state) when its loss is not finite. Costs
+            one forward per step and a copy of the trained parameters and optimizer state
+            (not done on fake / meta tensors).
 
     Returns:
         mean diagnostics over minibatches (detached scalars), plus ``steps`` (optimizer steps
-        taken), ``skipped`` (steps skipped for non-finite values) and ``grad_norm``.
+        taken), ``skipped`` (steps skipped for non-finite values, undone ones included),
+        ``undone`` (steps undone by ``verify_steps``) and ``grad_norm``.
     """
     if minibatch_size < 1 or grad_accum_steps < 1 or epochs < 1:
         raise ValueError(
@@ -111,7 +123,7 @@ def run_update(
     n = batch.shape[0]
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
-    steps = skipped = 0
+    steps = skipped = undone = 0
     grad_norms: list[float] = []
     for _ in range(epochs):
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
@@ -154,13 +166,44 @@ def run_update(
                 optimizer.zero_grad(set_to_none=True)
                 skipped += 1
                 continue
+            before = _snapshot(params, optimizer) if verify_steps and has_data(params[0]) else None
             optimizer.step()
+            if before is not None:
+                kept_finite = _loss_is_finite(loss_fn, batch[group[0].to(batch.device)], autocast)
+                if distributed:
+                    kept_finite = _all_ranks_agree(kept_finite, dist_info)
+                if not kept_finite:
+                    _restore(params, optimizer, before)
+                    optimizer.zero_grad(set_to_none=True)
+                    skipped += 1
+                    undone += 1
+                    continue
             steps += 1
     stats = {key: sums[key] / counts[key] for key in sums}
-    stats.update(steps=steps, skipped=skipped)
+    stats.update(steps=steps, skipped=skipped, undone=undone)
     if grad_norms:
         stats["grad_norm"] = sum(grad_norms) / len(grad_norms)
     return stats
+
+
+def _snapshot(params, optimizer) -> tuple[list[torch.Tensor], dict]:
+    """Copies of the parameters and of the optimizer state, to undo one step."""
+    return [p.detach().clone() for p in params], copy.deepcopy(optimizer.state_dict())
+
+
+def _restore(params, optimizer, snapshot) -> None:
+    values, state = snapshot
+    with torch.no_grad():
+        for p, v in zip(params, values, strict=True):
+            p.copy_(v)
+    optimizer.load_state_dict(state)
+
+
+def _loss_is_finite(loss_fn, minibatch: TensorDictBase, autocast: str) -> bool:
+    """Is ``loss_fn``'s total loss on ``minibatch`` finite (no gradients)?"""
+    device_type = minibatch.device.type if minibatch.device is not None else "cpu"
+    with torch.no_grad(), update_mode(loss_fn), _autocast(autocast, device_type):
+        return bool(torch.isfinite(total_loss(loss_fn(minibatch)).float()))
 
 
 def _autocast(mode: str, device_type: str):
@@ -275,6 +318,7 @@ def rl_update(
         max_grad_norm=cfg.optim.max_grad_norm,  # FACTS: 10
         dist_info=info,
         autocast=cfg.optim.autocast,
+        verify_steps=cfg.optim.verify_steps,
     )
     stats["degenerate_batch"] = float(degenerate)
     return stats
