@@ -268,3 +268,27 @@ def test_bad_values_name_the_flag(tmp_path, policy_dir, change, needle):
     with pytest.raises(UserError) as info:
         _eval(tmp_path, {"A": policy_dir}, **change)
     assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_env_options_and_transforms_reach_the_eval_envs_and_key_the_results(tmp_path, policy_dir):
+    """env.options / env.transforms were silently dropped by the eval (issue 16). Now they
+    build the env (a toy option sets the frame size the videos show; a user transform marking
+    every step a success makes every episode one), and they are part of each group's
+    settings: a rerun without them into the same --out is refused, naming the key."""
+    from vla_torchrl.errors import UserError
+
+    def success(name):
+        return [e["success"] for e in _episodes(tmp_path / name / "episodes.jsonl")]
+
+    _eval(tmp_path / "plain", {"A": policy_dir}, episodes=8)
+    assert not all(success("plain"))  # the tiny policy fails some episodes of the default
+    _eval(tmp_path / "small", {"A": policy_dir}, episodes=8, env_options={"image_size": 8})
+    for name, side in (("plain", 16), ("small", 8)):
+        assert Image.open(tmp_path / name / "videos" / "A-ind-0.gif").size == (side, side)
+    marked = [{"_target_": "tests.helpers.AlwaysSuccess"}]
+    _eval(tmp_path / "marked", {"A": policy_dir}, episodes=8, transforms=marked)
+    assert success("marked") == [True] * 8
+    with pytest.raises(UserError, match=r"env\.options \{'image_size': 8\} -> None"):
+        _eval(tmp_path / "small", {"A": policy_dir}, episodes=8)
+    with pytest.raises(UserError, match=r"env\.transforms"):
+        _eval(tmp_path / "marked", {"A": policy_dir}, episodes=8)

@@ -200,3 +200,16 @@ def test_every_readme_command_line_composes():
             if "run to plot" in str(err) or "is empty" in str(err):
                 continue  # a placeholder spelling, e.g. runs=[RUN_DIR,...]
             raise AssertionError(f"README: {tool} {' '.join(args)}: {err}") from err
+
+
+def test_a_label_twice_in_one_policies_mapping_is_refused():
+    """Hydra's mapping keeps the last of two equal keys (issue 16): refused instead, naming the
+    label; a later ``policies.A=...`` still replaces an entry on purpose."""
+    from vla_torchrl.errors import UserError
+
+    with pytest.raises(UserError, match=r"label 'A' is given twice in \{A:p1,B:p,A:p2\}"):
+        _config("eval", ["policies={A:p1,B:p,A:p2}"])
+    with pytest.raises(UserError, match="label 'A' is given twice"):
+        _config("eval", ["policies={'A':'x, y',A:z}"])  # a quoted comma is no separator
+    ok = _config("eval", ["policies={A:'p, 1',B:p2}", "policies.A=q"])
+    assert ok.policies == {"A": "q", "B": "p2"}

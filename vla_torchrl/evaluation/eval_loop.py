@@ -16,6 +16,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from tensordict import TensorDictBase
@@ -63,8 +64,14 @@ def evaluate(
     greedy: bool = False,
     videos_per_task: int = 1,
     device: str = "cpu",
+    env_options: Mapping[str, Any] | None = None,
+    transforms: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Path]:
     """Evaluate ``policies`` and write the report; returns its files.
+
+    ``env_options`` (the backend's env options, ``env.options``) and ``transforms`` (TorchRL
+    transforms appended to every env, ``env.transforms``: ``[{_target_: pkg.Transform, ...}]``)
+    are applied as in training, and recorded with each group's settings.
 
     ``policies``: ``{label: saved policy dir}``, or ``["LABEL=DIR", ...]`` / ``(label, dir)``
     pairs (a label given twice is refused). A second call into the same ``out_dir`` continues:
@@ -114,6 +121,8 @@ def evaluate(
             height=height,
             greedy=greedy,
             temperature=temperature,
+            env_options=dict(env_options or {}),
+            transforms=[dict(t) for t in transforms],
         )
         for label, path in policies.items()
     }
@@ -127,6 +136,8 @@ def evaluate(
         max_episode_steps=max_episode_steps,
         width=width,
         height=height,
+        options=dict(env_options or {}),
+        transforms=[dict(t) for t in transforms],
     )
     actors = {}
     bar = progress(total=len(todo), desc="eval groups", unit="group")

@@ -15,9 +15,10 @@ plain names (:func:`check_label`), and one label names one policy (:func:`parse_
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,12 +120,21 @@ def group_settings(
     height: int,
     greedy: bool,
     temperature: float,
+    env_options: Mapping[str, Any] | None = None,
+    transforms: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """Everything a (label, task, seed) group's numbers depend on, as stored with the group.
 
-    ``policy`` is :func:`policy_fingerprint` of the policy directory.
+    ``policy`` is :func:`policy_fingerprint` of the policy directory. ``env_options`` and
+    ``transforms`` are stored only when given (groups written before they existed stay valid).
     """
+    extra: dict[str, Any] = {}
+    if env_options:
+        extra["env_options"] = json.loads(json.dumps(dict(env_options), sort_keys=True))
+    if transforms:
+        extra["transforms"] = json.loads(json.dumps([dict(t) for t in transforms]))
     return {
+        **extra,
         "policy": policy,
         "episodes": int(episodes),
         "backend": backend,
@@ -145,6 +155,8 @@ _FLAGS = {
     "width": "--width",
     "height": "--height",
     "sampling": "--greedy/--temperature",
+    "env_options": "env.options",
+    "transforms": "env.transforms",
 }
 
 
@@ -173,12 +185,13 @@ def check_reusable(
             what = "settings not recorded (an older version wrote it)"
         else:
             diffs = []
-            for key in new:
-                if old.get(key) != new[key]:
+            for key in {**old, **new}:
+                if old.get(key) != new.get(key):
                     if key == "policy":
                         diffs.append("other policy files under the same label")
                     else:
-                        diffs.append(f"{_FLAGS[key]} {old.get(key)!r} -> {new[key]!r}")
+                        flag = _FLAGS.get(key, key)
+                        diffs.append(f"{flag} {old.get(key)!r} -> {new.get(key)!r}")
             what = "; ".join(diffs) or "other settings"
         raise UserError(
             f"{results_file} already holds {label} on {task} seed {seed} made with other "

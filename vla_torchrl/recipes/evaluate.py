@@ -77,11 +77,61 @@ def run(cfg: EvalConfig) -> dict[str, Path]:
         greedy=cfg.greedy,
         videos_per_task=cfg.videos,
         device=cfg.device,
+        env_options=env.options,
+        transforms=env.transforms,
     )
 
 
 def _legacy(argv: list[str]) -> list[str]:
-    return translate_flags(argv, LEGACY_FLAGS, prog="vla-torchrl-eval")
+    args = translate_flags(argv, LEGACY_FLAGS, prog="vla-torchrl-eval")
+    for arg in args:
+        _refuse_repeated_labels(arg)
+    return args
+
+
+def _mapping_keys(text: str) -> list[str]:
+    """The keys of a Hydra mapping literal ``{A:x,'B':y}``, in order, repeats kept."""
+    body = text.strip()[1:-1]
+    keys, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(body + ","):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            item = body[start:i]
+            if item.strip():
+                keys.append(item.split(":", 1)[0].strip().strip("'\""))
+            start = i + 1
+    return keys
+
+
+def _refuse_repeated_labels(arg: str) -> None:
+    """``policies={A:x,A:y}``: a mapping keeps the last of two equal keys, which would drop
+    ``A:x`` without a word; refuse it (as ``--policy A=x --policy A=y`` is refused).
+
+    Examples:
+        >>> _refuse_repeated_labels("policies={A:x,B:y}")
+        >>> _refuse_repeated_labels("policies={A:x,A:'y, z'}")
+        Traceback (most recent call last):
+        ...
+        vla_torchrl.errors.UserError: policies: label 'A' is given twice in {A:x,A:'y, z'}; give each policy its own label
+    """
+    key, sep, value = arg.lstrip("+~").partition("=")
+    if not sep or key != "policies" or not value.strip().startswith("{"):
+        return
+    seen = set()
+    for label in _mapping_keys(value):
+        if label in seen:
+            raise UserError(
+                f"policies: label {label!r} is given twice in {value}; give each policy its own "
+                "label"
+            )
+        seen.add(label)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
