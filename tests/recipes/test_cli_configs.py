@@ -213,3 +213,20 @@ def test_a_label_twice_in_one_policies_mapping_is_refused():
         _config("eval", ["policies={'A':'x, y',A:z}"])  # a quoted comma is no separator
     ok = _config("eval", ["policies={A:'p, 1',B:p2}", "policies.A=q"])
     assert ok.policies == {"A": "q", "B": "p2"}
+
+
+@pytest.mark.parametrize("tool", ["evaluate", "report", "plot_curves", "demo"])  # study: its own
+def test_help_prints_the_usage_and_every_default(tool, capsys):
+    """``--help`` was refused as an unknown option (issue 16): it now prints the tool's usage
+    and its composed settings, with the overrides given beside it applied."""
+    import importlib
+
+    module = importlib.import_module(f"vla_torchrl.recipes.{tool}")
+    assert module.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert module.__doc__.strip().splitlines()[0] in out
+    assert "Settings and their defaults" in out and "hydra:" not in out
+    if tool == "evaluate":
+        assert "episodes: 16" in out and "temperature: 0.6" in out
+        assert module.main(["episodes=3", "-h"]) == 0
+        assert "episodes: 3" in capsys.readouterr().out

@@ -141,6 +141,10 @@ def run_cli(
     args = [a for a in args if a != "--debug"]
     catch = () if debug else _config_error_types()
     try:
+        if compose and config_name is not None and {"--help", "-h"} & set(args):
+            rest = [a for a in args if a not in ("--help", "-h")]
+            print(compose_help(main_fn, config_name, legacy(rest) if legacy else rest, config_path))
+            return 0
         if legacy is not None:
             args = legacy(args)
         if config_name is None:
@@ -162,6 +166,26 @@ def run_cli(
         hint = "" if debug else f" (rerun with --debug or {DEBUG_ENV}=1 for the traceback)"
         print(format_user_error(err) + hint, file=sys.stderr, flush=True)
         return USER_ERROR_EXIT
+
+
+def compose_help(
+    main_fn: Callable[..., Any],
+    config_name: str,
+    overrides: Sequence[str] = (),
+    config_path: str | None = None,
+) -> str:
+    """``--help`` of a compose-mode tool: its module's usage text, then every setting with
+    its default (the composed ``conf/<config_name>.yaml``, with ``overrides`` applied)."""
+    from omegaconf import OmegaConf
+
+    module = sys.modules.get(getattr(main_fn, "__module__", ""), None)
+    usage = (getattr(module, "__doc__", None) or "").strip()
+    cfg = compose_cli_config(config_name, overrides, config_path=config_path)
+    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    return (
+        f"{usage}\n\nSettings and their defaults (conf/{config_name}.yaml; change any with "
+        f"key=value, e.g. env=toy or seeds=[0,1]):\n\n{OmegaConf.to_yaml(cfg, resolve=False)}"
+    )
 
 
 def _conf_dir(config_path: str | None) -> str:
