@@ -292,3 +292,21 @@ def test_env_options_and_transforms_reach_the_eval_envs_and_key_the_results(tmp_
         _eval(tmp_path / "small", {"A": policy_dir}, episodes=8)
     with pytest.raises(UserError, match=r"env\.transforms"):
         _eval(tmp_path / "marked", {"A": policy_dir}, episodes=8)
+
+
+def test_each_finished_group_logs_a_progress_line_with_the_time_left(tmp_path, policy_dir, caplog):
+    """Without a terminal the bar is off, and a long evaluation printed nothing (issue 16):
+    each group now logs its success rate, the groups done and an estimate of the time left."""
+    import logging
+    import re
+
+    with caplog.at_level(logging.INFO, logger="vla_torchrl"):
+        _eval(tmp_path / "out", {"A": policy_dir}, seeds=[0, 1])
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("eval ")]
+    assert len(lines) == 2
+    episodes = _episodes(tmp_path / "out" / "episodes.jsonl")
+    for n, (line, seed) in enumerate(zip(lines, (0, 1)), start=1):
+        rate = sum(e["success"] for e in episodes if e["seed"] == seed) / 4
+        assert line.startswith(f"eval {n}/2: A on ind seed {seed}: success {rate:.2f} (4 episodes)")
+        assert re.search(r"min so far, ~\d+\.\d min left$", line)
+    assert lines[-1].endswith("~0.0 min left")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import zlib
 from collections.abc import Mapping, Sequence
 from functools import partial
@@ -141,6 +142,7 @@ def evaluate(
     )
     actors = {}
     bar = progress(total=len(todo), desc="eval groups", unit="group")
+    t_start, done = time.perf_counter(), 0
     # One env per (task, seed), re-seeded for each policy: every policy replays the same episodes.
     by_env: dict[tuple[str, int], list[str]] = {}
     for label, task, seed in todo:
@@ -175,10 +177,24 @@ def evaluate(
                 )
                 store.append_group(label, task, seed, records, settings=settings[label])
                 bar.update(1)
+                done += 1
+                _log.info("%s", _group_line(label, task, seed, records, done, len(todo), t_start))
         finally:
             env.close()
     bar.close()
     return write_report(store.results(), out / "report", policies=list(policies))
+
+
+def _group_line(label, task, seed, records, done: int, total: int, t_start: float) -> str:
+    """One progress line per finished group (also when stderr is no terminal, unlike the bar):
+    its success rate, then groups done and the time left at the mean pace so far."""
+    elapsed = time.perf_counter() - t_start
+    left = elapsed / done * (total - done)
+    success = sum(bool(r["success"]) for r in records) / max(len(records), 1)
+    return (
+        f"eval {done}/{total}: {label} on {task} seed {seed}: success {success:.2f} "
+        f"({len(records)} episodes); {elapsed / 60:.1f} min so far, ~{left / 60:.1f} min left"
+    )
 
 
 def _write_videos(rollout: TensorDictBase, folder: Path, stem: str, count: int) -> None:
