@@ -69,3 +69,77 @@ def test_shared_assets_next_to_checkout_are_found(monkeypatch):
     monkeypatch.delenv(ASSETS_ENV_VAR, raising=False)
     paths = AssetPaths.resolve()
     assert paths.widowx_urdf is not None and paths.rl4vla_dir is not None
+
+
+# ------------------------------------ assets=required: no silent fallback (issue 16)
+
+
+def _no_assets(tmp_path, monkeypatch):
+    monkeypatch.setenv(ASSETS_ENV_VAR, str(tmp_path / "missing"))
+    monkeypatch.setattr(assets, "_SIBLING_SHARED_ASSETS", tmp_path / "also-missing")
+    monkeypatch.delenv("MS_ASSET_DIR", raising=False)
+    monkeypatch.delenv(assets.REQUIRE_ASSETS_ENV_VAR, raising=False)
+
+
+def test_required_assets_turn_each_fallback_into_an_error(tmp_path, monkeypatch):
+    """With no assets anywhere: under ``auto`` the tokenizer and the scene source fall back;
+    under ``required`` both refuse, naming the missing asset and the way out, and the up-front
+    check names the robot and the scenes at once. Workers inherit it (an env variable)."""
+    from vla_torchrl.envs.asset_library import resolve_asset_source
+    from vla_torchrl.modules.processors.prompt import BuiltinTokenizer, default_text_tokenizer
+
+    _no_assets(tmp_path, monkeypatch)
+    assets.apply_assets_policy("auto")
+    assert isinstance(default_text_tokenizer(), BuiltinTokenizer)
+    assert resolve_asset_source("auto") == "procedural"
+    with pytest.raises(assets.MissingAssetError, match="RL4VLA scene.*and the WidowX-250S"):
+        assets.apply_assets_policy("required", backend="maniskill")
+    assert os.environ[assets.REQUIRE_ASSETS_ENV_VAR] == "1"  # set before the check: inherited
+    with pytest.raises(assets.MissingAssetError, match="Llama-2 tokenizer.model.*assets=auto"):
+        default_text_tokenizer()
+    with pytest.raises(assets.MissingAssetError, match="RL4VLA scene assets"):
+        resolve_asset_source("auto")
+    assets.apply_assets_policy("required", backend="toy")  # the toy env needs no asset
+    assets.apply_assets_policy("auto")
+    assert assets.REQUIRE_ASSETS_ENV_VAR not in os.environ
+
+
+def test_required_assets_pass_when_present(tmp_path, monkeypatch):
+    _no_assets(tmp_path, monkeypatch)
+    root = _make_tree(tmp_path / "r")
+    monkeypatch.setenv(ASSETS_ENV_VAR, str(root))
+    try:
+        assets.apply_assets_policy("required", backend="maniskill")  # no error
+    finally:
+        assets.apply_assets_policy("auto")
+
+
+def test_an_unknown_assets_value_is_a_config_error():
+    from vla_torchrl.config.collect_schema import CollectConfig
+    from vla_torchrl.config.train_schema import TrainConfig
+    from vla_torchrl.errors import ConfigError
+
+    for cls in (TrainConfig, CollectConfig):
+        with pytest.raises(ConfigError, match="assets='maybe' is unknown; use auto"):
+            cls(assets="maybe")
+
+
+def test_assets_required_on_the_command_line_is_one_line(tmp_path):
+    """``vla-torchrl-collect assets=required`` with no assets: one line, exit 2, nothing built."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, ASSETS_ENV_VAR: str(tmp_path / "missing")}
+    env.pop("MS_ASSET_DIR", None)
+    code = "import sys; from vla_torchrl import assets; assets._SIBLING_SHARED_ASSETS = "
+    code += f"__import__('pathlib').Path({str(tmp_path / 'none')!r}); "
+    code += "from vla_torchrl.recipes.collect import main; "
+    code += f"sys.exit(main(['assets=required', 'out={tmp_path / 'd'}']))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 2, result.stderr[-1500:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr
+    assert "assets=required" in lines[-1] and "WidowX-250S" in lines[-1]
+    assert not (tmp_path / "d").exists()

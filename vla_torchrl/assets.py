@@ -34,11 +34,23 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ASSETS_ENV_VAR", "AssetPaths", "configure_maniskill_assets"]
+__all__ = [
+    "ASSETS_ENV_VAR",
+    "REQUIRE_ASSETS_ENV_VAR",
+    "AssetPaths",
+    "MissingAssetError",
+    "configure_maniskill_assets",
+    "apply_assets_policy",
+    "fall_back",
+    "set_assets_policy",
+]
 
 logger = logging.getLogger(__name__)
 
 ASSETS_ENV_VAR = "VLA_TORCHRL_ASSETS"
+#: ``1``: a missing real asset is an error instead of a fallback (``assets=required`` of the CLIs
+#: sets it, so that env worker processes inherit it)
+REQUIRE_ASSETS_ENV_VAR = "VLA_TORCHRL_REQUIRE_ASSETS"
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 _SIBLING_SHARED_ASSETS = _REPO_ROOT.parent / "shared" / "assets"
 _REPORTED: set[str] = set()
@@ -49,6 +61,79 @@ def _log_once(key: str, message: str, *args: object) -> None:
     if key not in _REPORTED:
         _REPORTED.add(key)
         logger.info(message, *args)
+
+
+class MissingAssetError(FileNotFoundError):
+    """A real asset is missing and ``assets=required`` forbids its fallback."""
+
+
+def set_assets_policy(policy: str) -> None:
+    """``"required"``: from now on (this process and the processes it starts) a missing real
+    asset raises :class:`MissingAssetError`; ``"auto"``: the built-in fallbacks are used.
+
+    Examples:
+        >>> set_assets_policy("required"); os.environ[REQUIRE_ASSETS_ENV_VAR]
+        '1'
+        >>> set_assets_policy("auto"); REQUIRE_ASSETS_ENV_VAR in os.environ
+        False
+    """
+    if policy not in ("auto", "required"):
+        raise ValueError(f"assets={policy!r} is unknown; use auto (fall back) or required")
+    if policy == "required":
+        os.environ[REQUIRE_ASSETS_ENV_VAR] = "1"
+    else:
+        os.environ.pop(REQUIRE_ASSETS_ENV_VAR, None)
+
+
+def fall_back(missing: str, fallback: str) -> None:
+    """Say (once) that ``missing`` is not found and ``fallback`` stands in, or, under
+    ``assets=required``, raise :class:`MissingAssetError` naming it and how to provide it.
+
+    Examples:
+        >>> set_assets_policy("required")
+        >>> fall_back("the Llama-2 tokenizer.model", "the built-in tokenizer")
+        Traceback (most recent call last):
+        ...
+        vla_torchrl.assets.MissingAssetError: the Llama-2 tokenizer.model was not found and assets=required forbids falling back to the built-in tokenizer: set $VLA_TORCHRL_ASSETS to the asset folder (layout: vla_torchrl/assets.py), or use assets=auto
+        >>> set_assets_policy("auto")
+    """
+    if os.environ.get(REQUIRE_ASSETS_ENV_VAR) == "1":
+        raise MissingAssetError(
+            f"{missing} was not found and assets=required forbids falling back to {fallback}: "
+            f"set ${ASSETS_ENV_VAR} to the asset folder (layout: vla_torchrl/assets.py), or use "
+            "assets=auto"
+        )
+    _log_once(
+        f"fallback:{missing}", "vla_torchrl assets: %s not found; using %s", missing, fallback
+    )
+
+
+def apply_assets_policy(policy: str, *, backend: str = "maniskill") -> None:
+    """A CLI's ``assets=...``: set it for this process and its children, and under
+    ``required`` check up front, in one error, every real asset that ``backend`` would use
+    (ManiSkill: the WidowX-250S description and the RL4VLA scenes; the tokenizer is checked
+    where a model asks for it).
+
+    Raises:
+        MissingAssetError: ``required`` and something is missing (all of it named).
+    """
+    set_assets_policy(policy)
+    if policy != "required" or backend != "maniskill":
+        return
+    paths = AssetPaths.resolve()
+    missing = []
+    if paths.rl4vla_dir is None:
+        missing.append("the RL4VLA scene assets (<root>/rl4vla/more_carrot, ...)")
+    ms_dir = os.environ.get("MS_ASSET_DIR")
+    robot = Path(ms_dir) / "data" / "robots" / "widowx" / "wx250s.urdf" if ms_dir else None
+    if paths.widowx_urdf is None and not (robot is not None and robot.is_file()):
+        missing.append("the WidowX-250S description (<root>/maniskill/data/robots/widowx)")
+    if missing:
+        where = paths.root or f"no asset root (${ASSETS_ENV_VAR} unset, no ../shared/assets)"
+        raise MissingAssetError(
+            f"assets=required, but {' and '.join(missing)} are not found (looked in {where}): "
+            f"set ${ASSETS_ENV_VAR} to the asset folder, or use assets=auto for the stand-ins"
+        )
 
 
 @dataclass(frozen=True)

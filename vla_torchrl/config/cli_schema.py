@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from vla_torchrl.config.load import _build
-from vla_torchrl.config.train_schema import EnvConfig
+from vla_torchrl.config.train_schema import EnvConfig, _check_assets
 from vla_torchrl.errors import ConfigError
 
 __all__ = [
@@ -73,6 +73,9 @@ class EvalConfig:
         videos: rollout GIFs per task (from the first seed).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
         out: output directory (``episodes.jsonl``, ``report/``, ``videos/``).
+        assets: ``auto`` (default): a missing real asset (WidowX-250S, RL4VLA scenes, Llama-2
+            tokenizer) falls back to the built-in stand-in with a log line; ``required``: it
+            is an error instead (checked before anything is built).
     """
 
     policies: dict[str, str] | None = None
@@ -85,8 +88,10 @@ class EvalConfig:
     videos: int = 1
     device: str = "cpu"
     out: str = "eval"
+    assets: str = "auto"
 
     def __post_init__(self) -> None:
+        _check_assets(self.assets)
         self.policies = dict(self.policies or {})
         _check(
             bool(self.policies),

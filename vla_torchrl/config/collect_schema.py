@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vla_torchrl.config.load import _build
-from vla_torchrl.config.train_schema import EnvConfig
+from vla_torchrl.config.train_schema import EnvConfig, _check_assets
 from vla_torchrl.errors import ConfigError
 
 __all__ = ["CollectConfig", "to_collect_config"]
@@ -30,6 +30,9 @@ class CollectConfig:
             translation (metres on ManiSkill; the toy env's units there), recording its clean
             action (DART); 0 plays the expert as is.
         progress_bar: show a progress bar (only on a terminal).
+        assets: ``auto`` (default): a missing real asset (WidowX-250S, RL4VLA scenes, Llama-2
+            tokenizer) falls back to the built-in stand-in with a log line; ``required``: it
+            is an error instead (checked before anything is built).
 
     Examples:
         >>> CollectConfig(episodes=0)
@@ -48,8 +51,10 @@ class CollectConfig:
     privileged: bool = False
     expert_noise: float = 0.0
     progress_bar: bool = True
+    assets: str = "auto"
 
     def __post_init__(self) -> None:
+        _check_assets(self.assets)
         if self.episodes < 1:
             raise ConfigError(
                 f"episodes={self.episodes} must be >= 1 (how many expert episodes to play)"

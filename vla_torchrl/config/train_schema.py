@@ -680,6 +680,9 @@ class TrainConfig:
         checkpoint_every: environment steps between checkpoints (0: only at the end).
         keep_last: complete checkpoints kept on disk.
         dist: data-parallel settings (used when launched with ``torchrun``).
+        assets: ``auto`` (default): a missing real asset (WidowX-250S, RL4VLA scenes, Llama-2
+            tokenizer) falls back to the built-in stand-in with a log line; ``required``: it
+            is an error instead (checked before anything is built).
     """
 
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -695,8 +698,10 @@ class TrainConfig:
     resume: bool | int | Literal["from_scratch"] = True
     checkpoint_every: int = 102_400
     keep_last: int = 3
+    assets: Literal["auto", "required"] = "auto"
 
     def __post_init__(self) -> None:
+        _check_assets(self.assets)
         _check(
             isinstance(self.seed, int) and self.seed >= 0,
             f"seed={self.seed!r} must be an integer >= 0",
@@ -711,6 +716,14 @@ class TrainConfig:
             "verifies), false (refuse an existing run), from_scratch (restart at step 0, old "
             "files moved aside) or a step N >= 0 (the checkpoint of that step)",
         )
+
+
+def _check_assets(value: str) -> None:
+    _check(
+        value in ("auto", "required"),
+        f"assets={value!r} is unknown; use auto (fall back to the built-in stand-ins) or "
+        "required (a missing real asset is an error)",
+    )
 
 
 def episode_mode(cfg: TrainConfig) -> Literal["fixed", "until_done"]:

@@ -274,7 +274,9 @@ def resolve_asset_source(
             "asset_source='procedural'"
         )
     if source == "auto" and not found:
-        logger.info("vla_torchrl envs: RL4VLA assets not found; using the procedural asset set")
+        from vla_torchrl.assets import fall_back
+
+        fall_back("the RL4VLA scene assets (rl4vla/more_carrot, ...)", "the procedural asset set")
         return "procedural"
     return "rl4vla"
 

@@ -43,7 +43,9 @@ USER_ERROR_EXIT = 2
 
 
 def _config_error_types() -> tuple[type[BaseException], ...]:
-    types: list[type[BaseException]] = [UserError]
+    from vla_torchrl.assets import MissingAssetError
+
+    types: list[type[BaseException]] = [UserError, MissingAssetError]
     try:
         from omegaconf.errors import OmegaConfBaseException
 

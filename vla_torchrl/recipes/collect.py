@@ -54,6 +54,7 @@ from typing import Any
 import torch
 from tensordict import NonTensorData, NonTensorStack, TensorDict
 
+from vla_torchrl.assets import apply_assets_policy
 from vla_torchrl.config.collect_schema import CollectConfig, to_collect_config
 from vla_torchrl.envs.demos import is_demos_folder, save_demos
 from vla_torchrl.errors import UserError
@@ -372,7 +373,9 @@ def main(argv: list[str] | None = None) -> int:
         from vla_torchrl.utils import setup_logging
 
         setup_logging()
-        _print_summary(collect(to_collect_config(dict_cfg)))
+        cfg = to_collect_config(dict_cfg)
+        apply_assets_policy(cfg.assets, backend=cfg.env.backend)
+        _print_summary(collect(cfg))
 
     return run_cli(
         _main,

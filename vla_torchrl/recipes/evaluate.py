@@ -27,6 +27,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from vla_torchrl.assets import apply_assets_policy
 from vla_torchrl.config.cli_schema import EvalConfig, to_cli_config
 from vla_torchrl.errors import UserError
 from vla_torchrl.evaluation.eval_loop import evaluate
@@ -142,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         setup_logging()
         cfg = to_cli_config(EvalConfig, dict_cfg)
+        apply_assets_policy(cfg.assets, backend=cfg.env.backend)
         files = run(cfg)
         report = next((p for p in files.values() if str(p).endswith(".md")), None)
         print(f"report: {report or Path(cfg.out) / 'report'}")

@@ -32,6 +32,7 @@ import os
 import sys
 from pathlib import Path
 
+from vla_torchrl.assets import apply_assets_policy
 from vla_torchrl.config.load import to_train_config
 from vla_torchrl.recipes._cli import run_cli
 from vla_torchrl.training.loop import train
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def _main(dict_cfg) -> None:
         cfg = to_train_config(dict_cfg)
+        apply_assets_policy(cfg.assets, backend=cfg.env.backend)
         check_can_start(cfg)
         if write_hydra:
             _write_hydra_files(dict_cfg, Path(cfg.run_dir) / ".hydra")

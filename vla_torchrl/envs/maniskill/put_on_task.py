@@ -87,10 +87,11 @@ class PutOnTask(BaseEnv):
         if robot == "auto":
             robot = "widowx" if widowx_available() else "panda"
             if robot == "panda":
-                logger.info(
-                    "vla_torchrl envs: WidowX-250S description not found under MS_ASSET_DIR=%s; "
-                    "using the Panda robot (set $VLA_TORCHRL_ASSETS for the paper's robot)",
-                    ASSET_DIR,
+                from vla_torchrl.assets import fall_back
+
+                fall_back(
+                    f"the WidowX-250S description (under MS_ASSET_DIR={ASSET_DIR})",
+                    "the Panda robot",
                 )
         if robot not in ("widowx", "panda"):
             raise ValueError(f"robot={robot!r}; use 'auto', 'widowx' or 'panda'")

@@ -119,9 +119,11 @@ class BuiltinTokenizer:
 def default_text_tokenizer(model_file: str | os.PathLike[str] | None = None) -> TextTokenizer:
     """The Llama-2 tokenizer when its model file is found (explicit path or assets), else builtin."""
     if model_file is None:
-        from vla_torchrl.assets import AssetPaths
+        from vla_torchrl.assets import AssetPaths, fall_back
 
         model_file = AssetPaths.resolve().tokenizer_model
+        if model_file is None:
+            fall_back("the Llama-2 tokenizer.model", "the built-in tokenizer")
     return SentencePieceTokenizer(model_file) if model_file is not None else BuiltinTokenizer()
 
 
