@@ -289,3 +289,54 @@ def test_expert_noise_out_of_range_is_a_clear_config_error():
 
     with pytest.raises(ConfigError, match=r"expert_noise=0\.2 must be in \[0, 0\.05\]"):
         CollectConfig(expert_noise=0.2)
+
+
+# ------------------------------------ policy=...: DAgger, a learned policy drives (issue 14)
+
+
+def test_a_driver_moves_the_env_while_the_expert_labels_each_visited_state():
+    """A driver that always pushes +x executes (the toy's dynamics by hand: x' = clip(x + 0.4));
+    every record holds the oracle's action for the state the driver reached; with
+    ``expert_share=1`` the expert executes again."""
+    from vla_torchrl.envs.toy import make_toy_env
+    from vla_torchrl.recipes.collect import _play_round
+
+    push = torch.tensor([1.0, 0, 0, 0, 0, 0, -1.0])
+    for share in (0.0, 1.0):
+        env = make_toy_env(2, seed=3, image_size=16, max_steps=5, terminate_on_success=False)
+        seen = []
+
+        def expert(env=env, seen=seen):
+            seen.append(env.agent.clone())
+            return env.oracle_action()
+
+        def driver(td, b=2):
+            return push.expand(b, 7)
+
+        steps, _, _ = _play_round(
+            env, expert, 5, driver=driver, expert_share=share,
+            generator=torch.Generator().manual_seed(0),
+        )  # fmt: skip
+        step = env.config.step_size
+        target = env.targets[:, 0]
+        for t, rec in enumerate(steps):
+            clean = ((target - seen[t]) / step).clamp(-1, 1)
+            torch.testing.assert_close(rec[ACTION_KEY][:, :2], clean)
+            if t + 1 < len(steps):
+                moved = seen[t + 1] - seen[t]
+                executed = push[:2].expand(2, 2) if share == 0 else clean
+                torch.testing.assert_close(
+                    moved, (seen[t] + step * executed).clamp(-1, 1) - seen[t]
+                )
+
+
+def test_collect_with_a_policy_keeps_every_episode_and_labels_with_the_expert(tmp_path):
+    from vla_torchrl.config.train_schema import AlgoConfig, ModelConfig
+    from vla_torchrl.training.policy import build_policy_from_config, save_policy
+
+    model, algo = ModelConfig(name="tiny", lora_rank=2, dtype="float32"), AlgoConfig(name="ppo")
+    policy = save_policy(build_policy_from_config(model, algo), tmp_path / "p", model, algo)
+    summary, data = _toy(tmp_path, "dagger", policy=str(policy), filter_idle=False)
+    assert summary["kept_episodes"] == 6  # failures too: the labels are the expert's
+    assert (data.get(ACTION_KEY)[:, 6] == 1.0).all()  # the oracle's gripper, not the policy's
+    assert data.batch_size[0] == summary["steps"]

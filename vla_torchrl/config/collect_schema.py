@@ -29,6 +29,12 @@ class CollectConfig:
         expert_noise: standard deviation of Gaussian noise added to the expert's executed
             translation (metres on ManiSkill; the toy env's units there), recording its clean
             action (DART); 0 plays the expert as is.
+        policy: a saved policy directory: it drives the episodes and the expert labels every
+            step it visits (DAgger, Ross et al. 2011); every episode is kept, since the labels
+            are the expert's whatever the policy did. None: the expert drives.
+        policy_temperature: the policy's sampling temperature (0: greedy).
+        expert_share: with ``policy``, the probability that a step (per env) executes the
+            expert's action instead of the policy's (DAgger's beta; 0: the policy alone).
         progress_bar: show a progress bar (only on a terminal).
         assets: ``auto`` (default): a missing real asset (WidowX-250S, RL4VLA scenes, Llama-2
             tokenizer) falls back to the built-in stand-in with a log line; ``required``: it
@@ -52,6 +58,9 @@ class CollectConfig:
     expert_noise: float = 0.0
     progress_bar: bool = True
     assets: str = "auto"
+    policy: str | None = None
+    policy_temperature: float = 0.6
+    expert_share: float = 0.0
 
     def __post_init__(self) -> None:
         _check_assets(self.assets)
@@ -67,6 +76,18 @@ class CollectConfig:
                 "of the noise on the executed translation per step (the expert moves at most "
                 "0.04 m per step; DART uses noise of about the learner's error, e.g. 0.01)"
             )
+        if not 0.0 <= self.expert_share <= 1.0:
+            raise ConfigError(
+                f"expert_share={self.expert_share} must be in [0, 1]: the share of steps that "
+                "execute the expert's action while policy=... drives"
+            )
+        if not self.policy_temperature >= 0.0:
+            raise ConfigError(
+                f"policy_temperature={self.policy_temperature} must be >= 0 (0: greedy; the "
+                "paper samples at 0.6)"
+            )
+        if self.policy is not None and not str(self.policy).strip():
+            raise ConfigError("policy is empty; give a saved policy directory or leave it null")
         if not str(self.out).strip():
             raise ConfigError("out is empty; give the output directory, e.g. out=data/demos")
 

@@ -15,7 +15,9 @@ steps are dropped (the paper's filter: translation < 1 cm, rotation < 0.06 rad, 
 unchanged; ``filter_idle=false`` keeps them). ``expert_noise=0.01`` plays the expert with 1 cm
 of Gaussian noise on each executed translation before the grasp (:data:`NOISY_PHASES`; every step
 on the toy env) and records its clean actions (DART): the demos then cover the states a learned
-policy drifts into, and how the expert recovers from them.
+policy drifts into, and how the expert recovers from them. ``policy=<saved policy dir>`` lets a learned
+policy drive (``expert_share`` of the steps execute the expert's action) while the expert labels
+every state it visits (DAgger); every episode is kept then.
 
 On-disk layout: ``out`` is a ``TensorDict.memmap`` directory (``TensorDict.load_memmap(out)``
 reads it back; ``vla-torchrl-train algo=sft algo.demos=<out>`` reads it), batch ``[N]``
@@ -182,8 +184,14 @@ def _play_round(
     noise: float = 0.0,
     noisy_rows=None,
     generator: torch.Generator | None = None,
+    driver=None,
+    expert_share: float = 0.0,
 ) -> tuple[list[dict], torch.Tensor, torch.Tensor]:
     """One episode per env row, until every row is done or ``max_steps``.
+
+    ``driver`` (a function of the step's tensordict returning actions ``[B, 7]``, e.g. a
+    learned policy) executes instead of the expert, on each row with probability
+    ``1 - expert_share``; the record keeps the expert's action for the state (DAgger).
 
     With ``noise > 0`` the env executes the expert's action plus Gaussian noise of that standard
     deviation on the translation dims (0-2; DART, Laskey et al. 2017), clipped to the action
@@ -207,8 +215,11 @@ def _play_round(
     for _ in range(max_steps):
         action = expert().reshape(b, 7).float().cpu()
         executed = action
+        if driver is not None:
+            own = torch.rand(b, generator=generator) >= expert_share
+            executed = torch.where(own[:, None], driver(td).reshape(b, 7).float().cpu(), action)
         if noise > 0:
-            executed = action.clone()
+            executed = executed.clone()
             rows = torch.ones(b, 1) if noisy_rows is None else noisy_rows().reshape(b, 1).float()
             executed[:, :3] += rows * noise * torch.randn(b, 3, generator=generator)
             executed = torch.maximum(torch.minimum(executed, high), low)
@@ -233,6 +244,22 @@ def _play_round(
             break
         td = nxt
     return steps, success, grasped
+
+
+def _driver(cfg: CollectConfig):
+    """The saved policy ``cfg.policy`` as a function of a step's tensordict -> actions."""
+    from vla_torchrl.training.policy import load_policy
+
+    actor = load_policy(cfg.policy).eval_actor(
+        temperature=cfg.policy_temperature or 1.0,
+        mode="greedy" if cfg.policy_temperature == 0 else "sample",
+    )
+
+    def act(td):
+        with torch.no_grad():
+            return actor(td.clone()).get(ACTION_KEY)
+
+    return act
 
 
 def _action_bounds(env) -> tuple[torch.Tensor, torch.Tensor]:
@@ -300,6 +327,7 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
         t0 = time.perf_counter()  # seconds per episode: playing only, not building the scenes
         b = env.batch_size[0]
         generator = torch.Generator().manual_seed(cfg.seed)
+        driver = _driver(cfg) if cfg.policy is not None else None
         bar = progress(
             cfg.episodes, desc="expert episodes", unit="ep", disable=not cfg.progress_bar or None
         )
@@ -313,13 +341,16 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
                     noise=cfg.expert_noise,
                     noisy_rows=noisy_rows,
                     generator=generator,
+                    driver=driver,
+                    expert_share=cfg.expert_share,
                 )
                 rows = min(b, cfg.episodes - start)
                 for row in range(rows):
                     n_success += int(success[row])
                     n_grasped += int(grasped[row])
                     # a success without a grasp (object settled onto the receptacle) shows nothing
-                    if not cfg.keep_failures and not (success[row] and grasped[row]):
+                    keep_all = cfg.keep_failures or cfg.policy is not None
+                    if not keep_all and not (success[row] and grasped[row]):
                         continue
                     ep, length = _episode(steps, row, filter_idle=cfg.filter_idle)
                     n_kept += 1
