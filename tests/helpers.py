@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import torch
+from torchrl.envs.transforms import Transform
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,18 +57,9 @@ def torchrun(
     return run_python([*launcher, *rendezvous, *args], env_extra=env_extra)
 
 
-def _always_success_transform():
-    from torchrl.envs.transforms import Transform
+class AlwaysSuccess(Transform):
+    """Marks every step a success: a user transform whose effect shows in eval's metrics."""
 
-    class AlwaysSuccess(Transform):
-        """Marks every step a success: a user transform whose effect shows in eval's metrics."""
-
-        def _step(self, tensordict, next_tensordict):
-            next_tensordict.set("success", torch.ones_like(next_tensordict.get("success")))
-            return next_tensordict
-
-    return AlwaysSuccess
-
-
-def AlwaysSuccess():  # noqa: N802 (a class factory named as the class, for Hydra's _target_)
-    return _always_success_transform()()
+    def _step(self, tensordict, next_tensordict):
+        next_tensordict.set("success", torch.ones_like(next_tensordict.get("success")))
+        return next_tensordict

@@ -529,9 +529,9 @@ class OptimConfig:
             non-finite loss or gradient, or undone by ``verify_steps``.
         verify_steps: after each optimizer step, re-evaluate its first minibatch and undo the
             step when the loss became non-finite (divergence: finite gradients, overflowing
-            weights or logits); one extra forward per optimizer step (1 of ~61 forward-equivalents at the
-            paper's 20-minibatch accumulation) and a copy of the trained parameters and
-            optimizer state.
+            weights or logits); one extra forward per optimizer step (about 1 in 61
+            forward-equivalents at the paper's 20-minibatch accumulation, 1 in 7 at the CPU
+            preset's 2) and a copy of the trained parameters and optimizer state.
         autocast: ``"bf16"`` runs the loss forward under ``torch.autocast(dtype=bfloat16)``
             (GPUs with bf16; on the CPU it works but is slow), ``"none"`` (default) does not.
         lr_schedule: SFT only: ``"constant"`` or ``"cosine"`` (from ``lr`` down to

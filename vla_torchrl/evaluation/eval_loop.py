@@ -111,6 +111,7 @@ def evaluate(
             raise UserError(f"policy {label}={path}: not a saved policy (no policy.json there)")
     out = make_out_dir(out_dir)
     store = IncrementalResults(out / RESULTS_FILE)
+    options, user_transforms = dict(env_options or {}), [dict(t) for t in transforms]
     settings = {  # what each group's numbers depend on: a finished group is reused only if equal
         label: group_settings(
             policy=policy_fingerprint(path),
@@ -122,8 +123,8 @@ def evaluate(
             height=height,
             greedy=greedy,
             temperature=temperature,
-            env_options=dict(env_options or {}),
-            transforms=[dict(t) for t in transforms],
+            env_options=options,
+            transforms=user_transforms,
         )
         for label, path in policies.items()
     }
@@ -137,8 +138,8 @@ def evaluate(
         max_episode_steps=max_episode_steps,
         width=width,
         height=height,
-        options=dict(env_options or {}),
-        transforms=[dict(t) for t in transforms],
+        options=options,
+        transforms=user_transforms,
     )
     actors = {}
     bar = progress(total=len(todo), desc="eval groups", unit="group")

@@ -90,15 +90,15 @@ NOISY_PHASES: tuple[str, ...] = ("approach", "descend")
 def _expert(env, backend: str, *, privileged: bool = False):
     """The expert as three functions of the env's current state: its actions ``[B, 7]``;
     (``privileged``; else None) the simulator state its last action saw (a dict of ``[B, ...]``);
-    which rows ``[B]`` may get ``expert_noise`` on that action (:data:`NOISY_PHASES`)."""
+    which rows ``[B]`` may get ``expert_noise`` on that action (:data:`NOISY_PHASES`; None on
+    the toy env: every row)."""
     if backend == "toy":
         if privileged:
             raise UserError(
                 "privileged=true records the ManiSkill simulator's state (positions, grasp, "
                 "expert phase); the toy env has none: use env.backend=maniskill or privileged=false"
             )
-        b = env.batch_size[0]
-        return env.oracle_action, None, lambda: torch.ones(b, dtype=torch.bool)
+        return env.oracle_action, None, None  # noise on every step
     from vla_torchrl.envs.maniskill.expert import PHASES, ExpertPolicy
 
     try:
@@ -265,14 +265,10 @@ def _driver(cfg: CollectConfig):
 def _action_bounds(env) -> tuple[torch.Tensor, torch.Tensor]:
     """The env's action bounds ``[7]`` (unbounded dims get +-inf)."""
     spec = env.full_action_spec[ACTION_KEY]
-    space = getattr(spec, "space", None)
-    if space is None or not hasattr(space, "low"):
+    if not hasattr(spec, "low"):  # an Unbounded spec
         inf = torch.full((7,), float("inf"))
         return -inf, inf
-    return (
-        space.low.reshape(-1, 7)[0].float().cpu(),
-        space.high.reshape(-1, 7)[0].float().cpu(),
-    )
+    return spec.low.reshape(-1, 7)[0].float().cpu(), spec.high.reshape(-1, 7)[0].float().cpu()
 
 
 def _episode(steps: list[dict], row: int, *, filter_idle: bool) -> tuple[TensorDict, int]:
@@ -328,6 +324,7 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
         b = env.batch_size[0]
         generator = torch.Generator().manual_seed(cfg.seed)
         driver = _driver(cfg) if cfg.policy is not None else None
+        keep_all = cfg.keep_failures or cfg.policy is not None  # DAgger: labels are the expert's
         bar = progress(
             cfg.episodes, desc="expert episodes", unit="ep", disable=not cfg.progress_bar or None
         )
@@ -349,7 +346,6 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
                     n_success += int(success[row])
                     n_grasped += int(grasped[row])
                     # a success without a grasp (object settled onto the receptacle) shows nothing
-                    keep_all = cfg.keep_failures or cfg.policy is not None
                     if not keep_all and not (success[row] and grasped[row]):
                         continue
                     ep, length = _episode(steps, row, filter_idle=cfg.filter_idle)

@@ -169,7 +169,8 @@ def run_update(
             before = _snapshot(params, optimizer) if verify_steps and has_data(params[0]) else None
             optimizer.step()
             if before is not None:
-                kept_finite = _loss_is_finite(loss_fn, batch[group[0].to(batch.device)], autocast)
+                first = batch[group[0].to(batch.device)]
+                kept_finite = _loss_is_finite(loss_fn, first, autocast, device_type)
                 if distributed:
                     kept_finite = _all_ranks_agree(kept_finite, dist_info)
                 if not kept_finite:
@@ -199,9 +200,8 @@ def _restore(params, optimizer, snapshot) -> None:
     optimizer.load_state_dict(state)
 
 
-def _loss_is_finite(loss_fn, minibatch: TensorDictBase, autocast: str) -> bool:
+def _loss_is_finite(loss_fn, minibatch: TensorDictBase, autocast: str, device_type: str) -> bool:
     """Is ``loss_fn``'s total loss on ``minibatch`` finite (no gradients)?"""
-    device_type = minibatch.device.type if minibatch.device is not None else "cpu"
     with torch.no_grad(), update_mode(loss_fn), _autocast(autocast, device_type):
         return bool(torch.isfinite(total_loss(loss_fn(minibatch)).float()))
 
