@@ -15,6 +15,7 @@ IMAGE_KEY                     uint8 [B, H, W, 3]  third-person RGB frame
 FOREGROUND_MASK_KEY           bool [B, H, W]      object / receptacle / robot pixels
 STATE_KEY                     float [B, S]        proprioception (optional)
 INSTRUCTION_KEY               str (non-tensor)    language instruction, one per env
+INSTRUCTION_BYTES_KEY         uint8 [B, L]        the same as UTF-8 bytes (InstructionBytes)
 EPISODE_ID_KEY                int64 [B]           episode id that seeded the reset
 PRIVILEGED_KEY                TensorDict [B]      simulator state labels (demos only)
 ACTION_KEY                    float [B, 7]        continuous env action (xyz, euler, gripper)
@@ -57,6 +58,7 @@ __all__ = [
     "GRASPED_KEY",
     "HIDDEN_KEY",
     "IMAGE_KEY",
+    "INSTRUCTION_BYTES_KEY",
     "INSTRUCTION_KEY",
     "METRIC_KEYS",
     "NEXT",
@@ -82,6 +84,9 @@ NEXT = "next"
 # -- observations (written by envs, read by transforms and the actor) -------------------------
 FOREGROUND_MASK_KEY: NestedKey = (OBSERVATION_KEY, "foreground_mask")
 EPISODE_ID_KEY: NestedKey = "episode_id"
+# the instruction as zero-padded UTF-8 bytes (envs.transforms.InstructionBytes), for TorchRL
+# pieces that take tensor inputs only (e.g. its GAE); the modules read it as the instruction
+INSTRUCTION_BYTES_KEY: NestedKey = (OBSERVATION_KEY, "instruction_bytes")
 # privileged simulator state (expert demos, ``vla-torchrl-collect privileged=true``): a
 # sub-tensordict of robot-root-frame positions, the grasp flag and the expert's phase; never
 # an input of the policy, only a label (vision pretraining, diagnostics)

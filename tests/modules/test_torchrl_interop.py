@@ -1,20 +1,26 @@
 """TorchRL's own pieces on our actor and critic (issue 16): get_dist / log_prob, exploration
-type, set_keys, and TorchRL's ClipPPOLoss giving VLAPPOLoss's loss on the tiny OpenVLA."""
+type, set_keys, TorchRL's ClipPPOLoss giving VLAPPOLoss's loss on the tiny OpenVLA, and
+TorchRL's GAE on our value network giving the advantages of a plain-loop GAE."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from tensordict import TensorDict
+from torchrl.envs import TransformedEnv
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives import ClipPPOLoss
+from torchrl.objectives.value import GAE
 
+from vla_torchrl.envs.toy import make_toy_env
+from vla_torchrl.envs.transforms import InstructionBytes
 from vla_torchrl.keys import (
     ACTION_LOG_PROB_KEY,
     ACTION_TOKENS_KEY,
     ADVANTAGE_KEY,
     EVAL_TOKEN_LOG_PROBS_KEY,
     IMAGE_KEY,
+    INSTRUCTION_BYTES_KEY,
     INSTRUCTION_KEY,
     VALUE_KEY,
     VALUE_TARGET_KEY,
@@ -155,3 +161,62 @@ def test_image_convention_errors_name_the_key_and_shape(bundle):
     no_text = TensorDict({IMAGE_KEY: td[IMAGE_KEY]}, [2])
     with pytest.raises(KeyError, match="no instruction at"):
         actor(no_text)
+
+
+def _plain_gae(values, next_values, rewards, dones, terminated, gamma, lmbda):
+    """GAE (Eq. 2) by a backward loop over one env's steps: bootstrap with V(s_{t+1}) unless
+    terminated, cut the recursion at every done."""
+    adv = torch.zeros_like(rewards)
+    running = 0.0
+    for t in reversed(range(len(rewards))):
+        if dones[t]:
+            running = 0.0
+        bootstrap = 0.0 if terminated[t] else gamma * next_values[t]
+        delta = rewards[t] + bootstrap - values[t]
+        running = delta + gamma * lmbda * running
+        adv[t] = running
+    return adv
+
+
+def test_torchrl_gae_on_our_value_network_equals_a_plain_loop(bundle):
+    """TorchRL's GAE with SharedValueNetwork reading InstructionBytes (deactivate_vmap=True):
+    the advantages of a plain loop over the critic's own values, with truncations (step limit
+    4) and hand-set terminations in the rollout; under vmap the error names the fix."""
+    env = TransformedEnv(make_toy_env(3, seed=0, max_steps=4), InstructionBytes())
+    torch.manual_seed(3)
+    with torch.no_grad():
+        rollout = env.rollout(7, bundle.actor, break_when_any_done=False)
+    env.close()
+    terminated = torch.zeros(3, 7, 1, dtype=torch.bool)
+    terminated[0, 1] = terminated[2, 5] = True  # a success ends these episodes early
+    rollout["next", "terminated"] = terminated
+    rollout["next", "done"] = rollout["next", "done"] | terminated
+    rollout["next", "reward"] = torch.randn(3, 7, 1, generator=torch.Generator().manual_seed(4))
+    assert rollout["next", "done"].sum() >= 5  # truncations at the step limit, terminations
+    bundle.model.eval()
+    critic = SharedValueNetwork(bundle.model, bundle.processor, bundle.critic)
+    critic.set_keys(instruction=INSTRUCTION_BYTES_KEY)
+    data = rollout.clone().exclude(VALUE_KEY)
+    with torch.no_grad():
+        GAE(gamma=0.9, lmbda=0.8, value_network=critic, deactivate_vmap=True)(data)
+        # the reference values: the same critic on the strings, one observation at a time
+        string_critic = SharedValueNetwork(bundle.model, bundle.processor, bundle.critic)
+        values = torch.stack([string_critic(rollout[:, t].clone())[VALUE_KEY] for t in range(7)], 1)
+        next_values = torch.stack(
+            [string_critic(rollout["next"][:, t].clone())[VALUE_KEY] for t in range(7)], 1
+        )
+    torch.testing.assert_close(data[VALUE_KEY], values, atol=1e-6, rtol=0)
+    for e in range(3):
+        expected = _plain_gae(
+            values[e, :, 0],
+            next_values[e, :, 0],
+            rollout["next", "reward"][e, :, 0],
+            rollout["next", "done"][e, :, 0],
+            rollout["next", "terminated"][e, :, 0],
+            gamma=0.9,
+            lmbda=0.8,
+        )
+        torch.testing.assert_close(data[ADVANTAGE_KEY][e, :, 0], expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(data[VALUE_TARGET_KEY], data[ADVANTAGE_KEY] + values)
+    with pytest.raises(RuntimeError, match="deactivate_vmap=True"):
+        GAE(gamma=0.9, lmbda=0.8, value_network=critic)(rollout.clone().exclude(VALUE_KEY))

@@ -244,6 +244,11 @@ class SharedValueNetwork(TensorDictModuleBase):
     its ``value_network`` on ``("next", ...)`` observations). Only ``"h0"`` is possible here:
     ``hn`` / ``concat`` need the action tokens of the state.
 
+    With TorchRL's ``GAE``: append :class:`~vla_torchrl.envs.transforms.InstructionBytes` to
+    the env (or apply it to the rollout), point the critic at the bytes with
+    ``set_keys(instruction=INSTRUCTION_BYTES_KEY)`` and build ``GAE(..., deactivate_vmap=True)``
+    (tested in ``tests/modules/test_torchrl_interop.py``).
+
     Args:
         model: the policy's OpenVLA (shared backbone).
         processor: the processing steps.
@@ -279,6 +284,14 @@ class SharedValueNetwork(TensorDictModuleBase):
         return self
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        image = tensordict.get(self.image_key, None)
+        if isinstance(image, torch.Tensor) and torch._C._functorch.is_batchedtensor(image):
+            raise RuntimeError(
+                "SharedValueNetwork was called under torch.vmap (TorchRL's value estimators vmap "
+                "their value network by default); the backbone does not support vmap. Build the "
+                "estimator with deactivate_vmap=True, e.g. GAE(..., value_network=critic, "
+                "deactivate_vmap=True), or use vla_torchrl.objectives.GAEAdvantage"
+            )
         images, texts = read_observation(tensordict, self.image_key, self.instruction_key)
         hidden = teacher_forced_hidden(self.model, self.processor, images, texts, None)
         value = self.head(hidden[:, 0]).float()

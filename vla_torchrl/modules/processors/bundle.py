@@ -33,6 +33,7 @@ from vla_torchrl.modules.processors.prompt import (
     TextTokenizer,
     default_text_tokenizer,
 )
+from vla_torchrl.utils.text_bytes import decode_strings
 
 __all__ = ["OpenVLAProcessor", "read_observation"]
 
@@ -103,7 +104,9 @@ def read_observation(
 ) -> tuple[torch.Tensor, list[str]]:
     """Images ``[N, H, W, 3]`` and ``N`` instructions from a tensordict with batch dims ``B``.
 
-    ``N = prod(B)``; a single instruction shared by the whole batch is broadcast.
+    ``N = prod(B)``; a single instruction shared by the whole batch is broadcast. The
+    instruction entry holds strings, or their UTF-8 bytes ``uint8 [*B, L]`` (zero-padded, as
+    :class:`~vla_torchrl.envs.transforms.InstructionBytes` writes them).
     """
     images = td.get(image_key, None)
     if images is None:
@@ -138,8 +141,16 @@ def read_observation(
             f"{sorted(map(str, td.keys(True, True)))}. Write one string per env there, or use "
             "set_keys(instruction=...)"
         )
-    value = raw.tolist() if hasattr(raw, "tolist") else raw
-    texts = _flatten_strings(value)
+    if isinstance(raw, torch.Tensor):
+        if raw.dtype != torch.uint8:
+            raise TypeError(
+                f"{instruction_key!r} holds a {raw.dtype} tensor; instructions are strings or "
+                "their UTF-8 bytes (uint8 [*B, L], envs.transforms.InstructionBytes)"
+            )
+        texts = decode_strings(raw.reshape(-1, raw.shape[-1]))
+    else:
+        value = raw.tolist() if hasattr(raw, "tolist") else raw
+        texts = _flatten_strings(value)
     if len(texts) == 1 and numel != 1:
         texts = texts * numel
     if len(texts) != numel:
