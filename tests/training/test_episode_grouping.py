@@ -21,9 +21,16 @@ from vla_torchrl.config.load import compose_config
 from vla_torchrl.config.train_schema import episode_mode, validate
 from vla_torchrl.envs.episodes import unfinished_step_mask
 from vla_torchrl.errors import ConfigError
-from vla_torchrl.keys import ADVANTAGE_KEY, DONE_KEY, REWARD_KEY, next_key
+from vla_torchrl.keys import (
+    ADVANTAGE_KEY,
+    DONE_KEY,
+    EPISODE_ID_KEY,
+    IMAGE_KEY,
+    REWARD_KEY,
+    next_key,
+)
 from vla_torchrl.training.environments import make_recipe_env
-from vla_torchrl.training.loop import make_objective, train
+from vla_torchrl.training.loop import _make_env, make_objective, train
 from vla_torchrl.training.policy import build_policy_from_config
 from vla_torchrl.training.update import rl_update
 from vla_torchrl.utils import seed_everything
@@ -197,3 +204,65 @@ def test_training_collects_one_episode_per_env_per_rollout(tmp_path, algo):
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     episodes = [r["train/episodes"] for r in records if "train/episodes" in r]
     assert episodes == [4, 4]  # 2 rollouts x 4 envs x exactly one 4-step episode
+
+
+def _grpo_s_cfg(*extra: str):
+    return compose_config(
+        [
+            "algo=grpo-s",
+            "algo.group_size=2",
+            "env.num_envs=4",
+            "env.max_episode_steps=4",
+            "collector.steps_per_env=4",
+            "env.width=32",
+            "env.height=32",
+            "optim.minibatch_size=8",
+            "optim.grad_accum_steps=1",
+            *extra,
+        ],
+        config_name="train_cpu",
+    )
+
+
+def _assert_groups_share_starts(env):
+    """Two consecutive all-env resets: envs (0, 1) and (2, 3) each see one episode id and one
+    first image; the two groups differ; the second reset moves every group to a new episode."""
+    seen = []
+    for _ in range(2):
+        td = env.reset()
+        ids, images = td[EPISODE_ID_KEY].tolist(), td[IMAGE_KEY]
+        assert ids[0] == ids[1] and ids[2] == ids[3] and ids[0] != ids[2]
+        assert torch.equal(images[0], images[1]) and torch.equal(images[2], images[3])
+        assert not torch.equal(images[0], images[2])
+        seen.append(ids)
+    assert not set(seen[0]) & set(seen[1])
+
+
+def test_grpo_s_recipe_env_starts_each_group_from_one_state_on_the_toy_backend():
+    env = _make_env(_grpo_s_cfg(), torch.device("cpu"), INFO)
+    try:
+        _assert_groups_share_starts(env)
+    finally:
+        env.close()
+    with pytest.raises(ConfigError, match="set algo.group_size instead"):
+        make_recipe_env(_grpo_s_cfg("+env.options.same_start_groups=2").env, seed=0)
+
+
+@pytest.mark.maniskill
+def test_grpo_s_recipe_env_starts_each_group_from_one_state_on_maniskill():
+    """issue 15 item 3: algo=grpo-s on the ManiSkill backend (CPU simulation), which the
+    training loop refused before."""
+    cfg = _grpo_s_cfg(
+        "env=maniskill",
+        "env.num_envs=4",
+        "env.width=32",
+        "env.height=32",
+        "env.max_episode_steps=4",
+        "+env.options.parallel=false",
+        "+env.options.asset_source=procedural",
+    )
+    env = _make_env(cfg, torch.device("cpu"), INFO)
+    try:
+        _assert_groups_share_starts(env)
+    finally:
+        env.close()

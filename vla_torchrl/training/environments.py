@@ -45,6 +45,7 @@ def make_recipe_env(
     num_envs: int | None = None,
     device: str | torch.device = "cpu",
     terminate_on_success: bool = True,
+    same_start_groups: int = 1,
 ) -> EnvBase:
     """Build the env of ``env`` (``task`` / ``num_envs`` override the config's).
 
@@ -57,6 +58,9 @@ def make_recipe_env(
         terminate_on_success: end an episode at its first success; false gives fixed-length
             episodes of ``env.max_episode_steps`` with success recorded (the training loop's
             ``collector.episodes=fixed``, :func:`~vla_torchrl.config.train_schema.episode_mode`).
+        same_start_groups: each run of this many consecutive envs plays the same episodes
+            (same initial states): the groups of GRPO(s), ``algo.group_size``. Both backends;
+            ManiSkill on the CPU simulation only.
 
     Raises:
         ConfigError: unknown task for the backend.
@@ -68,6 +72,7 @@ def make_recipe_env(
         num_envs=num_envs,
         device=device,
         terminate_on_success=terminate_on_success,
+        same_start_groups=same_start_groups,
     )
     return append_user_transforms(base, env.transforms)
 
@@ -104,7 +109,14 @@ def append_user_transforms(base: EnvBase, specs) -> EnvBase:
 
 
 def _make_base_env(
-    env: EnvConfig, *, seed, task, num_envs, device, terminate_on_success: bool = True
+    env: EnvConfig,
+    *,
+    seed,
+    task,
+    num_envs,
+    device,
+    terminate_on_success: bool = True,
+    same_start_groups: int = 1,
 ) -> EnvBase:
     task = task or env.task
     num_envs = num_envs or env.num_envs
@@ -117,6 +129,11 @@ def _make_base_env(
         raise ConfigError(
             "env.options.terminate_on_success is set by the training loop from "
             "collector.episodes (fixed: success does not end an episode); set that instead"
+        )
+    if "same_start_groups" in env.options:
+        raise ConfigError(
+            "env.options.same_start_groups is set by the training loop: algo=grpo-s starts "
+            "each group of algo.group_size envs from the same state; set algo.group_size instead"
         )
     if env.backend == "toy":
         from vla_torchrl.envs.toy import make_toy_env
@@ -132,6 +149,7 @@ def _make_base_env(
             "max_steps": env.max_episode_steps,
             **env.options,
             "terminate_on_success": terminate_on_success,
+            "same_start_groups": same_start_groups,
         }
         try:
             return make_toy_env(num_envs, seed=seed, device=device, **options)
@@ -150,6 +168,7 @@ def _make_base_env(
         "max_steps",
         "device",
         "terminate_on_success",
+        "same_start_groups",
     }
     unknown = sorted(set(env.options) - allowed)
     if unknown:
@@ -171,5 +190,6 @@ def _make_base_env(
         max_steps=env.max_episode_steps,
         device=device,
         terminate_on_success=terminate_on_success,
+        same_start_groups=same_start_groups,
         **env.options,
     )

@@ -329,21 +329,20 @@ def _train(cfg: TrainConfig, info: DistInfo) -> Path:
 def _make_env(cfg: TrainConfig, device: torch.device, info: DistInfo):
     # collector.episodes=fixed (default for GRPO / GRPO(s) / TPO): success does not end an
     # episode, every episode lasts env.max_episode_steps (the reference run's 80 steps)
-    env = make_recipe_env(
-        cfg.env,
-        seed=rank_seed(cfg.seed, info),
-        device="cpu",
-        terminate_on_success=episode_mode(cfg) != "fixed",
-    )
-    if cfg.algo.name == "grpo-s":
-        if cfg.env.backend != "toy":
-            raise UserError(
-                "algo=grpo-s needs envs that start a group from the same initial state; "
-                "only the toy backend offers it so far"
-            )
-        env.config = type(env.config)(
-            **{**env.config.__dict__, "same_start_groups": cfg.algo.group_size}
+    # algo=grpo-s: each run of algo.group_size envs starts from the same state (its group)
+    groups = cfg.algo.group_size if cfg.algo.name == "grpo-s" else 1
+    try:
+        env = make_recipe_env(
+            cfg.env,
+            seed=rank_seed(cfg.seed, info),
+            device="cpu",
+            terminate_on_success=episode_mode(cfg) != "fixed",
+            same_start_groups=groups,
         )
+    except ValueError as err:  # e.g. same-start groups on the GPU simulation
+        if groups == 1 or "same_start_groups" not in str(err):
+            raise
+        raise UserError(f"algo=grpo-s (algo.group_size={groups}): {err}") from err
     # a simulator error resets the failing env and voids its episode instead of ending the run
     return guard_sim_errors(env)
 
