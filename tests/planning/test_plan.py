@@ -66,3 +66,32 @@ def test_cli_suggests_settings_when_it_does_not_fit(capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["fits"] is False and result["suggestions"] == []
     assert result["rollout_num_envs"] == 0
+
+
+def test_verify_steps_counts_a_snapshot_of_the_trainable_weights_and_adamw_state():
+    """optim.verify_steps copies every trainable tensor and its two AdamW moments before the
+    step: with the weights dominating (minibatch 1, 16 px, full fine-tuning) the peak is the
+    step, where the snapshot equals the trainable weights plus the optimizer state."""
+    from vla_torchrl.planning.memory import estimate_memory
+
+    kwargs = dict(
+        model_source="tiny",
+        policy_kwargs={"lora": False, "critic": "none", "text_tokenizer": "builtin"},
+        loss="sft",
+        minibatch_size=1,
+        grad_accum_steps=1,
+        num_envs=1,
+        frame_hw=(16, 16),
+    )
+    plain = estimate_memory(**kwargs)
+    checked = estimate_memory(**kwargs, verify_steps=True)
+    assert plain.update["step_snapshot"] == 0 and checked.rollout["step_snapshot"] == 0
+    expected = checked.update["trainable_weights"] + checked.update["optimizer_state"]
+    assert checked.update["step_snapshot"] == pytest.approx(expected, rel=0.01)
+    assert checked.update_peak >= plain.update_peak + 0.99 * expected
+    assert checked.rollout_peak == plain.rollout_peak
+    # FSDP2 shards the snapshot of the decoder's trainable weights too (3x of them)
+    trainable = checked.decoder["trainable_weights"]
+    saved = fsdp2_per_gpu(plain, 4)["update"] - plain.update_peak
+    saved_checked = fsdp2_per_gpu(checked, 4)["update"] - checked.update_peak
+    assert saved - saved_checked == pytest.approx(3 * trainable * 0.75, abs=2)

@@ -45,8 +45,9 @@ def fsdp2_per_gpu(estimate: MemoryEstimate, world_size: int) -> dict[str, int]:
     """Per-GPU peaks ``{"update": bytes, "rollout": bytes}`` under FSDP2 over ``world_size``.
 
     Analytic from the single-GPU estimate: the decoder layers' frozen and trainable weights, the
-    trainable ones' gradients (1x) and AdamW state (2x) are sharded by ``world_size``; two
-    layers' parameters are gathered whole at a time.
+    trainable ones' gradients (1x) and AdamW state (2x) are sharded by ``world_size``, and so
+    is ``verify_steps``' snapshot of them (3x) when the estimate counted one; two layers'
+    parameters are gathered whole at a time.
     """
     if world_size < 1:
         raise ValueError(f"world_size={world_size} must be >= 1")
@@ -54,7 +55,8 @@ def fsdp2_per_gpu(estimate: MemoryEstimate, world_size: int) -> dict[str, int]:
         return {"update": estimate.update_peak, "rollout": estimate.rollout_peak}
     frozen = estimate.decoder.get("frozen_weights", 0)
     trainable = estimate.decoder.get("trainable_weights", 0)
-    sharded = frozen + 4 * trainable  # weights + gradients + exp_avg + exp_avg_sq
+    snapshot = 3 if estimate.update.get("step_snapshot", 0) > 0 else 0  # weights + AdamW state
+    sharded = frozen + (4 + snapshot) * trainable  # weights + gradients + exp_avg + exp_avg_sq
     saved = int(sharded * (1.0 - 1.0 / world_size)) - 2 * estimate.largest_layer_bytes
     rollout_sharded = int((frozen + 4 * trainable) * (1.0 - 1.0 / world_size))
     rollout_saved = rollout_sharded - 2 * estimate.largest_layer_bytes

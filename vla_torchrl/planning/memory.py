@@ -13,7 +13,10 @@ What the figures are:
 
 - **update**: the peak of one optimizer step in steady state. AdamW's state exists (earlier
   steps made it); with ``grad_accum_steps > 1`` the gradients of earlier minibatches of the step
-  are live too, so the minibatch measured is a later one of the step (the largest case).
+  are live too, so the minibatch measured is a later one of the step (the largest case). With
+  ``verify_steps`` (``optim.verify_steps``) the copies of the trainable weights and AdamW state
+  that can undo the step (``step_snapshot``, 3x the trainable weights) are live through the step
+  and the no-grad forward that checks it.
 - **rollout**: the peak of one actor call on ``num_envs`` frames under ``no_grad``; the
   optimizer state and the last update's gradients are still allocated then (``run_update`` frees
   gradients at the start of the next step), so they are part of it.
@@ -27,7 +30,7 @@ Examples:
     ...     "critic": "shared", "text_tokenizer": "builtin"}, minibatch_size=2, num_envs=2,
     ...     frame_hw=(32, 32))
     >>> sorted(est.update)
-    ['activations', 'frozen_weights', 'gradients', 'optimizer_state', 'trainable_weights']
+    ['activations', 'frozen_weights', 'gradients', 'optimizer_state', 'step_snapshot', 'trainable_weights']
     >>> est.update_peak > est.update["frozen_weights"] > 0
     True
 """
@@ -76,6 +79,7 @@ CATEGORIES = (
     "trainable_weights",
     "optimizer_state",
     "gradients",
+    "step_snapshot",
     "activations",
 )
 #: Instructions of the synthetic batches: "put O on R" prompts of the paper's lengths (mixed
@@ -280,11 +284,15 @@ def _update_step(
     accumulation: int,
     max_grad_norm: float | None,
     autocast: str,
-) -> None:
+    verify_steps: bool = False,
+) -> list[torch.Tensor]:
     """One minibatch forward + backward (in training mode), clipping and the optimizer step, as
-    :func:`vla_torchrl.training.update.run_update` runs them."""
+    :func:`vla_torchrl.training.update.run_update` runs them; with ``verify_steps`` also its
+    snapshot (copies of the weights and optimizer state, returned so the caller can attribute
+    them) and the no-grad forward that checks the step."""
+    device_type = trainable[0].device.type if trainable else "cpu"
     with update_mode(loss_fn):
-        with _autocast(autocast, trainable[0].device.type if trainable else "cpu"):
+        with _autocast(autocast, device_type):
             losses = loss_fn(batch)
         terms = [v for k, v in losses.items() if k.startswith("loss_")]
         loss = sum(terms).float()
@@ -292,7 +300,21 @@ def _update_step(
     del losses, terms, loss
     norm = max_grad_norm if max_grad_norm is not None else float("inf")
     torch.nn.utils.clip_grad_norm_(trainable, norm, foreach=True)
+    snapshot: list[torch.Tensor] = []
+    if verify_steps:
+        snapshot = [p.detach().clone() for p in trainable] + [
+            v.clone() for v in _state_tensors(optimizer)
+        ]
     optimizer.step()
+    if verify_steps:
+        with torch.no_grad(), update_mode(loss_fn), _autocast(autocast, device_type):
+            check = loss_fn(batch)
+        del check
+    return snapshot
+
+
+def _state_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
 
 
 @contextlib.contextmanager
@@ -325,15 +347,16 @@ def _categorise(
     frozen: list[torch.Tensor],
     trainable: list[torch.Tensor],
     optimizer: torch.optim.Optimizer,
+    snapshot: list[torch.Tensor] = (),
 ) -> dict[str, int]:
-    state = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
     grads = [p.grad for p in trainable if p.grad is not None]
     raw = counter.peak_by_category(
         {
             "frozen_weights": frozen,
             "trainable_weights": trainable,
-            "optimizer_state": state,
+            "optimizer_state": _state_tensors(optimizer),
             "gradients": grads,
+            "step_snapshot": snapshot,
         }
     )
     raw["activations"] = raw.pop("other")
@@ -354,6 +377,7 @@ def run_steps(
     weight_decay: float = 0.0,
     autocast: Literal["none", "bf16"] = "none",
     instructions: tuple[str, ...] = PLAN_INSTRUCTIONS,
+    verify_steps: bool = False,
 ) -> tuple[dict[str, int], dict[str, int], int]:
     """Run the update step, then the rollout step, on ``bundle`` (fake or real tensors) inside
     ``counter``; returns ``(update breakdown, rollout breakdown, sequence length)``."""
@@ -370,7 +394,7 @@ def run_steps(
     batch = synthetic_batch(config, minibatch_size, frame_hw=frame_hw, instructions=instructions)
     batch = batch.to(device)
     counter.reset_peak()
-    _update_step(
+    snapshot = _update_step(
         loss_fn,
         optimizer,
         trainable,
@@ -378,8 +402,10 @@ def run_steps(
         accumulation=grad_accum_steps,
         max_grad_norm=max_grad_norm,
         autocast=autocast,
+        verify_steps=verify_steps,
     )
-    update = _categorise(counter, frozen, trainable, optimizer)
+    update = _categorise(counter, frozen, trainable, optimizer, snapshot)
+    del snapshot  # freed before the rollout, as run_update frees it after the step
     processor = bundle.processor
     ids, _ = processor.prompt_tokenizer(list(batch[INSTRUCTION_KEY]), device="cpu")
     seq_len = ids.shape[1] + bundle.model.config.num_patches + bundle.model.config.action_dim
@@ -407,6 +433,7 @@ def estimate_memory(
     betas: tuple[float, float] = (0.9, 0.999),
     weight_decay: float = 0.0,
     autocast: Literal["none", "bf16"] = "none",
+    verify_steps: bool = False,
     round_to: int = 512,
 ) -> MemoryEstimate:
     """Estimate the peaks of one update step and one rollout step with fake tensors.
@@ -421,6 +448,7 @@ def estimate_memory(
         num_envs, frame_hw: the rollout step's batch and frame size (the paper: 64, 480 x 640).
         max_grad_norm, betas, weight_decay: as in ``optim``.
         autocast: ``"bf16"``: the loss forward under ``torch.autocast``.
+        verify_steps: count ``optim.verify_steps``' snapshot and check forward.
         round_to: allocation granularity (512: CUDA caching allocator).
 
     Returns:
@@ -448,6 +476,7 @@ def estimate_memory(
             betas=betas,
             weight_decay=weight_decay,
             autocast=autocast,
+            verify_steps=verify_steps,
         )
         frozen, trainable = policy_tensors(bundle)
         decoder = _decoder_breakdown(bundle, counter)

@@ -75,6 +75,7 @@ def estimate_for_config(cfg: TrainConfig) -> MemoryEstimate:
         betas=tuple(cfg.optim.betas),
         weight_decay=cfg.optim.weight_decay,
         autocast=cfg.optim.autocast,
+        verify_steps=cfg.optim.verify_steps,
     )
 
 
@@ -90,6 +91,7 @@ def _describe(cfg: TrainConfig) -> dict[str, Any]:
         "minibatch_size": cfg.optim.minibatch_size,
         "grad_accum_steps": cfg.optim.grad_accum_steps,
         "autocast": cfg.optim.autocast,
+        "verify_steps": cfg.optim.verify_steps,
         "num_envs": cfg.env.num_envs,
         "frame": [cfg.env.height, cfg.env.width],
     }
