@@ -9,6 +9,7 @@ simulator's state (its actions are not used).
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -16,8 +17,9 @@ import torch
 from vla_torchrl.envs import make_env
 from vla_torchrl.envs.maniskill.expert import ExpertPolicy
 from vla_torchrl.keys import ACTION_KEY, GRASPED_KEY
-from vla_torchrl.modules import build_policy
-from vla_torchrl.modules.config import OpenVLAConfig, ViTConfig
+
+sys.path.insert(0, str(Path(__file__).parent))
+from saved_run import saved_policy  # noqa: E402
 
 
 def main():
@@ -27,13 +29,7 @@ def main():
     p.add_argument("--max-steps", type=int, default=40)
     p.add_argument("--temperature", type=float, default=None, help="sample; default greedy")
     a = p.parse_args()
-    saved = json.loads((Path(a.state_dict).parent / "cfg.json").read_text())["cfg"]
-    saved["dino"], saved["siglip"] = ViTConfig(**saved["dino"]), ViTConfig(**saved["siglip"])
-    b = build_policy(
-        "tiny", config=OpenVLAConfig(**saved), lora=False, critic="none", unnorm_key="maniskill_cpu"
-    )
-    b.model.load_state_dict(torch.load(a.state_dict, weights_only=True))
-    b.model.eval()
+    b = saved_policy(a.state_dict)
     if a.temperature is None:
         actor = b.eval_actor(mode="greedy")
     else:

@@ -10,18 +10,20 @@
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 
 from vla_torchrl.envs.demos import load_demos
 from vla_torchrl.keys import ACTION_KEY, ACTION_TOKENS_KEY, EPISODE_ID_KEY
-from vla_torchrl.modules import build_policy
-from vla_torchrl.modules.config import OpenVLAConfig, ViTConfig
 from vla_torchrl.modules.passes import teacher_forced_hidden
 from vla_torchrl.modules.processors.bundle import read_observation
 from vla_torchrl.objectives import VLASFTLoss
 from vla_torchrl.training.sft_loop import held_out_loss
+
+sys.path.insert(0, str(Path(__file__).parent))
+from saved_run import saved_policy  # noqa: E402
 
 
 def main():
@@ -29,13 +31,7 @@ def main():
     p.add_argument("state_dict")
     p.add_argument("--demos", nargs="+", required=True)
     a = p.parse_args()
-    cfg = json.loads((Path(a.state_dict).parent / "cfg.json").read_text())["cfg"]
-    cfg["dino"], cfg["siglip"] = ViTConfig(**cfg["dino"]), ViTConfig(**cfg["siglip"])
-    b = build_policy(
-        "tiny", config=OpenVLAConfig(**cfg), lora=False, critic="none", unnorm_key="maniskill_cpu"
-    )
-    b.model.load_state_dict(torch.load(a.state_dict, weights_only=True))
-    b.model.eval()
+    b = saved_policy(a.state_dict)
     parts = []
     for i, d in enumerate(a.demos):  # the same episode ids as sft_experiment.py
         td = load_demos(d).to_tensordict()

@@ -65,21 +65,14 @@ def privileged_loss(head_out, target_z, grasped, phase):
 
 
 def build_small(ls_init: float | None = 1.0):
-    """The small model of sft_experiment.py's defaults (64 px, patch 8, ViTs 96 x 4, Llama 128 x 4)."""
-    from vla_torchrl.modules import build_policy
-    from vla_torchrl.modules.config import DINO_TIMM_ID, SIGLIP_TIMM_ID, OpenVLAConfig, ViTConfig
+    """``model=small`` (64 px, patch 8, ViTs 96 x 4, Llama 128 x 4: sft_experiment.py's defaults)."""
+    import dataclasses
 
-    cfg = OpenVLAConfig.tiny(
-        image_size=64,
-        dino=ViTConfig(DINO_TIMM_ID, 96, 4, 4, 8, 4.0, layer_scale_init=ls_init),
-        siglip=ViTConfig(SIGLIP_TIMM_ID, 96, 4, 4, 8, 4.0),
-        llm_hidden_size=128,
-        llm_intermediate_size=512,
-        llm_num_layers=4,
-        llm_num_heads=4,
-        llm_num_kv_heads=4,
-        llm_max_position_embeddings=512,
-    )
+    from vla_torchrl.modules import build_policy
+    from vla_torchrl.modules.config import OpenVLAConfig
+
+    small = OpenVLAConfig.small()
+    cfg = OpenVLAConfig.small(dino=dataclasses.replace(small.dino, layer_scale_init=ls_init))
     return build_policy("tiny", config=cfg, lora=False, critic="none")
 
 
