@@ -43,6 +43,12 @@ def main():
     p.add_argument("--eval-envs", type=int, default=4)
     p.add_argument("--max-steps", type=int, default=40)
     p.add_argument("--stats", default="demos")
+    p.add_argument(
+        "--stats-from",
+        default=None,
+        help="cfg.json of an earlier run: use its action statistics instead of deriving them "
+        "from --demos (keeps the bins' meaning when continuing on new data, e.g. DAgger)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", default=None)
     p.add_argument("--warmup", type=int, default=200)
@@ -90,11 +96,15 @@ def main():
     from vla_torchrl.envs.transforms import ImageAugmentation
     from vla_torchrl.modules.processors import action_statistics
 
-    st = action_statistics(acts)
+    if a.stats_from:
+        st = json.loads(Path(a.stats_from).read_text())["cfg"]["norm_stats"]["maniskill_cpu"]
+    else:
+        st = action_statistics(acts)
     stats = {"maniskill_cpu": st}
     L(
         event="demos",
         n=N,
+        stats_from=a.stats_from or "demos",
         q01=[round(x, 4) for x in st["action"]["q01"]],
         q99=[round(x, 4) for x in st["action"]["q99"]],
         mask=st["action"]["mask"],
@@ -297,6 +307,10 @@ def main():
                     best = r["success"] + 0.1 * r["grasped"]
                     torch.save(model.state_dict(), out / "best.pt")
                 (out / "cfg.json").write_text(json.dumps({"cfg": cfg.to_dict(), "args": vars(a)}))
+                if priv is not None:  # the privileged head trains on; a continuation needs it
+                    torch.save(
+                        {"head": priv.state_dict(), "mean": mean, "std": std}, out / "head.pt"
+                    )
             if done:
                 break
         if (step >= a.steps) if a.steps else (time.time() - t_train > budget):
