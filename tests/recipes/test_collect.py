@@ -340,3 +340,44 @@ def test_collect_with_a_policy_keeps_every_episode_and_labels_with_the_expert(tm
     assert summary["kept_episodes"] == 6  # failures too: the labels are the expert's
     assert (data.get(ACTION_KEY)[:, 6] == 1.0).all()  # the oracle's gripper, not the policy's
     assert data.batch_size[0] == summary["steps"]
+
+
+# ------------------------------------ torch_threads: the policy's CPU threads while collecting
+
+
+@pytest.mark.parametrize("threads", [1, None])
+def test_collect_runs_torch_on_the_configured_threads_and_restores_them(
+    tmp_path, monkeypatch, threads
+):
+    """The expert is called inside the run: it sees ``torch_threads`` (or torch's own count
+    when None); the caller's count is back afterwards."""
+    import vla_torchrl.recipes.collect as collect_module
+
+    seen = []
+    real = collect_module._expert
+
+    def spying_expert(*args, **kwargs):
+        act, state, noisy = real(*args, **kwargs)
+
+        def counted():
+            seen.append(torch.get_num_threads())
+            return act()
+
+        return counted, state, noisy
+
+    monkeypatch.setattr(collect_module, "_expert", spying_expert)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _toy(tmp_path, f"threads-{threads}", torch_threads=threads)
+        assert seen and set(seen) == {threads or 2}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_torch_threads_below_one_is_a_clear_config_error():
+    from vla_torchrl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"torch_threads=0 must be >= 1, or null"):
+        CollectConfig(torch_threads=0)

@@ -73,6 +73,7 @@ from vla_torchrl.keys import (
 )
 from vla_torchrl.recipes._cli import run_cli
 from vla_torchrl.utils.logging import progress
+from vla_torchrl.utils.threads import torch_threads
 
 __all__ = ["SUMMARY_FILE", "collect", "main"]
 
@@ -304,7 +305,15 @@ def _episode(steps: list[dict], row: int, *, filter_idle: bool) -> tuple[TensorD
 
 
 def collect(cfg: CollectConfig) -> dict[str, Any]:
-    """Play ``cfg.episodes`` expert episodes, keep the good ones, write them; returns the summary."""
+    """Play ``cfg.episodes`` expert episodes, keep the good ones, write them; returns the summary.
+
+    Torch runs on ``cfg.torch_threads`` threads meanwhile (see :mod:`vla_torchrl.utils.threads`).
+    """
+    with torch_threads(cfg.torch_threads):
+        return _collect(cfg)
+
+
+def _collect(cfg: CollectConfig) -> dict[str, Any]:
     from vla_torchrl.modules.processors.action import ActionTokenizer
     from vla_torchrl.training.environments import make_recipe_env
 
