@@ -74,6 +74,7 @@ from vla_torchrl.utils.distributed import (
     rank_seed,
 )
 from vla_torchrl.utils.logging import progress
+from vla_torchrl.utils.threads import keep_torch_threads, torch_threads
 
 __all__ = [
     "POLICY_DIR",
@@ -230,7 +231,8 @@ def train(cfg: TrainConfig) -> Path:
         backend=cfg.dist.backend, device=_rank_device(cfg), timeout_s=cfg.dist.timeout_s
     )
     try:
-        return _train(cfg, info)
+        with keep_torch_threads():  # the caller's torch thread count survives the run's envs
+            return _train(cfg, info)
     finally:
         destroy_distributed(info)
 
@@ -246,6 +248,8 @@ def _rank_device(cfg: TrainConfig) -> str | None:
 
 
 def _train(cfg: TrainConfig, info: DistInfo) -> Path:
+    # the updates' torch threads: a ParallelEnv lowers this process's count while it is open
+    compute_threads = torch.get_num_threads()
     # ---- seed, run directory, resume (rank 0 owns the run directory) ---------------------------
     ctx = start_run(cfg, info, validated=True)
     device = info.device if info.enabled else select_device(cfg.device)
@@ -307,6 +311,7 @@ def _train(cfg: TrainConfig, info: DistInfo) -> Path:
                 trainables,
                 info,
                 evaluation,
+                compute_threads=compute_threads,
             )
     finally:
         if evaluation is not None:
@@ -371,7 +376,14 @@ def _train_rl(
     trainables,
     info,
     evaluation: PeriodicEvaluation | None = None,
+    compute_threads: int | None = None,
 ):
+    """PPO / GRPO iterations until ``collector.total_env_steps``.
+
+    The rollout runs on the thread count the collector's env leaves (TorchRL's ``ParallelEnv``:
+    1 on 2 cores, the cores go to its workers); each update runs on ``compute_threads``
+    (the count the process started with; None: as it is).
+    """
     total = cfg.collector.total_env_steps
     step = int(ctx.counters.get("env_steps", 0))
     iteration = int(ctx.counters.get("iteration", 0))
@@ -399,7 +411,8 @@ def _train_rl(
             sim_errors += count_sim_errors(rollout)
             # ---- advantages and update (global over ranks) -----------------------------------
             t0 = time.perf_counter()
-            stats = rl_update(cfg, rollout, loss_fn, advantage, optimizer, params, info)
+            with torch_threads(compute_threads):
+                stats = rl_update(cfg, rollout, loss_fn, advantage, optimizer, params, info)
             t_update = time.perf_counter() - t0
             skipped_total += stats["skipped"]
             skips_in_a_row = skips_in_a_row + stats["skipped"] if stats["steps"] == 0 else 0

@@ -29,6 +29,7 @@ from vla_torchrl.envs.sim_errors import guard_sim_errors
 from vla_torchrl.keys import METRIC_KEYS
 from vla_torchrl.modules import PolicyBundle
 from vla_torchrl.training.environments import make_recipe_env
+from vla_torchrl.utils.threads import keep_torch_threads
 
 __all__ = ["EVAL_SEED_OFFSET", "PeriodicEvaluation", "due", "eval_due"]
 
@@ -72,7 +73,16 @@ class PeriodicEvaluation:
         self._env = None
 
     def __call__(self) -> dict[str, float]:
-        """Run the evaluation episodes; returns the ``eval/`` and ``perf/eval_s`` entries."""
+        """Run the evaluation episodes; returns the ``eval/`` and ``perf/eval_s`` entries.
+
+        Training continues on the torch threads it had: the evaluation env, a ``ParallelEnv``
+        on ManiSkill, lowers this process's count while it is open (see
+        :mod:`vla_torchrl.utils.threads`).
+        """
+        with keep_torch_threads():
+            return self._evaluate()
+
+    def _evaluate(self) -> dict[str, float]:
         t0 = time.perf_counter()
         if self._env is None:  # built on first use: a run that never evaluates pays nothing
             env = make_recipe_env(self.cfg.env, seed=self.seed, num_envs=self.num_envs)

@@ -5,6 +5,12 @@ cores. Torch's intra-op worker threads keep spinning for a while after each oper
 renderer's threads then wait for cores: with two collection processes on 2 cores, a policy
 forward at torch's default thread count made DAgger collection 4.8x slower than with one
 thread (23.1 vs 4.8 s per episode, measured 2026-12-03; ``docs/results/maniskill-cpu``).
+
+TorchRL's ``ParallelEnv`` sets its process to ``max(1, threads - workers)`` threads when its
+workers start (right for the rollout, whose work is in the workers) and keeps that until it is
+closed. A run that keeps such an env open (the collector's, the periodic evaluation's) then
+trained on 1 thread too: SFT on 2 cores went from 58 to 35 samples/s after its first
+in-simulator evaluation. :func:`keep_torch_threads` puts the count back after such a block.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from collections.abc import Iterator
 
 import torch
 
-__all__ = ["torch_threads"]
+__all__ = ["keep_torch_threads", "torch_threads"]
 
 
 @contextlib.contextmanager
@@ -42,3 +48,18 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def keep_torch_threads() -> Iterator[None]:
+    """Run the block, then put torch's thread count back to what it was before it.
+
+    Examples:
+        >>> before = torch.get_num_threads()
+        >>> with keep_torch_threads():
+        ...     torch.set_num_threads(1)  # what starting a TorchRL ParallelEnv does
+        >>> torch.get_num_threads() == before
+        True
+    """
+    with torch_threads(torch.get_num_threads()):
+        yield
