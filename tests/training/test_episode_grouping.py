@@ -266,3 +266,14 @@ def test_grpo_s_recipe_env_starts_each_group_from_one_state_on_maniskill():
         _assert_groups_share_starts(env)
     finally:
         env.close()
+
+
+@pytest.mark.maniskill
+def test_grpo_s_on_the_gpu_simulation_is_a_config_error_naming_the_algo_setting():
+    cfg = _grpo_s_cfg("env=maniskill", "env.num_envs=4", "+env.options.sim_backend=gpu")
+    with pytest.raises(
+        ConfigError,
+        match=r"algo=grpo-s \(algo.group_size=2\) plays each group from one start: "
+        r"same_start_groups=2 is implemented for the CPU simulation only",
+    ):
+        _make_env(cfg, torch.device("cpu"), INFO)

@@ -21,6 +21,7 @@ from torchrl.envs import EnvBase, ParallelEnv, SerialEnv, TransformedEnv
 
 from vla_torchrl.envs.asset_library import AssetLibrary, AssetSource, resolve_asset_source
 from vla_torchrl.envs.suite import SUITE, TaskSpec
+from vla_torchrl.errors import ConfigError
 from vla_torchrl.utils.lifetime import in_worker
 
 __all__ = ["build_scene_config", "episode_numbering", "make_env", "perturbation_transform"]
@@ -115,7 +116,7 @@ def episode_numbering(num_envs: int, same_start_groups: int = 1) -> list[tuple[i
         [(0, 2), (0, 2), (1, 2), (1, 2)]
     """
     if same_start_groups < 1:
-        raise ValueError(f"same_start_groups={same_start_groups} must be >= 1")
+        raise ConfigError(f"same_start_groups={same_start_groups} must be >= 1")
     stride = -(-num_envs // same_start_groups)  # number of groups (the last may be smaller)
     return [(i // same_start_groups, stride) for i in range(num_envs)]
 
@@ -186,7 +187,7 @@ def make_env(
     )
     numbering = episode_numbering(num_envs, same_start_groups)
     if sim_backend == "gpu" and same_start_groups > 1:
-        raise ValueError(
+        raise ConfigError(
             f"same_start_groups={same_start_groups} is implemented for the CPU simulation only "
             "(one env per worker); use sim_backend='cpu' or same_start_groups=1"
         )

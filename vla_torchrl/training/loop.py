@@ -33,7 +33,7 @@ from torchrl.collectors import Collector
 from vla_torchrl.config.train_schema import AlgoConfig, TrainConfig, episode_mode, validate
 from vla_torchrl.envs.episodes import episode_stats
 from vla_torchrl.envs.sim_errors import count_sim_errors, guard_sim_errors
-from vla_torchrl.errors import UserError
+from vla_torchrl.errors import ConfigError, UserError
 from vla_torchrl.keys import (
     EPISODE_ID_KEY,
     METRIC_KEYS,
@@ -344,10 +344,12 @@ def _make_env(cfg: TrainConfig, device: torch.device, info: DistInfo):
             terminate_on_success=episode_mode(cfg) != "fixed",
             same_start_groups=groups,
         )
-    except ValueError as err:  # e.g. same-start groups on the GPU simulation
-        if groups == 1 or "same_start_groups" not in str(err):
+    except ConfigError as err:  # e.g. same-start groups on the GPU simulation
+        if groups == 1:
             raise
-        raise UserError(f"algo=grpo-s (algo.group_size={groups}): {err}") from err
+        raise ConfigError(
+            f"algo=grpo-s (algo.group_size={groups}) plays each group from one start: {err}"
+        ) from err
     # a simulator error resets the failing env and voids its episode instead of ending the run
     return guard_sim_errors(env)
 
