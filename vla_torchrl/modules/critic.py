@@ -285,7 +285,7 @@ class SharedValueNetwork(TensorDictModuleBase):
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         image = tensordict.get(self.image_key, None)
-        if isinstance(image, torch.Tensor) and torch._C._functorch.is_batchedtensor(image):
+        if _is_vmapped(image):
             raise RuntimeError(
                 "SharedValueNetwork was called under torch.vmap (TorchRL's value estimators vmap "
                 "their value network by default); the backbone does not support vmap. Build the "
@@ -297,3 +297,19 @@ class SharedValueNetwork(TensorDictModuleBase):
         value = self.head(hidden[:, 0]).float()
         tensordict.set(self.value_key, value.reshape(*tensordict.batch_size, 1))
         return tensordict
+
+
+def _is_vmapped(value) -> bool:
+    """Whether ``value`` is a tensor batched by ``torch.vmap``.
+
+    Torch has no public test for it; its functorch internals answer (torch 2.x). Without them
+    (a later torch) this says False, and the backbone's own error surfaces instead of ours.
+
+    Examples:
+        >>> _is_vmapped(torch.zeros(2))
+        False
+        >>> torch.vmap(lambda x: torch.tensor(_is_vmapped(x)))(torch.zeros(2)).all().item()
+        True
+    """
+    check = getattr(getattr(torch._C, "_functorch", None), "is_batchedtensor", None)
+    return bool(check is not None and isinstance(value, torch.Tensor) and check(value))
