@@ -66,8 +66,13 @@ def main() -> None:
             f"run_dir={run_dir}",
         ]
         env = {**os.environ, "PYTHONPATH": args.code}
-        subprocess.run(cmd, env=env, check=True, capture_output=True, cwd=args.code)
-        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=args.code)
+        metrics = run_dir / "metrics.jsonl"
+        if done.returncode != 0 and not metrics.is_file():
+            sys.exit(f"the training run failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        # an older checkout may fail after its last iteration (e.g. closing its env twice):
+        # its iterations are measured, and the record keeps the exit code
+        rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     rows = rows[1:] if len(rows) > 1 else rows
     collect_s = statistics.median(r["perf/collect_s"] for r in rows)
     update_s = statistics.median(r["perf/update_s"] for r in rows)
@@ -79,6 +84,7 @@ def main() -> None:
         "collect_env_steps_per_s": frames / collect_s,
         "update_transitions_per_s": frames / update_s,
         "iterations_measured": len(rows),
+        "run_exit_code": done.returncode,
     }
     config = {k: v for k, v in vars(args).items() if k not in ("no_record", "code")}
     record("maniskill_ppo_iteration", config, results, write=not args.no_record)

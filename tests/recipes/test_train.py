@@ -200,3 +200,28 @@ def test_a_diverging_run_is_undone_stopped_and_its_checkpoints_stay_finite(tmp_p
         for name, tensor in load_file(path).items():
             assert torch.isfinite(tensor.float()).all(), (path, name)
     assert _metrics(run)[-1]["train/skipped_updates"] >= 1
+
+
+def test_a_run_whose_env_refuses_a_second_close_ends_and_saves_its_policy(tmp_path, monkeypatch):
+    """TorchRL's batched envs (the ParallelEnv of env=maniskill*) raise "trying to close a
+    closed environment" on a second close, and the collector's shutdown already closes its env:
+    a PPO run on ManiSkill failed at its very end, before saving the policy."""
+    import vla_torchrl.training.loop as loop
+
+    real_make = loop._make_env
+
+    def strict_env(*args, **kwargs):
+        env = real_make(*args, **kwargs)
+        close = env.close
+
+        def close_once(*a, **k):
+            if env.is_closed:
+                raise RuntimeError("trying to close a closed environment")
+            return close(*a, **k)
+
+        env.close = close_once
+        return env
+
+    monkeypatch.setattr(loop, "_make_env", strict_env)
+    policy = train(_cfg(tmp_path, "collector.total_env_steps=16"))
+    assert (policy / "policy.json").is_file()

@@ -317,8 +317,8 @@ def _train(cfg: TrainConfig, info: DistInfo) -> Path:
         if evaluation is not None:
             evaluation.close()
         if collector is not None:
-            collector.shutdown()
-        if env is not None:
+            collector.shutdown()  # closes its env too (a second close of a ParallelEnv raises)
+        if env is not None and not env.is_closed:
             env.close()
     policy_dir = ctx.run_dir / POLICY_DIR
     sharded = cfg.dist.strategy == "fsdp2"
