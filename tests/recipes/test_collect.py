@@ -235,7 +235,17 @@ def test_maniskill_privileged_state_follows_the_physics(tmp_path):
     n = data.batch_size[0]
     assert tcp.shape == obj.shape == s["receptacle_position"].shape == (n, 3)
     assert phase[0] == PHASES.index("approach") and int(phase.max()) < len(PHASES)
+    # the gripper's orientation is a rotation matrix at every step
+    r = s["tcp_rotation"]
+    assert r.shape == (n, 3, 3)
+    eye = torch.eye(3).expand(n, 3, 3)
+    assert torch.allclose(r @ r.transpose(1, 2), eye, atol=1e-4)
+    assert torch.allclose(torch.linalg.det(r), torch.ones(n), atol=1e-4)
     first_grasp = int(grasped.nonzero()[0])
+    # the resting object keeps its long-axis yaw (mod pi) until it is grasped
+    yaw = s["object_yaw"][:first_grasp]
+    assert yaw.shape == (first_grasp,)
+    assert float(torch.sin(yaw - yaw[0]).abs().max()) < 0.02
     # before the grasp the object rests (< 5 mm drift) while the gripper travels (> 5 cm)
     assert float((obj[:first_grasp] - obj[0]).norm(dim=-1).max()) < 0.005
     assert float((tcp[:first_grasp] - tcp[0]).norm(dim=-1).max()) > 0.05

@@ -288,6 +288,8 @@ class PutOnExpert:
             "object_position": obj_c.float().clone(),
             "receptacle_position": rec_c.float().clone(),
             "is_grasped": grasped.reshape(b).bool().clone(),
+            "tcp_rotation": self._measured_r.clone(),
+            "object_yaw": torch.tensor(long_yaws, dtype=torch.float32),
         }
         elapsed = task.elapsed_steps.reshape(-1).cpu() if b > 1 else task.elapsed_steps.reshape(1)
         actions = torch.zeros(b, 7)
@@ -317,8 +319,11 @@ class PutOnExpert:
 
         Keys: ``tcp_position`` / ``object_position`` / ``receptacle_position`` float ``[B, 3]``
         (metres, robot root frame: the measured end effector, the object's bbox centre, the
-        receptacle's centre), ``is_grasped`` bool ``[B]``, ``expert_phase`` int64 ``[B]`` (the
-        index in :data:`PHASES` of the phase the action was computed in).
+        receptacle's centre), ``is_grasped`` bool ``[B]``, ``tcp_rotation`` float ``[B, 3, 3]``
+        (the measured end effector's orientation, root frame), ``object_yaw`` float ``[B]`` (the
+        yaw of the object's longer horizontal bbox axis, radians in the root frame; defined
+        modulo pi), ``expert_phase`` int64 ``[B]`` (the index in :data:`PHASES` of the phase
+        the action was computed in).
 
         Raises:
             RuntimeError: before the first :meth:`act`.
