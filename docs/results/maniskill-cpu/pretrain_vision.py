@@ -64,15 +64,20 @@ def privileged_loss(head_out, target_z, grasped, phase):
     return mse + bce + ce, parts
 
 
-def build_small(ls_init: float | None = 1.0):
-    """``model=small`` (64 px, patch 8, ViTs 96 x 4, Llama 128 x 4: sft_experiment.py's defaults)."""
+def build_small(ls_init: float | None = 1.0, image_size: int = 64, patch: int = 8):
+    """``model=small`` (64 px, patch 8, ViTs 96 x 4, Llama 128 x 4: sft_experiment.py's
+    defaults); ``image_size`` / ``patch`` as sft_experiment.py's ``--img`` / ``--patch``."""
     import dataclasses
 
     from vla_torchrl.modules import build_policy
     from vla_torchrl.modules.config import OpenVLAConfig
 
     small = OpenVLAConfig.small()
-    cfg = OpenVLAConfig.small(dino=dataclasses.replace(small.dino, layer_scale_init=ls_init))
+    cfg = OpenVLAConfig.small(
+        image_size=image_size,
+        dino=dataclasses.replace(small.dino, layer_scale_init=ls_init, patch_size=patch),
+        siglip=dataclasses.replace(small.siglip, patch_size=patch),
+    )
     return build_policy("tiny", config=cfg, lora=False, critic="none")
 
 
@@ -108,6 +113,8 @@ def main():
     p.add_argument("--shift", type=int, default=4)
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--img", type=int, default=64, help="model input size (px)")
+    p.add_argument("--patch", type=int, default=8, help="ViT patch size (px)")
     a = p.parse_args()
     torch.manual_seed(a.seed)
     out = Path(a.out)
@@ -137,9 +144,9 @@ def main():
         phase_counts=torch.bincount(phase, minlength=N_PHASES).tolist(),
     )
 
-    bundle = build_small()
+    bundle = build_small(image_size=a.img, patch=a.patch)
     model, image_processor = bundle.model, bundle.processor.image_processor
-    patches = (64 // 8) ** 2
+    patches = (a.img // a.patch) ** 2
     head = PrivilegedHead(model.config.llm_hidden_size, patches)
     params = [
         *model.vision_backbone.parameters(),
@@ -186,6 +193,11 @@ def main():
             "phase_baseline": round(float((p_true == majority).float().mean()), 3),
         }
 
+    if len(train_idx) < a.bs:
+        raise SystemExit(
+            f"--bs {a.bs} is larger than the training split ({len(train_idx)} steps): "
+            "lower --bs or collect more episodes"
+        )
     emit(event="eval", step=0, **evaluate())
     step, t_train = 0, time.time()
     while step < a.steps:

@@ -1,0 +1,187 @@
+"""How well can behaviour cloning do on these demonstrations with perfect perception?
+
+The image policy of ``sft_experiment.py`` must read the gripper, the object and the plate off
+64 px frames. This script removes perception: an MLP reads the simulator's state (the
+privileged labels of ``vla-torchrl-collect privileged=true``) and predicts the same 7 x 256
+action tokens as the VLA (the demos' q01/q99 statistics, OpenVLA's binning), trained with the
+same cross-entropy. It is then played closed loop on the held-out scenes of the image policy's
+evaluation (``ind``, seed 1000, 40-step episodes), reading the state from the simulator at
+every step. Its success rate is a ceiling for the image policy on the same data and action
+interface; the gap between the two is what perception costs.
+
+Inputs (30 numbers, standardized with the training split's mean / std): the gripper, object and
+receptacle positions; the three pairwise offsets; the gripper's rotation matrix; the object's
+long-axis yaw as (cos 2y, sin 2y) (it is defined modulo pi); the grasp flag.
+
+    python docs/results/maniskill-cpu/state_bc_ceiling.py --demos data/dart96-s1 data/dart96-s2 \
+        --out runs/state-bc --episodes 64
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from vla_torchrl.envs import make_env
+from vla_torchrl.envs.episodes import run_episodes
+from vla_torchrl.envs.maniskill.expert import ExpertPolicy
+from vla_torchrl.keys import ACTION_KEY, EPISODE_ID_KEY, METRIC_KEYS, PRIVILEGED_KEY, SUCCESS_KEY
+from vla_torchrl.modules.processors.action import ActionTokenizer, action_statistics
+from vla_torchrl.utils.threads import torch_threads
+
+sys.path.insert(0, str(Path(__file__).parent))
+from pretrain_vision import held_out_split, load_privileged_demos  # noqa: E402
+
+N_BINS = 256
+FIRST_ID = 32000 - N_BINS  # the id of class 0 (OpenVLA's last 256 ids)
+
+
+def state_features(s) -> torch.Tensor:
+    """``[B, 30]`` inputs from a privileged-state mapping (see the module docstring)."""
+    tcp, obj, rec = s["tcp_position"], s["object_position"], s["receptacle_position"]
+    yaw = s["object_yaw"].float()
+    b = tcp.shape[0]
+    return torch.cat(
+        [
+            tcp,
+            obj,
+            rec,
+            obj - tcp,
+            rec - tcp,
+            rec - obj,
+            s["tcp_rotation"].reshape(b, 9),
+            torch.stack([torch.cos(2 * yaw), torch.sin(2 * yaw)], -1),
+            s["is_grasped"].float().reshape(b, 1),
+        ],
+        -1,
+    ).float()
+
+
+class StateBC(torch.nn.Module):
+    """Standardized state -> 7 x 256 action-bin logits."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, width: int = 256) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+        d = mean.numel()
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(d, width),
+            torch.nn.GELU(),
+            torch.nn.Linear(width, width),
+            torch.nn.GELU(),
+            torch.nn.Linear(width, width),
+            torch.nn.GELU(),
+            torch.nn.Linear(width, 7 * N_BINS),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std).view(-1, 7, N_BINS)
+
+
+class StateActor:
+    """A rollout policy: reads the simulator's state through the expert, outputs env actions."""
+
+    def __init__(self, model, tokenizer, expert, temperature: float | None) -> None:
+        self.model, self.tokenizer, self.expert, self.t = model, tokenizer, expert, temperature
+
+    @torch.no_grad()
+    def __call__(self, td):
+        self.expert.actions()  # refreshes the privileged state; its action is unused
+        logits = self.model(state_features(self.expert.privileged_state()))
+        if self.t is None:
+            cls = logits.argmax(-1)
+        else:
+            cls = torch.distributions.Categorical(logits=logits / self.t).sample()
+        action = self.tokenizer.tokens_to_actions(cls + FIRST_ID)
+        td.set(ACTION_KEY, action.reshape(*td.batch_size, 7).to(td.device))
+        return td
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--demos", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--bs", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--episodes", type=int, default=64)
+    p.add_argument("--max-steps", type=int, default=40)
+    p.add_argument("--temperatures", default="greedy,0.6")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    torch.manual_seed(a.seed)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = open(out / "log.jsonl", "a")  # noqa: SIM115
+    t0 = time.time()
+
+    def emit(**kw):
+        kw["t"] = round(time.time() - t0, 1)
+        print(json.dumps(kw), flush=True)
+        log.write(json.dumps(kw) + "\n")
+        log.flush()
+
+    demos = load_privileged_demos(a.demos)
+    x = state_features(demos[PRIVILEGED_KEY])
+    train_idx, val_idx = held_out_split(demos[EPISODE_ID_KEY])
+    stats = action_statistics(demos[ACTION_KEY][train_idx])["action"]
+    tok = ActionTokenizer(q01=stats["q01"], q99=stats["q99"], mask=stats["mask"])
+    y = tok.actions_to_tokens(demos[ACTION_KEY]) - FIRST_ID
+    mean, std = x[train_idx].mean(0), x[train_idx].std(0).clamp_min(1e-3)
+    model = StateBC(mean, std)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, a.steps, eta_min=a.lr * 0.05)
+    emit(event="data", n=len(x), train=len(train_idx), val=len(val_idx))
+
+    def held_out():
+        model.eval()
+        with torch.no_grad():
+            logits = model(x[val_idx])
+            nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y[val_idx].flatten())
+            exact = (logits.argmax(-1) == y[val_idx]).float().mean(0)
+        model.train()
+        return float(nll), [round(float(v), 3) for v in exact]
+
+    for step in range(1, a.steps + 1):
+        idx = train_idx[torch.randint(len(train_idx), (a.bs,))]
+        loss = torch.nn.functional.cross_entropy(model(x[idx]).flatten(0, 1), y[idx].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 500 == 0 or step == a.steps:
+            nll, exact = held_out()
+            emit(event="train", step=step, loss=round(float(loss.detach()), 4), val_nll=round(nll, 4),
+                 val_exact_per_dim=exact)
+    torch.save({"model": model.state_dict(), "stats": stats}, out / "state_bc.pt")
+
+    env = make_env(
+        "ind", num_envs=1, image_size=(96, 96), seed=1000, max_steps=a.max_steps, parallel=False
+    )
+    expert = ExpertPolicy(env)
+    model.eval()
+    for t in a.temperatures.split(","):
+        temperature = None if t == "greedy" else float(t)
+        env.set_seed(1000)
+        ts = time.time()
+        with torch_threads(1), torch.random.fork_rng():
+            torch.manual_seed(0)
+            recs = run_episodes(
+                env,
+                StateActor(model, tok, expert, temperature),
+                episodes=a.episodes,
+                max_steps=a.max_steps,
+            )
+        n = max(len(recs), 1)
+        r = {k: round(sum(rec[k] for rec in recs) / n, 4) for k in METRIC_KEYS}
+        emit(event="closed_loop", temperature=t, n=len(recs), eval_s=round(time.time() - ts, 1),
+             **r, successes=int(sum(rec[SUCCESS_KEY] for rec in recs)))
+    env.close()
+
+
+if __name__ == "__main__":
+    main()
