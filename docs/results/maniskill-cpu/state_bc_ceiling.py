@@ -15,6 +15,9 @@ long-axis yaw as (cos 2y, sin 2y) (it is defined modulo pi); the grasp flag.
 
     python docs/results/maniskill-cpu/state_bc_ceiling.py --demos data/dart96-s1 data/dart96-s2 \
         --out runs/state-bc --episodes 64
+    python docs/results/maniskill-cpu/state_bc_ceiling.py --demos data/dart96-s1 data/dart96-s2 \
+        --out runs/state-bc-noise --eval-only runs/state-bc/state_bc.pt --temperatures greedy \
+        --position-noise-cm 1,2
 """
 
 import argparse
@@ -82,16 +85,33 @@ class StateBC(torch.nn.Module):
         return self.net((x - self.mean) / self.std).view(-1, 7, N_BINS)
 
 
+POSITION_KEYS = ("tcp_position", "object_position", "receptacle_position")
+
+
+def with_position_noise(s, sigma_m: float, generator: torch.Generator):
+    """``s`` with i.i.d. Gaussian noise (``sigma_m`` metres per axis) on the three positions,
+    a stand-in for a perception error (the pairwise offsets then err by sqrt(2) sigma)."""
+    if sigma_m <= 0:
+        return s
+    s = dict(s)
+    for k in POSITION_KEYS:
+        s[k] = s[k] + sigma_m * torch.randn(s[k].shape, generator=generator)
+    return s
+
+
 class StateActor:
     """A rollout policy: reads the simulator's state through the expert, outputs env actions."""
 
-    def __init__(self, model, tokenizer, expert, temperature: float | None) -> None:
+    def __init__(self, model, tokenizer, expert, temperature: float | None, noise_m: float = 0.0):
         self.model, self.tokenizer, self.expert, self.t = model, tokenizer, expert, temperature
+        self.noise_m = noise_m
+        self.generator = torch.Generator().manual_seed(0)
 
     @torch.no_grad()
     def __call__(self, td):
         self.expert.actions()  # refreshes the privileged state; its action is unused
-        logits = self.model(state_features(self.expert.privileged_state()))
+        s = with_position_noise(self.expert.privileged_state(), self.noise_m, self.generator)
+        logits = self.model(state_features(s))
         if self.t is None:
             cls = logits.argmax(-1)
         else:
@@ -112,6 +132,12 @@ def main():
     p.add_argument("--max-steps", type=int, default=40)
     p.add_argument("--temperatures", default="greedy,0.6")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--position-noise-cm",
+        default="0",
+        help="comma-separated: closed-loop runs with Gaussian noise on the positions (cm/axis)",
+    )
+    p.add_argument("--eval-only", default=None, help="a state_bc.pt to play (no training)")
     a = p.parse_args()
     torch.manual_seed(a.seed)
     out = Path(a.out)
@@ -133,6 +159,12 @@ def main():
     y = tok.actions_to_tokens(demos[ACTION_KEY]) - FIRST_ID
     mean, std = x[train_idx].mean(0), x[train_idx].std(0).clamp_min(1e-3)
     model = StateBC(mean, std)
+    if a.eval_only:
+        saved = torch.load(a.eval_only, weights_only=True)
+        model.load_state_dict(saved["model"])
+        stats = saved["stats"]
+        tok = ActionTokenizer(q01=stats["q01"], q99=stats["q99"], mask=stats["mask"])
+        a.steps = 0
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, a.steps, eta_min=a.lr * 0.05)
     emit(event="data", n=len(x), train=len(train_idx), val=len(val_idx))
@@ -155,16 +187,25 @@ def main():
         sched.step()
         if step % 500 == 0 or step == a.steps:
             nll, exact = held_out()
-            emit(event="train", step=step, loss=round(float(loss.detach()), 4), val_nll=round(nll, 4),
-                 val_exact_per_dim=exact)
-    torch.save({"model": model.state_dict(), "stats": stats}, out / "state_bc.pt")
+            emit(
+                event="train",
+                step=step,
+                loss=round(float(loss.detach()), 4),
+                val_nll=round(nll, 4),
+                val_exact_per_dim=exact,
+            )
+    if not a.eval_only:
+        torch.save({"model": model.state_dict(), "stats": stats}, out / "state_bc.pt")
 
     env = make_env(
         "ind", num_envs=1, image_size=(96, 96), seed=1000, max_steps=a.max_steps, parallel=False
     )
     expert = ExpertPolicy(env)
     model.eval()
-    for t in a.temperatures.split(","):
+    runs = [
+        (t, float(cm)) for cm in a.position_noise_cm.split(",") for t in a.temperatures.split(",")
+    ]
+    for t, noise_cm in runs:
         temperature = None if t == "greedy" else float(t)
         env.set_seed(1000)
         ts = time.time()
@@ -172,14 +213,21 @@ def main():
             torch.manual_seed(0)
             recs = run_episodes(
                 env,
-                StateActor(model, tok, expert, temperature),
+                StateActor(model, tok, expert, temperature, noise_m=noise_cm / 100),
                 episodes=a.episodes,
                 max_steps=a.max_steps,
             )
         n = max(len(recs), 1)
         r = {k: round(sum(rec[k] for rec in recs) / n, 4) for k in METRIC_KEYS}
-        emit(event="closed_loop", temperature=t, n=len(recs), eval_s=round(time.time() - ts, 1),
-             **r, successes=int(sum(rec[SUCCESS_KEY] for rec in recs)))
+        emit(
+            event="closed_loop",
+            temperature=t,
+            position_noise_cm=noise_cm,
+            n=len(recs),
+            eval_s=round(time.time() - ts, 1),
+            **r,
+            successes=int(sum(rec[SUCCESS_KEY] for rec in recs)),
+        )
     env.close()
 
 
