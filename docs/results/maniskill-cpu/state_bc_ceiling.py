@@ -88,29 +88,51 @@ class StateBC(torch.nn.Module):
 POSITION_KEYS = ("tcp_position", "object_position", "receptacle_position")
 
 
-def with_position_noise(s, sigma_m: float, generator: torch.Generator):
-    """``s`` with i.i.d. Gaussian noise (``sigma_m`` metres per axis) on the three positions,
-    a stand-in for a perception error (the pairwise offsets then err by sqrt(2) sigma)."""
-    if sigma_m <= 0:
+def with_position_noise(s, noise: dict[str, torch.Tensor] | None):
+    """``s`` with ``noise[k]`` added to each of the three positions (a perception error)."""
+    if noise is None:
         return s
     s = dict(s)
     for k in POSITION_KEYS:
-        s[k] = s[k] + sigma_m * torch.randn(s[k].shape, generator=generator)
+        s[k] = s[k] + noise[k]
     return s
 
 
 class StateActor:
     """A rollout policy: reads the simulator's state through the expert, outputs env actions."""
 
-    def __init__(self, model, tokenizer, expert, temperature: float | None, noise_m: float = 0.0):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        expert,
+        temperature: float | None,
+        noise_m: float = 0.0,
+        noise_kind: str = "step",
+    ) -> None:
+        """``noise_m``: Gaussian noise (metres per axis) on the positions, drawn afresh at every
+        step (``noise_kind="step"``) or once per episode (``"episode"``: a constant bias, as a
+        systematic perception error); the pairwise offsets then err by sqrt(2) ``noise_m``."""
         self.model, self.tokenizer, self.expert, self.t = model, tokenizer, expert, temperature
-        self.noise_m = noise_m
+        self.noise_m, self.noise_kind = noise_m, noise_kind
         self.generator = torch.Generator().manual_seed(0)
+        self.noise = None
+
+    def _draw(self, s) -> dict[str, torch.Tensor]:
+        return {
+            k: self.noise_m * torch.randn(s[k].shape, generator=self.generator)
+            for k in POSITION_KEYS
+        }
 
     @torch.no_grad()
     def __call__(self, td):
         self.expert.actions()  # refreshes the privileged state; its action is unused
-        s = with_position_noise(self.expert.privileged_state(), self.noise_m, self.generator)
+        s = self.expert.privileged_state()
+        if self.noise_m > 0:
+            first = any(int(e.task.elapsed_steps.reshape(-1)[0]) == 0 for e in self.expert.experts)
+            if self.noise_kind == "step" or first or self.noise is None:
+                self.noise = self._draw(s)
+            s = with_position_noise(s, self.noise)
         logits = self.model(state_features(s))
         if self.t is None:
             cls = logits.argmax(-1)
@@ -137,6 +159,7 @@ def main():
         default="0",
         help="comma-separated: closed-loop runs with Gaussian noise on the positions (cm/axis)",
     )
+    p.add_argument("--noise-kind", choices=["step", "episode"], default="step")
     p.add_argument("--eval-only", default=None, help="a state_bc.pt to play (no training)")
     a = p.parse_args()
     torch.manual_seed(a.seed)
@@ -213,7 +236,9 @@ def main():
             torch.manual_seed(0)
             recs = run_episodes(
                 env,
-                StateActor(model, tok, expert, temperature, noise_m=noise_cm / 100),
+                StateActor(
+                    model, tok, expert, temperature, noise_m=noise_cm / 100, noise_kind=a.noise_kind
+                ),
                 episodes=a.episodes,
                 max_steps=a.max_steps,
             )
