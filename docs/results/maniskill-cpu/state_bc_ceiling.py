@@ -248,6 +248,7 @@ def main():
             event="closed_loop",
             temperature=t,
             position_noise_cm=noise_cm,
+            noise_kind=a.noise_kind,
             n=len(recs),
             eval_s=round(time.time() - ts, 1),
             **r,
