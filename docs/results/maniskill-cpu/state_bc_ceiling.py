@@ -160,6 +160,12 @@ def main():
         help="comma-separated: closed-loop runs with Gaussian noise on the positions (cm/axis)",
     )
     p.add_argument("--noise-kind", choices=["step", "episode"], default="step")
+    p.add_argument(
+        "--train-noise-cm",
+        type=float,
+        default=0.0,
+        help="train on positions with this Gaussian noise (cm/axis): robustness to perception",
+    )
     p.add_argument("--eval-only", default=None, help="a state_bc.pt to play (no training)")
     a = p.parse_args()
     torch.manual_seed(a.seed)
@@ -175,7 +181,8 @@ def main():
         log.flush()
 
     demos = load_privileged_demos(a.demos)
-    x = state_features(demos[PRIVILEGED_KEY])
+    state = demos[PRIVILEGED_KEY]
+    x = state_features(state)
     train_idx, val_idx = held_out_split(demos[EPISODE_ID_KEY])
     stats = action_statistics(demos[ACTION_KEY][train_idx])["action"]
     tok = ActionTokenizer(q01=stats["q01"], q99=stats["q99"], mask=stats["mask"])
@@ -203,7 +210,12 @@ def main():
 
     for step in range(1, a.steps + 1):
         idx = train_idx[torch.randint(len(train_idx), (a.bs,))]
-        loss = torch.nn.functional.cross_entropy(model(x[idx]).flatten(0, 1), y[idx].flatten())
+        xb = x[idx]
+        if a.train_noise_cm > 0:  # the same noise model as the closed loop's, per sample
+            s = state[idx].to_dict()
+            noise = {k: a.train_noise_cm / 100 * torch.randn(s[k].shape) for k in POSITION_KEYS}
+            xb = state_features(with_position_noise(s, noise))
+        loss = torch.nn.functional.cross_entropy(model(xb).flatten(0, 1), y[idx].flatten())
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -249,6 +261,7 @@ def main():
             temperature=t,
             position_noise_cm=noise_cm,
             noise_kind=a.noise_kind,
+            train_noise_cm=a.train_noise_cm,
             n=len(recs),
             eval_s=round(time.time() - ts, 1),
             **r,
