@@ -33,7 +33,8 @@ transitions in episode order:
 - ``PRIVILEGED_KEY`` (only with ``privileged=true``, ManiSkill): the simulator state the
   action was computed from, labels for vision pretraining (``tcp_position``,
   ``object_position``, ``receptacle_position`` float ``[N, 3]`` in the robot root frame,
-  ``is_grasped`` bool ``[N]``, ``expert_phase`` int64 ``[N]``; see
+  ``is_grasped`` bool ``[N]``, ``tcp_rotation`` float ``[N, 3, 3]``, ``object_yaw`` float
+  ``[N]``, ``expert_phase`` int64 ``[N]``; see
   :meth:`~vla_torchrl.envs.maniskill.expert.PutOnExpert.privileged_state`);
 
 plus ``summary.json`` (episodes, successes, kept episodes and steps, seconds per episode, the
