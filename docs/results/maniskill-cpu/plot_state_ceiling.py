@@ -17,12 +17,18 @@ from vla_torchrl.utils.stats import wilson_interval
 
 
 def closed_loop_records(paths):
-    """The ``closed_loop`` events of the logs, greedy only; noise kind "step" where absent."""
+    """The ``closed_loop`` events of the logs: greedy, of models trained on exact state; noise kind
+    "step" where absent."""
     recs = []
     for p in paths:
         for line in Path(p).read_text().splitlines():
             r = json.loads(line)
-            if r.get("event") == "closed_loop" and r.get("temperature") == "greedy":
+            exact_trained = r.get("train_noise_cm", 0.0) == 0.0  # not --train-noise-cm runs
+            if (
+                r.get("event") == "closed_loop"
+                and r.get("temperature") == "greedy"
+                and exact_trained
+            ):
                 r.setdefault("position_noise_cm", 0.0)
                 r.setdefault("noise_kind", "step")
                 recs.append(r)

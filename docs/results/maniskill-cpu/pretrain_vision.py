@@ -102,6 +102,22 @@ def load_privileged_demos(paths):
     return torch.cat(tds)
 
 
+def jsonl_logger(out: Path):
+    """``emit(**fields)``: prints each record and appends it to ``out/log.jsonl`` with the
+    seconds since the call (``t``); shared by the scripts of this folder."""
+    out.mkdir(parents=True, exist_ok=True)
+    log = open(out / "log.jsonl", "a")  # noqa: SIM115
+    t0 = time.time()
+
+    def emit(**kw):
+        kw["t"] = round(time.time() - t0, 1)
+        print(json.dumps(kw), flush=True)
+        log.write(json.dumps(kw) + "\n")
+        log.flush()
+
+    return emit
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--demos", nargs="+", required=True)
@@ -118,15 +134,7 @@ def main():
     a = p.parse_args()
     torch.manual_seed(a.seed)
     out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log = open(out / "log.jsonl", "a")  # noqa: SIM115
-    t0 = time.time()
-
-    def emit(**kw):
-        kw["t"] = round(time.time() - t0, 1)
-        print(json.dumps(kw), flush=True)
-        log.write(json.dumps(kw) + "\n")
-        log.flush()
+    emit = jsonl_logger(out)
 
     demos = load_privileged_demos(a.demos)
     state = demos[PRIVILEGED_KEY]

@@ -21,7 +21,6 @@ long-axis yaw as (cos 2y, sin 2y) (it is defined modulo pi); the grasp flag.
 """
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from vla_torchrl.modules.processors.action import ActionTokenizer, action_statis
 from vla_torchrl.utils.threads import torch_threads
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pretrain_vision import held_out_split, load_privileged_demos  # noqa: E402
+from pretrain_vision import held_out_split, jsonl_logger, load_privileged_demos  # noqa: E402
 
 N_BINS = 256
 FIRST_ID = 32000 - N_BINS  # the id of class 0 (OpenVLA's last 256 ids)
@@ -170,15 +169,7 @@ def main():
     a = p.parse_args()
     torch.manual_seed(a.seed)
     out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log = open(out / "log.jsonl", "a")  # noqa: SIM115
-    t0 = time.time()
-
-    def emit(**kw):
-        kw["t"] = round(time.time() - t0, 1)
-        print(json.dumps(kw), flush=True)
-        log.write(json.dumps(kw) + "\n")
-        log.flush()
+    emit = jsonl_logger(out)
 
     demos = load_privileged_demos(a.demos)
     state = demos[PRIVILEGED_KEY]
@@ -195,8 +186,9 @@ def main():
         stats = saved["stats"]
         tok = ActionTokenizer(q01=stats["q01"], q99=stats["q99"], mask=stats["mask"])
         a.steps = 0
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, a.steps, eta_min=a.lr * 0.05)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, a.steps, eta_min=a.lr * 0.05)
     emit(event="data", n=len(x), train=len(train_idx), val=len(val_idx))
 
     def held_out():
