@@ -176,6 +176,40 @@ def test_expert_solves_a_handful_of_ind_episodes(env):
     assert sum(results) >= 3, results
 
 
+@pytest.mark.maniskill
+def test_camera_projection_is_maniskills_and_lands_on_the_objects(env):
+    """``camera_projection`` equals ManiSkill's own camera matrices (the independent reference),
+    and the projected object and receptacle centres fall on foreground pixels of the frame."""
+    import sapien
+
+    from vla_torchrl.envs.maniskill.expert import ExpertPolicy, maniskill_tasks
+    from vla_torchrl.envs.maniskill.scene import CAMERA_UID, camera_projection, project_to_image
+    from vla_torchrl.keys import FOREGROUND_MASK_KEY
+
+    td = _reset(env, 4)
+    (task,) = maniskill_tasks(env)
+    params = task.scene.sensors[CAMERA_UID].get_params()
+    root = task.agent.robot.pose.raw_pose[0].double().numpy()
+    root_pose = sapien.Pose(root[:3], root[3:])
+    reference = params["intrinsic_cv"][0].double() @ params["extrinsic_cv"][0].double()
+    reference = reference @ torch.as_tensor(root_pose.to_transformation_matrix()).double()
+    ours = torch.as_tensor(camera_projection(*SIZE, root_pose=root_pose))
+    assert torch.allclose(ours, reference, atol=1e-4)
+    expert = ExpertPolicy(env)
+    hits = 0
+    for _ in range(6):
+        td.set(ACTION_KEY, expert.actions())
+        state = expert.privileged_state()
+        mask = td[FOREGROUND_MASK_KEY].reshape(*SIZE)
+        for key in ("object_position", "receptacle_position"):
+            uv, depth = project_to_image(state[key].reshape(1, 3).double(), *SIZE, root_pose)
+            u, v = uv[0].round().long().tolist()
+            assert 0 <= u < SIZE[1] and 0 <= v < SIZE[0] and float(depth[0]) > 0.1
+            hits += int(mask[v, u])
+        td = env.step(td).get("next")
+    assert hits == 12
+
+
 def test_expert_refuses_worker_processes():
     from torchrl.envs import ParallelEnv
 

@@ -34,6 +34,8 @@ __all__ = [
     "WIDOWX_BASE_POSE",
     "WIDOWX_INIT_QPOS",
     "PutOnSceneConfig",
+    "camera_projection",
+    "project_to_image",
     "sample_positions",
     "widowx_available",
 ]
@@ -157,6 +159,57 @@ def _camera_config(height: int, width: int) -> CameraConfig:
         near=0.01,
         far=10.0,
     )
+
+
+# SAPIEN cameras look along +x with +z up; OpenCV's camera frame has x right, y down, z forward.
+_SAPIEN_TO_CV = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
+
+
+def camera_projection(
+    height: int, width: int, root_pose: sapien.Pose = WIDOWX_BASE_POSE
+) -> np.ndarray:
+    """``[3, 4]`` pinhole projection of the task camera at ``(height, width)``, from points in
+    the robot root frame (the frame of the privileged labels) to homogeneous pixels.
+
+    ``P @ [x, y, z, 1] = w * [u, v, 1]``: ``u`` is the column, ``v`` the row (OpenCV's
+    convention: the centre of pixel ``(0, 0)`` is at ``(0, 0)``) and ``w`` the point's depth
+    along the optical axis (metres). The same matrix as ManiSkill's
+    ``camera.get_params()``: ``intrinsic_cv @ extrinsic_cv @ root_pose``.
+
+    Examples:
+        >>> p = camera_projection(96, 96)
+        >>> p.shape
+        (3, 4)
+        >>> optical_axis = _CAMERA_IN_BASE.to_transformation_matrix()[:3, 0]  # the camera's x
+        >>> ahead = _CAMERA_IN_BASE.p + 0.5 * optical_axis  # 0.5 m in front, root frame
+        >>> u, v, w = p @ np.append(ahead, 1.0)
+        >>> [round(float(u / w), 2), round(float(v / w), 2), round(float(w), 2)]  # (cx, cy)
+        [47.93, 47.91, 0.5]
+    """
+    k = _CAMERA_K_640x480.copy()
+    k[0] *= width / 640.0
+    k[1] *= height / 480.0
+    world_from_cam = (WIDOWX_BASE_POSE * _CAMERA_IN_BASE).to_transformation_matrix()
+    cam_from_root = np.linalg.inv(world_from_cam) @ root_pose.to_transformation_matrix()
+    return k @ _SAPIEN_TO_CV @ cam_from_root[:3]
+
+
+def project_to_image(points, height: int, width: int, root_pose: sapien.Pose = WIDOWX_BASE_POSE):
+    """Pixel coordinates ``[..., 2]`` (column ``u``, row ``v``) and depth ``[...]`` of root-frame
+    points ``[..., 3]`` (a torch tensor) in the task camera at ``(height, width)``; see
+    :func:`camera_projection`.
+
+    Examples:
+        >>> import torch
+        >>> uv, depth = project_to_image(torch.zeros(2, 3), 96, 96)  # the robot's base
+        >>> uv.shape, depth.shape, bool((depth > 0).all())
+        (torch.Size([2, 2]), torch.Size([2]), True)
+    """
+    import torch
+
+    p = torch.as_tensor(camera_projection(height, width, root_pose), dtype=points.dtype)
+    h = points @ p[:, :3].T + p[:, 3]
+    return h[..., :2] / h[..., 2:], h[..., 2]
 
 
 def _uniform_in_region(rng: np.random.Generator, placement: str) -> np.ndarray:
