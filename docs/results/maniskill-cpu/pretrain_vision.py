@@ -16,6 +16,14 @@ for ``sft_experiment.py --init``, and ``head.pt`` for ``--aux-privileged-coef`` 
 
 Reports on the held-out episodes: per-target RMSE in cm (and the predict-the-mean baseline),
 grasp and phase accuracy (and the majority-class baseline).
+
+``--keypoint-coef`` (eighth session) adds a second, local objective: the camera projection of
+each labelled point (:func:`vla_torchrl.envs.maniskill.scene.project_to_image`) is supervised on
+the patch grid, CenterNet-style. Each patch predicts, per point, a logit (is the point in this
+patch?), its offset inside the patch and its depth; the loss is the cross-entropy over patches
+plus the offset and depth errors at the true patch. Decoding (argmax patch + its offset and
+depth, back through the camera) gives a 3-D estimate whose RMSE is reported next to the flat
+head's. The random shift augmentation moves these labels with the image.
 """
 
 import argparse
@@ -27,6 +35,7 @@ import torch
 from tensordict import TensorDict
 
 from vla_torchrl.envs.demos import load_demos
+from vla_torchrl.envs.maniskill.scene import camera_projection, project_to_image
 from vla_torchrl.envs.transforms import ImageAugmentation
 from vla_torchrl.keys import EPISODE_ID_KEY, IMAGE_KEY, PRIVILEGED_KEY
 
@@ -62,6 +71,115 @@ def privileged_loss(head_out, target_z, grasped, phase):
     ce = torch.nn.functional.cross_entropy(phase_logits, phase)
     parts = {"mse": float(mse.detach()), "bce": float(bce.detach()), "ce": float(ce.detach())}
     return mse + bce + ce, parts
+
+
+class KeypointHead(torch.nn.Module):
+    """Projected patch embeddings ``[B, G*G, H]`` -> ``[B, K, G*G, 4]``: per point and patch a
+    logit, the offset (x, y) inside the patch (patch units, 0..1) and the standardized depth."""
+
+    def __init__(self, hidden: int, points: int = len(POSITIONS), width: int = 64) -> None:
+        super().__init__()
+        self.points = points
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(hidden, width), torch.nn.GELU(), torch.nn.Linear(width, 4 * points)
+        )
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        b, p, _ = patches.shape
+        return self.net(patches).view(b, p, self.points, 4).transpose(1, 2)
+
+
+def keypoint_targets(state: TensorDict, height: int, width: int) -> torch.Tensor:
+    """``[N, K, 3]``: each labelled point's image position normalized to ``[0, 1]`` (x = column,
+    y = row; pixel edges at 0 and 1) and its depth (metres) in the ``height x width`` camera."""
+    out = []
+    for k in POSITIONS:
+        uv, depth = project_to_image(state[k].double(), height, width)
+        xy = (uv + 0.5) / torch.tensor([width, height], dtype=uv.dtype)
+        out.append(torch.cat([xy, depth[..., None]], -1))
+    return torch.stack(out, 1).float()
+
+
+def keypoint_loss(pred, target, grid: int, depth_mean: float, depth_std: float, shift=None):
+    """CE over the ``grid x grid`` patches + L1 of the in-patch offset (patch units) + MSE of
+    the standardized depth, both at the true patch; points outside the frame are skipped.
+
+    ``shift``: ``[B, 2]`` normalized (x, y) displacement of each image (see :func:`shifted`).
+
+    Examples:
+        >>> t = torch.tensor([[[0.30, 0.70, 0.5]]])  # one point: x 0.3, y 0.7, 0.5 m deep
+        >>> perfect = encode_keypoints(t, grid=4, depth_mean=0.5, depth_std=0.1)
+        >>> round(float(keypoint_loss(perfect, t, 4, 0.5, 0.1)[0]), 4)  # only the CE floor
+        0.0
+        >>> decode_keypoints(perfect, 4, 0.5, 0.1)
+        tensor([[[0.3000, 0.7000, 0.5000]]])
+    """
+    if shift is not None:
+        target = torch.cat([target[..., :2] + shift[:, None], target[..., 2:]], -1)
+    xy = target[..., :2]
+    inside = ((xy >= 0) & (xy < 1)).all(-1)  # [B, K]
+    cell = (xy.clamp(0, 1 - 1e-6) * grid).floor()
+    index = (cell[..., 1] * grid + cell[..., 0]).long()  # row-major patch index
+    offset = xy * grid - cell
+    at = pred.gather(2, index[..., None, None].expand(*index.shape, 1, 4)).squeeze(2)
+    ce = torch.nn.functional.cross_entropy(pred[..., 0][inside], index[inside], reduction="sum")
+    l1 = (at[..., 1:3] - offset).abs().sum(-1)[inside].sum()
+    dz = (at[..., 3] - (target[..., 2] - depth_mean) / depth_std).pow(2)[inside].sum()
+    n = inside.sum().clamp_min(1)
+    parts = {k: float(v.detach() / n) for k, v in (("kp_ce", ce), ("kp_l1", l1), ("kp_dz", dz))}
+    return (ce + 10.0 * l1 + dz) / n, parts
+
+
+def encode_keypoints(target, grid: int, depth_mean: float, depth_std: float) -> torch.Tensor:
+    """The head output that :func:`keypoint_loss` rates best for ``target`` (a hard one-hot
+    logit of 30 at the true patch): the reference for :func:`decode_keypoints`."""
+    b, k, _ = target.shape
+    out = torch.zeros(b, k, grid * grid, 4)
+    cell = (target[..., :2].clamp(0, 1 - 1e-6) * grid).floor()
+    index = (cell[..., 1] * grid + cell[..., 0]).long()
+    value = torch.cat(
+        [
+            torch.full((b, k, 1), 30.0),
+            target[..., :2] * grid - cell,
+            ((target[..., 2] - depth_mean) / depth_std)[..., None],
+        ],
+        -1,
+    )
+    out.scatter_(2, index[..., None, None].expand(b, k, 1, 4), value[:, :, None])
+    return out
+
+
+def decode_keypoints(pred, grid: int, depth_mean: float, depth_std: float) -> torch.Tensor:
+    """``[B, K, 3]`` (x, y normalized; depth in metres) from the argmax patch of each point."""
+    index = pred[..., 0].argmax(-1)  # [B, K]
+    at = pred.gather(2, index[..., None, None].expand(*index.shape, 1, 4)).squeeze(2)
+    cell = torch.stack([index % grid, index // grid], -1).float()
+    xy = (cell + at[..., 1:3]) / grid
+    return torch.cat([xy, (at[..., 3:] * depth_std + depth_mean)], -1)
+
+
+def unproject(keypoints: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Root-frame points ``[..., 3]`` from :func:`keypoint_targets`-style ``(x, y, depth)``."""
+    p = torch.as_tensor(camera_projection(height, width), dtype=torch.float64)
+    u = keypoints[..., 0].double() * width - 0.5
+    v = keypoints[..., 1].double() * height - 0.5
+    d = keypoints[..., 2].double()
+    homogeneous = torch.stack([u * d, v * d, d], -1)  # = P[:, :3] @ X + P[:, 3]
+    return torch.linalg.solve(p[:, :3], (homogeneous - p[:, 3]).unsqueeze(-1)).squeeze(-1).float()
+
+
+def shifted(images: torch.Tensor, shift: int, generator: torch.Generator):
+    """Each ``[N, H, W, 3]`` image translated by its own random whole-pixel offset in
+    ``[-shift, shift]`` (edges replicated, as :class:`ImageAugmentation`), and the normalized
+    ``(x, y)`` displacement ``[N, 2]`` of the content, for the keypoint labels."""
+    n, h, w = images.shape[:3]
+    if shift == 0:
+        return images, torch.zeros(n, 2)
+    off = torch.randint(-shift, shift + 1, (n, 2), generator=generator)  # (row, col)
+    rows = (torch.arange(h)[None] + off[:, :1]).clamp(0, h - 1)
+    cols = (torch.arange(w)[None] + off[:, 1:]).clamp(0, w - 1)
+    out = images[torch.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    return out, torch.stack([-off[:, 1] / w, -off[:, 0] / h], -1).float()
 
 
 def build_small(ls_init: float | None = 1.0, image_size: int = 64, patch: int = 8):
@@ -131,6 +249,10 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--img", type=int, default=64, help="model input size (px)")
     p.add_argument("--patch", type=int, default=8, help="ViT patch size (px)")
+    p.add_argument(
+        "--keypoint-coef", type=float, default=0.0, help="weight of the patch keypoint loss"
+    )
+    p.add_argument("--init", default=None, help="start from this pretrained.pt (and head.pt)")
     a = p.parse_args()
     torch.manual_seed(a.seed)
     out = Path(a.out)
@@ -143,6 +265,10 @@ def main():
     mean, std = targets[train_idx].mean(0), targets[train_idx].std(0).clamp_min(1e-3)
     target_z = (targets - mean) / std
     grasped, phase = state["is_grasped"].bool(), state["expert_phase"].long()
+    cam_h, cam_w = demos[IMAGE_KEY].shape[-3:-1]
+    kp = keypoint_targets(state, cam_h, cam_w)
+    d_mean, d_std = float(kp[train_idx, :, 2].mean()), float(kp[train_idx, :, 2].std())
+    grid = a.img // a.patch
     emit(
         event="data",
         n=demos.shape[0],
@@ -156,13 +282,22 @@ def main():
     model, image_processor = bundle.model, bundle.processor.image_processor
     patches = (a.img // a.patch) ** 2
     head = PrivilegedHead(model.config.llm_hidden_size, patches)
+    kp_head = KeypointHead(model.config.llm_hidden_size)
+    if a.init:
+        model.load_state_dict(torch.load(a.init, weights_only=True))
+        saved = torch.load(Path(a.init).parent / "head.pt", weights_only=True)
+        head.load_state_dict(saved["head"])
+        if "keypoint_head" in saved:
+            kp_head.load_state_dict(saved["keypoint_head"])
     params = [
         *model.vision_backbone.parameters(),
         *model.projector.parameters(),
         *head.parameters(),
+        *(kp_head.parameters() if a.keypoint_coef > 0 else []),
     ]
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.01, betas=(0.9, 0.95))
-    aug = ImageAugmentation(shift=a.shift, brightness=0.1, contrast=0.1, seed=a.seed)
+    aug = ImageAugmentation(shift=0, brightness=0.1, contrast=0.1, seed=a.seed)
+    shift_gen = torch.Generator().manual_seed(a.seed)
 
     def lr_at(s):
         if s < a.warmup:
@@ -171,25 +306,38 @@ def main():
         return a.lr * (0.05 + 0.95 * 0.5 * (1 + torch.cos(torch.tensor(frac * torch.pi)).item()))
 
     def forward(images):
-        return head(model.embed_images(image_processor(images)))
+        z = model.embed_images(image_processor(images))
+        return head(z), kp_head(z)
 
     @torch.no_grad()
     def evaluate():
         model.eval()
         head.eval()
-        reg, gl, pl = [], [], []
+        reg, gl, pl, kps = [], [], [], []
         for i in range(0, len(val_idx), 128):
             idx = val_idx[i : i + 128]
-            r, g, ph = forward(demos[IMAGE_KEY][idx])
+            (r, g, ph), k = forward(demos[IMAGE_KEY][idx])
             reg.append(r)
             gl.append(g)
             pl.append(ph)
-        reg, gl, pl = torch.cat(reg), torch.cat(gl), torch.cat(pl)
+            kps.append(decode_keypoints(k, grid, d_mean, d_std))
+        reg, gl, pl, kps = torch.cat(reg), torch.cat(gl), torch.cat(pl), torch.cat(kps)
         err = (reg * std + mean) - targets[val_idx]
         base = mean - targets[val_idx]
         rmse = lambda e: [round(100 * float(x), 2) for x in e.pow(2).mean(0).sqrt()]  # noqa: E731
         g_true, p_true = grasped[val_idx], phase[val_idx]
         majority = int(torch.bincount(phase[train_idx]).argmax())
+        # the keypoint head's estimate, back in the root frame (tcp, object, receptacle, and
+        # the tcp - object offset), and its image error in camera pixels
+        xyz = unproject(kps, cam_h, cam_w)
+        kp_est = torch.cat([xyz[:, 0], xyz[:, 1], xyz[:, 2], xyz[:, 0] - xyz[:, 1]], -1)
+        px = (kps[..., :2] - kp[val_idx][..., :2]) * torch.tensor([cam_w, cam_h])
+        keypoint = {}
+        if a.keypoint_coef > 0:
+            keypoint = {
+                "kp_rmse_cm": rmse(kp_est - targets[val_idx]),
+                "kp_px_rmse": [round(float(x), 2) for x in px.norm(dim=-1).pow(2).mean(0).sqrt()],
+            }
         return {
             "rmse_cm": rmse(err),
             "baseline_rmse_cm": rmse(base),
@@ -199,6 +347,7 @@ def main():
             ),
             "phase_acc": round(float((pl.argmax(-1) == p_true).float().mean()), 3),
             "phase_baseline": round(float((p_true == majority).float().mean()), 3),
+            **keypoint,
         }
 
     if len(train_idx) < a.bs:
@@ -216,10 +365,14 @@ def main():
             for gp in opt.param_groups:
                 gp["lr"] = lr_at(step)
             idx = order[i : i + a.bs]
-            mb = aug(TensorDict({IMAGE_KEY: demos[IMAGE_KEY][idx]}, [len(idx)]))
-            loss, parts = privileged_loss(
-                forward(mb[IMAGE_KEY]), target_z[idx], grasped[idx], phase[idx]
-            )
+            images, moved = shifted(demos[IMAGE_KEY][idx], a.shift, shift_gen)
+            mb = aug(TensorDict({IMAGE_KEY: images}, [len(idx)]))
+            flat_out, kp_out = forward(mb[IMAGE_KEY])
+            loss, parts = privileged_loss(flat_out, target_z[idx], grasped[idx], phase[idx])
+            if a.keypoint_coef > 0:
+                kl, kparts = keypoint_loss(kp_out, kp[idx], grid, d_mean, d_std, shift=moved)
+                loss = loss + a.keypoint_coef * kl
+                parts.update(kparts)
             opt.zero_grad()
             loss.backward()
             gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -238,7 +391,17 @@ def main():
             if step % a.eval_every == 0 or step >= a.steps:
                 emit(event="eval", step=step, **evaluate())
                 torch.save(model.state_dict(), out / "pretrained.pt")
-                torch.save({"head": head.state_dict(), "mean": mean, "std": std}, out / "head.pt")
+                torch.save(
+                    {
+                        "head": head.state_dict(),
+                        "mean": mean,
+                        "std": std,
+                        "keypoint_head": kp_head.state_dict(),
+                        "depth_mean": d_mean,
+                        "depth_std": d_std,
+                    },
+                    out / "head.pt",
+                )
             if step >= a.steps:
                 break
     emit(event="done", step=step)
