@@ -70,6 +70,13 @@ def main():
         "(demos collected with privileged=true; the head from --head, else a new one)",
     )
     p.add_argument("--head", default=None, help="head.pt of pretrain_vision.py")
+    p.add_argument(
+        "--aux-keypoint-coef",
+        type=float,
+        default=0.0,
+        help="keep pretrain_vision.py's patch keypoint loss during SFT with this weight "
+        "(privileged demos; the keypoint head from --head)",
+    )
     p.add_argument("--freeze-vision", action="store_true", help="train the projector and LLM only")
     a = p.parse_args()
     torch.manual_seed(a.seed)
@@ -190,6 +197,27 @@ def main():
             model.projector.register_forward_hook(lambda m_, i_, o_: captured.__setitem__("p", o_))
         priv = head
         params = params + list(head.parameters())
+    kp_head = None
+    if a.aux_keypoint_coef > 0:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).parent))
+        from pretrain_vision import KeypointHead, keypoint_loss, keypoint_targets, shifted
+
+        from vla_torchrl.keys import IMAGE_KEY, PRIVILEGED_KEY
+
+        if not a.head:
+            raise SystemExit("--aux-keypoint-coef needs --head (a head.pt with a keypoint head)")
+        saved_kp = torch.load(a.head, weights_only=True)
+        kp_head = KeypointHead(a.h)
+        kp_head.load_state_dict(saved_kp["keypoint_head"])
+        kp_grid, kp_mean, kp_std = a.img // a.patch, saved_kp["depth_mean"], saved_kp["depth_std"]
+        cam_h, cam_w = demos[IMAGE_KEY].shape[-3:-1]
+        demos["priv_kp"] = keypoint_targets(demos[PRIVILEGED_KEY], cam_h, cam_w)
+        shift_gen = torch.Generator().manual_seed(a.seed)
+        if aux is None and priv is None:  # else a hook already captures the projector output
+            model.projector.register_forward_hook(lambda m_, i_, o_: captured.__setitem__("p", o_))
+        params = params + list(kp_head.parameters())
     L(
         event="model",
         params=sum(p_.numel() for p_ in model.parameters()),
@@ -268,6 +296,9 @@ def main():
             for gp in opt.param_groups:
                 gp["lr"] = lr_at(step, frac)
             mb = demos[order[i : i + a.bs]].clone()
+            if kp_head is not None:  # shift here, so that the keypoint labels move too
+                images, moved = shifted(mb[IMAGE_KEY], a.shift, shift_gen)
+                mb[IMAGE_KEY] = images
             mb = aug(mb)
             o = loss_fn(mb)
             total = o["loss_sft"]
@@ -281,6 +312,11 @@ def main():
                     priv(captured["p"]), mb["priv_z"], mb["priv_grasped"], mb["priv_phase"]
                 )
                 total = total + a.aux_privileged_coef * pl
+            if kp_head is not None:
+                kl, _ = keypoint_loss(
+                    kp_head(captured["p"]), mb["priv_kp"], kp_grid, kp_mean, kp_std, shift=moved
+                )
+                total = total + a.aux_keypoint_coef * kl
             opt.zero_grad()
             total.backward()
             gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -316,10 +352,15 @@ def main():
                     best = r["success"] + 0.1 * r["grasped"]
                     torch.save(model.state_dict(), out / "best.pt")
                 (out / "cfg.json").write_text(json.dumps({"cfg": cfg.to_dict(), "args": vars(a)}))
-                if priv is not None:  # the privileged head trains on; a continuation needs it
-                    torch.save(
-                        {"head": priv.state_dict(), "mean": mean, "std": std}, out / "head.pt"
-                    )
+                if priv is not None or kp_head is not None:  # they train on; a continuation
+                    heads = {"head": priv.state_dict(), "mean": mean, "std": std} if priv else {}
+                    if kp_head is not None:
+                        heads.update(
+                            keypoint_head=kp_head.state_dict(),
+                            depth_mean=kp_mean,
+                            depth_std=kp_std,
+                        )
+                    torch.save(heads, out / "head.pt")
             if done:
                 break
         if (step >= a.steps) if a.steps else (time.time() - t_train > budget):
