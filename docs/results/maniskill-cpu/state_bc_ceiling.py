@@ -18,6 +18,14 @@ long-axis yaw as (cos 2y, sin 2y) (it is defined modulo pi); the grasp flag.
     python docs/results/maniskill-cpu/state_bc_ceiling.py --demos data/dart96-s1 data/dart96-s2 \
         --out runs/state-bc-noise --eval-only runs/state-bc/state_bc.pt --temperatures greedy \
         --position-noise-cm 1,2
+
+``--perception RUN`` (eighth session) puts the pretrained towers of a ``pretrain_vision.py
+--keypoint-coef`` run in front of the MLP: the three positions come from the keypoint head
+(decoded, back-projected through the camera) and the grasp flag from the flat head's grasp
+logit, both read off the 96 px frame, in training (the demo frames) and in the closed loop
+(the rendered frame of each step). The gripper's rotation and the object's yaw still come from
+the simulator. This is a modular image policy: its success says what the towers' perception
+supports when the action model is a plain MLP trained on their estimates.
 """
 
 import argparse
@@ -30,12 +38,29 @@ import torch
 from vla_torchrl.envs import make_env
 from vla_torchrl.envs.episodes import run_episodes
 from vla_torchrl.envs.maniskill.expert import ExpertPolicy
-from vla_torchrl.keys import ACTION_KEY, EPISODE_ID_KEY, METRIC_KEYS, PRIVILEGED_KEY, SUCCESS_KEY
+from vla_torchrl.keys import (
+    ACTION_KEY,
+    EPISODE_ID_KEY,
+    IMAGE_KEY,
+    METRIC_KEYS,
+    PRIVILEGED_KEY,
+    SUCCESS_KEY,
+)
 from vla_torchrl.modules.processors.action import ActionTokenizer, action_statistics
 from vla_torchrl.utils.threads import torch_threads
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pretrain_vision import held_out_split, jsonl_logger, load_privileged_demos  # noqa: E402
+from pretrain_vision import (  # noqa: E402
+    POSITIONS,
+    KeypointHead,
+    PrivilegedHead,
+    build_small,
+    decode_keypoints,
+    held_out_split,
+    jsonl_logger,
+    load_privileged_demos,
+    unproject,
+)
 
 N_BINS = 256
 FIRST_ID = 32000 - N_BINS  # the id of class 0 (OpenVLA's last 256 ids)
@@ -97,6 +122,38 @@ def with_position_noise(s, noise: dict[str, torch.Tensor] | None):
     return s
 
 
+class TowerPerception:
+    """The towers of a ``pretrain_vision.py --keypoint-coef`` run as a state estimator: uint8
+    frames ``[N, H, W, 3]`` -> the three positions (root frame) and the grasp flag."""
+
+    def __init__(self, run: str, img: int = 64, patch: int = 8) -> None:
+        bundle = build_small(image_size=img, patch=patch)
+        self.model, self.processor = bundle.model, bundle.processor.image_processor
+        self.model.load_state_dict(torch.load(Path(run) / "pretrained.pt", weights_only=True))
+        saved = torch.load(Path(run) / "head.pt", weights_only=True)
+        hidden = self.model.config.llm_hidden_size
+        self.flat = PrivilegedHead(hidden, (img // patch) ** 2)
+        self.flat.load_state_dict(saved["head"])
+        self.keypoints = KeypointHead(hidden, len(POSITIONS))
+        self.keypoints.load_state_dict(saved["keypoint_head"])
+        self.grid, self.depth = img // patch, (saved["depth_mean"], saved["depth_std"])
+        for m in (self.model, self.flat, self.keypoints):
+            m.eval()
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {k: [] for k in (*POSITIONS, "is_grasped")}
+        for i in range(0, images.shape[0], 256):
+            frames = images[i : i + 256]
+            z = self.model.embed_images(self.processor(frames))
+            kps = decode_keypoints(self.keypoints(z), self.grid, *self.depth)
+            xyz = unproject(kps, *frames.shape[-3:-1])
+            for j, k in enumerate(POSITIONS):
+                out[k].append(xyz[:, j])
+            out["is_grasped"].append(self.flat(z)[1] > 0)
+        return {k: torch.cat(v) for k, v in out.items()}
+
+
 class StateActor:
     """A rollout policy: reads the simulator's state through the expert, outputs env actions."""
 
@@ -108,12 +165,14 @@ class StateActor:
         temperature: float | None,
         noise_m: float = 0.0,
         noise_kind: str = "step",
+        perception: TowerPerception | None = None,
     ) -> None:
         """``noise_m``: Gaussian noise (metres per axis) on the positions, drawn afresh at every
         step (``noise_kind="step"``) or once per episode (``"episode"``: a constant bias, as a
         systematic perception error); the pairwise offsets then err by sqrt(2) ``noise_m``."""
         self.model, self.tokenizer, self.expert, self.t = model, tokenizer, expert, temperature
         self.noise_m, self.noise_kind = noise_m, noise_kind
+        self.perception = perception
         self.generator = torch.Generator().manual_seed(0)
         self.noise = None
 
@@ -127,6 +186,9 @@ class StateActor:
     def __call__(self, td):
         self.expert.actions()  # refreshes the privileged state; its action is unused
         s = self.expert.privileged_state()
+        if self.perception is not None:
+            frames = td[IMAGE_KEY].reshape(-1, *td[IMAGE_KEY].shape[-3:])
+            s = {**s, **self.perception(frames)}
         if self.noise_m > 0:
             first = any(int(e.task.elapsed_steps.reshape(-1)[0]) == 0 for e in self.expert.experts)
             if self.noise_kind == "step" or first or self.noise is None:
@@ -166,6 +228,11 @@ def main():
         help="train on positions with this Gaussian noise (cm/axis): robustness to perception",
     )
     p.add_argument("--eval-only", default=None, help="a state_bc.pt to play (no training)")
+    p.add_argument(
+        "--perception",
+        default=None,
+        help="a pretrain_vision.py --keypoint-coef run: read positions and grasp from its towers",
+    )
     a = p.parse_args()
     torch.manual_seed(a.seed)
     out = Path(a.out)
@@ -173,6 +240,14 @@ def main():
 
     demos = load_privileged_demos(a.demos)
     state = demos[PRIVILEGED_KEY]
+    perception = TowerPerception(a.perception) if a.perception else None
+    if perception is not None:
+        ts = time.time()
+        estimates = perception(demos[IMAGE_KEY])
+        state = state.clone()
+        for k, v in estimates.items():
+            state[k] = v.to(state[k].dtype)
+        emit(event="perception", frames=len(demos), s=round(time.time() - ts, 1))
     x = state_features(state)
     train_idx, val_idx = held_out_split(demos[EPISODE_ID_KEY])
     stats = action_statistics(demos[ACTION_KEY][train_idx])["action"]
@@ -241,7 +316,13 @@ def main():
             recs = run_episodes(
                 env,
                 StateActor(
-                    model, tok, expert, temperature, noise_m=noise_cm / 100, noise_kind=a.noise_kind
+                    model,
+                    tok,
+                    expert,
+                    temperature,
+                    noise_m=noise_cm / 100,
+                    noise_kind=a.noise_kind,
+                    perception=perception,
                 ),
                 episodes=a.episodes,
                 max_steps=a.max_steps,
@@ -254,6 +335,7 @@ def main():
             position_noise_cm=noise_cm,
             noise_kind=a.noise_kind,
             train_noise_cm=a.train_noise_cm,
+            perception=a.perception,
             n=len(recs),
             eval_s=round(time.time() - ts, 1),
             **r,
