@@ -24,8 +24,9 @@ long-axis yaw as (cos 2y, sin 2y) (it is defined modulo pi); the grasp flag.
 (decoded, back-projected through the camera) and the grasp flag from the flat head's grasp
 logit, both read off the 96 px frame, in training (the demo frames) and in the closed loop
 (the rendered frame of each step). The gripper's rotation and the object's yaw still come from
-the simulator. This is a modular image policy: its success says what the towers' perception
-supports when the action model is a plain MLP trained on their estimates.
+the simulator, unless ``--blind-orientation`` replaces them with constants (identity, yaw 0)
+in training and in the closed loop. This is a modular image policy: its success says what the
+towers' perception supports when the action model is a plain MLP trained on their estimates.
 """
 
 import argparse
@@ -64,6 +65,16 @@ from pretrain_vision import (  # noqa: E402
 
 N_BINS = 256
 FIRST_ID = 32000 - N_BINS  # the id of class 0 (OpenVLA's last 256 ids)
+
+
+def without_orientation(s):
+    """``s`` with the gripper's rotation and the object's yaw replaced by constants (identity,
+    0): what a policy that reads only the towers' positions and grasp flag knows."""
+    s = dict(s)
+    b = s["tcp_position"].shape[0]
+    s["tcp_rotation"] = torch.eye(3).expand(b, 3, 3)
+    s["object_yaw"] = torch.zeros(b)
+    return s
 
 
 def state_features(s) -> torch.Tensor:
@@ -166,13 +177,14 @@ class StateActor:
         noise_m: float = 0.0,
         noise_kind: str = "step",
         perception: TowerPerception | None = None,
+        blind_orientation: bool = False,
     ) -> None:
         """``noise_m``: Gaussian noise (metres per axis) on the positions, drawn afresh at every
         step (``noise_kind="step"``) or once per episode (``"episode"``: a constant bias, as a
         systematic perception error); the pairwise offsets then err by sqrt(2) ``noise_m``."""
         self.model, self.tokenizer, self.expert, self.t = model, tokenizer, expert, temperature
         self.noise_m, self.noise_kind = noise_m, noise_kind
-        self.perception = perception
+        self.perception, self.blind_orientation = perception, blind_orientation
         self.generator = torch.Generator().manual_seed(0)
         self.noise = None
 
@@ -189,6 +201,8 @@ class StateActor:
         if self.perception is not None:
             frames = td[IMAGE_KEY].reshape(-1, *td[IMAGE_KEY].shape[-3:])
             s = {**s, **self.perception(frames)}
+        if self.blind_orientation:
+            s = without_orientation(s)
         if self.noise_m > 0:
             first = any(int(e.task.elapsed_steps.reshape(-1)[0]) == 0 for e in self.expert.experts)
             if self.noise_kind == "step" or first or self.noise is None:
@@ -233,6 +247,11 @@ def main():
         default=None,
         help="a pretrain_vision.py --keypoint-coef run: read positions and grasp from its towers",
     )
+    p.add_argument(
+        "--blind-orientation",
+        action="store_true",
+        help="constant gripper rotation and object yaw (train and closed loop)",
+    )
     a = p.parse_args()
     torch.manual_seed(a.seed)
     out = Path(a.out)
@@ -248,7 +267,7 @@ def main():
         for k, v in estimates.items():
             state[k] = v.to(state[k].dtype)
         emit(event="perception", frames=len(demos), s=round(time.time() - ts, 1))
-    x = state_features(state)
+    x = state_features(without_orientation(state) if a.blind_orientation else state)
     train_idx, val_idx = held_out_split(demos[EPISODE_ID_KEY])
     stats = action_statistics(demos[ACTION_KEY][train_idx])["action"]
     tok = ActionTokenizer(q01=stats["q01"], q99=stats["q99"], mask=stats["mask"])
@@ -280,6 +299,7 @@ def main():
         xb = x[idx]
         if a.train_noise_cm > 0:  # the same noise model as the closed loop's, per sample
             s = state[idx].to_dict()
+            s = without_orientation(s) if a.blind_orientation else s
             noise = {k: a.train_noise_cm / 100 * torch.randn(s[k].shape) for k in POSITION_KEYS}
             xb = state_features(with_position_noise(s, noise))
         loss = torch.nn.functional.cross_entropy(model(xb).flatten(0, 1), y[idx].flatten())
@@ -323,6 +343,7 @@ def main():
                     noise_m=noise_cm / 100,
                     noise_kind=a.noise_kind,
                     perception=perception,
+                    blind_orientation=a.blind_orientation,
                 ),
                 episodes=a.episodes,
                 max_steps=a.max_steps,
@@ -336,6 +357,7 @@ def main():
             noise_kind=a.noise_kind,
             train_noise_cm=a.train_noise_cm,
             perception=a.perception,
+            blind_orientation=a.blind_orientation,
             n=len(recs),
             eval_s=round(time.time() - ts, 1),
             **r,
