@@ -24,6 +24,10 @@ patch?), its offset inside the patch and its depth; the loss is the cross-entrop
 plus the offset and depth errors at the true patch. Decoding (argmax patch + its offset and
 depth, back through the camera) gives a 3-D estimate whose RMSE is reported next to the flat
 head's. The random shift augmentation moves these labels with the image.
+
+``--orientation-coef`` adds a third head for what a grasp also needs and the positions do not
+say: the gripper's rotation (9 numbers) and the object's long-axis yaw as (cos 2y, sin 2y)
+(standardized MSE, the flat head's layout). Reported as the median angle errors in degrees.
 """
 
 import argparse
@@ -71,6 +75,51 @@ def privileged_loss(head_out, target_z, grasped, phase):
     ce = torch.nn.functional.cross_entropy(phase_logits, phase)
     parts = {"mse": float(mse.detach()), "bce": float(bce.detach()), "ce": float(ce.detach())}
     return mse + bce + ce, parts
+
+
+def orientation_targets(state: TensorDict) -> torch.Tensor:
+    """``[N, 11]``: the gripper's rotation matrix (row-major) and (cos 2y, sin 2y) of the
+    object's yaw (defined modulo pi)."""
+    yaw = state["object_yaw"].float()
+    rot = state["tcp_rotation"].float().flatten(1)
+    return torch.cat([rot, torch.stack([torch.cos(2 * yaw), torch.sin(2 * yaw)], -1)], -1)
+
+
+class OrientationHead(torch.nn.Module):
+    """Projected patch embeddings ``[B, P, H]`` -> the 11 standardized orientation targets."""
+
+    def __init__(self, hidden: int, patches: int, width: int = 16) -> None:
+        super().__init__()
+        self.reduce = torch.nn.Sequential(torch.nn.Linear(hidden, width), torch.nn.GELU())
+        self.out = torch.nn.Linear(width * patches, 11)
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        return self.out(self.reduce(patches).flatten(1))
+
+
+def decode_orientation(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rotation ``[N, 3, 3]``, the nearest rotation matrix by SVD; yaw ``[N]`` in
+    ``(-pi/2, pi/2]``) from unstandardized :func:`orientation_targets`-style values.
+
+    Examples:
+        >>> import math
+        >>> r = torch.eye(3).flatten()
+        >>> rot, yaw = decode_orientation(torch.cat([1.1 * r, torch.tensor([0.0, 2.0])])[None])
+        >>> torch.allclose(rot[0], torch.eye(3)), round(float(yaw[0]) / math.pi, 3)
+        (True, 0.25)
+    """
+    u, _, vh = torch.linalg.svd(values[:, :9].reshape(-1, 3, 3))
+    d = torch.linalg.det(u @ vh)
+    u = torch.cat([u[..., :2], u[..., 2:] * d[:, None, None]], -1)
+    return u @ vh, 0.5 * torch.atan2(values[:, 10], values[:, 9])
+
+
+def orientation_errors_deg(rot, yaw, true_rot, true_yaw) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample angle between rotations and yaw error modulo pi, both in degrees."""
+    cos = ((rot.transpose(1, 2) @ true_rot).diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2
+    d_rot = torch.rad2deg(torch.arccos(cos.clamp(-1, 1)))
+    d_yaw = torch.rad2deg(torch.remainder(yaw - true_yaw + torch.pi / 2, torch.pi) - torch.pi / 2)
+    return d_rot, d_yaw.abs()
 
 
 class KeypointHead(torch.nn.Module):
@@ -252,6 +301,12 @@ def main():
     p.add_argument(
         "--keypoint-coef", type=float, default=0.0, help="weight of the patch keypoint loss"
     )
+    p.add_argument(
+        "--orientation-coef",
+        type=float,
+        default=0.0,
+        help="weight of the gripper-rotation / object-yaw loss",
+    )
     p.add_argument("--init", default=None, help="start from this pretrained.pt (and head.pt)")
     a = p.parse_args()
     torch.manual_seed(a.seed)
@@ -269,6 +324,9 @@ def main():
     kp = keypoint_targets(state, cam_h, cam_w)
     d_mean, d_std = float(kp[train_idx, :, 2].mean()), float(kp[train_idx, :, 2].std())
     grid = a.img // a.patch
+    orient = orientation_targets(state)
+    o_mean, o_std = orient[train_idx].mean(0), orient[train_idx].std(0).clamp_min(1e-3)
+    orient_z = (orient - o_mean) / o_std
     emit(
         event="data",
         n=demos.shape[0],
@@ -283,17 +341,21 @@ def main():
     patches = (a.img // a.patch) ** 2
     head = PrivilegedHead(model.config.llm_hidden_size, patches)
     kp_head = KeypointHead(model.config.llm_hidden_size)
+    or_head = OrientationHead(model.config.llm_hidden_size, patches)
     if a.init:
         model.load_state_dict(torch.load(a.init, weights_only=True))
         saved = torch.load(Path(a.init).parent / "head.pt", weights_only=True)
         head.load_state_dict(saved["head"])
         if "keypoint_head" in saved:
             kp_head.load_state_dict(saved["keypoint_head"])
+        if "orientation_head" in saved:
+            or_head.load_state_dict(saved["orientation_head"])
     params = [
         *model.vision_backbone.parameters(),
         *model.projector.parameters(),
         *head.parameters(),
         *(kp_head.parameters() if a.keypoint_coef > 0 else []),
+        *(or_head.parameters() if a.orientation_coef > 0 else []),
     ]
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.01, betas=(0.9, 0.95))
     aug = ImageAugmentation(shift=0, brightness=0.1, contrast=0.1, seed=a.seed)
@@ -307,16 +369,17 @@ def main():
 
     def forward(images):
         z = model.embed_images(image_processor(images))
-        return head(z), kp_head(z)
+        return head(z), kp_head(z), or_head(z)
 
     @torch.no_grad()
     def evaluate():
         model.eval()
         head.eval()
-        reg, gl, pl, kps = [], [], [], []
+        reg, gl, pl, kps, ors = [], [], [], [], []
         for i in range(0, len(val_idx), 128):
             idx = val_idx[i : i + 128]
-            (r, g, ph), k = forward(demos[IMAGE_KEY][idx])
+            (r, g, ph), k, o = forward(demos[IMAGE_KEY][idx])
+            ors.append(o * o_std + o_mean)
             reg.append(r)
             gl.append(g)
             pl.append(ph)
@@ -338,6 +401,14 @@ def main():
                 "kp_rmse_cm": rmse(kp_est - targets[val_idx]),
                 "kp_px_rmse": [round(float(x), 2) for x in px.norm(dim=-1).pow(2).mean(0).sqrt()],
             }
+        if a.orientation_coef > 0:
+            rot, yaw = decode_orientation(torch.cat(ors))
+            d_rot, d_yaw = orientation_errors_deg(
+                rot, yaw, state["tcp_rotation"][val_idx].float(), state["object_yaw"][val_idx]
+            )
+            keypoint["rotation_err_deg_median"] = round(float(d_rot.median()), 2)
+            keypoint["yaw_err_deg_median"] = round(float(d_yaw.median()), 2)
+            keypoint["yaw_err_deg_p90"] = round(float(d_yaw.quantile(0.9)), 2)
         return {
             "rmse_cm": rmse(err),
             "baseline_rmse_cm": rmse(base),
@@ -367,12 +438,16 @@ def main():
             idx = order[i : i + a.bs]
             images, moved = shifted(demos[IMAGE_KEY][idx], a.shift, shift_gen)
             mb = aug(TensorDict({IMAGE_KEY: images}, [len(idx)]))
-            flat_out, kp_out = forward(mb[IMAGE_KEY])
+            flat_out, kp_out, or_out = forward(mb[IMAGE_KEY])
             loss, parts = privileged_loss(flat_out, target_z[idx], grasped[idx], phase[idx])
             if a.keypoint_coef > 0:
                 kl, kparts = keypoint_loss(kp_out, kp[idx], grid, d_mean, d_std, shift=moved)
                 loss = loss + a.keypoint_coef * kl
                 parts.update(kparts)
+            if a.orientation_coef > 0:
+                ol = torch.nn.functional.mse_loss(or_out, orient_z[idx])
+                loss = loss + a.orientation_coef * ol
+                parts["orient"] = float(ol.detach())
             opt.zero_grad()
             loss.backward()
             gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -399,6 +474,9 @@ def main():
                         "keypoint_head": kp_head.state_dict(),
                         "depth_mean": d_mean,
                         "depth_std": d_std,
+                        "orientation_head": or_head.state_dict(),
+                        "orient_mean": o_mean,
+                        "orient_std": o_std,
                     },
                     out / "head.pt",
                 )
