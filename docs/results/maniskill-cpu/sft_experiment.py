@@ -71,6 +71,12 @@ def main():
     )
     p.add_argument("--head", default=None, help="head.pt of pretrain_vision.py")
     p.add_argument(
+        "--aux-orientation-coef",
+        type=float,
+        default=0.0,
+        help="keep pretrain_vision.py's rotation / yaw loss during SFT (the head from --head)",
+    )
+    p.add_argument(
         "--aux-keypoint-coef",
         type=float,
         default=0.0,
@@ -218,6 +224,23 @@ def main():
         if aux is None and priv is None:  # else a hook already captures the projector output
             model.projector.register_forward_hook(lambda m_, i_, o_: captured.__setitem__("p", o_))
         params = params + list(kp_head.parameters())
+    or_head = None
+    if a.aux_orientation_coef > 0:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).parent))
+        from pretrain_vision import OrientationHead, orientation_targets
+
+        from vla_torchrl.keys import PRIVILEGED_KEY
+
+        saved_or = torch.load(a.head, weights_only=True)
+        or_head = OrientationHead(a.h, (a.img // a.patch) ** 2)
+        or_head.load_state_dict(saved_or["orientation_head"])
+        o_mean, o_std = saved_or["orient_mean"], saved_or["orient_std"]
+        demos["priv_orient_z"] = (orientation_targets(demos[PRIVILEGED_KEY]) - o_mean) / o_std
+        if aux is None and priv is None and kp_head is None:
+            model.projector.register_forward_hook(lambda m_, i_, o_: captured.__setitem__("p", o_))
+        params = params + list(or_head.parameters())
     L(
         event="model",
         params=sum(p_.numel() for p_ in model.parameters()),
@@ -317,6 +340,9 @@ def main():
                     kp_head(captured["p"]), mb["priv_kp"], kp_grid, kp_mean, kp_std, shift=moved
                 )
                 total = total + a.aux_keypoint_coef * kl
+            if or_head is not None:
+                ol = torch.nn.functional.mse_loss(or_head(captured["p"]), mb["priv_orient_z"])
+                total = total + a.aux_orientation_coef * ol
             opt.zero_grad()
             total.backward()
             gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -352,8 +378,18 @@ def main():
                     best = r["success"] + 0.1 * r["grasped"]
                     torch.save(model.state_dict(), out / "best.pt")
                 (out / "cfg.json").write_text(json.dumps({"cfg": cfg.to_dict(), "args": vars(a)}))
-                if priv is not None or kp_head is not None:  # they train on; a continuation
-                    heads = {"head": priv.state_dict(), "mean": mean, "std": std} if priv else {}
+                if any(
+                    h is not None for h in (priv, kp_head, or_head)
+                ):  # a continuation needs them
+                    heads = {}
+                    if priv is not None:
+                        heads.update(head=priv.state_dict(), mean=mean, std=std)
+                    if or_head is not None:
+                        heads.update(
+                            orientation_head=or_head.state_dict(),
+                            orient_mean=o_mean,
+                            orient_std=o_std,
+                        )
                     if kp_head is not None:
                         heads.update(
                             keypoint_head=kp_head.state_dict(),

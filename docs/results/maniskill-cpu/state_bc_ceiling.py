@@ -25,7 +25,9 @@ long-axis yaw as (cos 2y, sin 2y) (it is defined modulo pi); the grasp flag.
 logit, both read off the 96 px frame, in training (the demo frames) and in the closed loop
 (the rendered frame of each step). The gripper's rotation and the object's yaw still come from
 the simulator, unless ``--blind-orientation`` replaces them with constants (identity, yaw 0)
-in training and in the closed loop. This is a modular image policy: its success says what the
+in training and in the closed loop, or ``--perceive-orientation`` reads them too off the frame
+(the orientation head of ``pretrain_vision.py --orientation-coef``): then every input but
+nothing else comes from the image. This is a modular image policy: its success says what the
 towers' perception supports when the action model is a plain MLP trained on their estimates.
 """
 
@@ -54,9 +56,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from pretrain_vision import (  # noqa: E402
     POSITIONS,
     KeypointHead,
+    OrientationHead,
     PrivilegedHead,
     build_small,
     decode_keypoints,
+    decode_orientation,
     held_out_split,
     jsonl_logger,
     load_privileged_demos,
@@ -137,7 +141,7 @@ class TowerPerception:
     """The towers of a ``pretrain_vision.py --keypoint-coef`` run as a state estimator: uint8
     frames ``[N, H, W, 3]`` -> the three positions (root frame) and the grasp flag."""
 
-    def __init__(self, run: str, img: int = 64, patch: int = 8) -> None:
+    def __init__(self, run: str, img: int = 64, patch: int = 8, orientation: bool = False) -> None:
         bundle = build_small(image_size=img, patch=patch)
         self.model, self.processor = bundle.model, bundle.processor.image_processor
         self.model.load_state_dict(torch.load(Path(run) / "pretrained.pt", weights_only=True))
@@ -148,12 +152,21 @@ class TowerPerception:
         self.keypoints = KeypointHead(hidden, len(POSITIONS))
         self.keypoints.load_state_dict(saved["keypoint_head"])
         self.grid, self.depth = img // patch, (saved["depth_mean"], saved["depth_std"])
+        self.orientation = None
+        if orientation:
+            if "orient_mean" not in saved:
+                raise SystemExit(f"{run}/head.pt has no orientation head: --orientation-coef")
+            self.orientation = OrientationHead(hidden, (img // patch) ** 2)
+            self.orientation.load_state_dict(saved["orientation_head"])
+            self.orientation.eval()
+            self.o_mean, self.o_std = saved["orient_mean"], saved["orient_std"]
         for m in (self.model, self.flat, self.keypoints):
             m.eval()
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = {k: [] for k in (*POSITIONS, "is_grasped")}
+        keys = (*POSITIONS, "is_grasped")
+        out = {k: [] for k in keys + (("tcp_rotation", "object_yaw") if self.orientation else ())}
         for i in range(0, images.shape[0], 256):
             frames = images[i : i + 256]
             z = self.model.embed_images(self.processor(frames))
@@ -162,6 +175,10 @@ class TowerPerception:
             for j, k in enumerate(POSITIONS):
                 out[k].append(xyz[:, j])
             out["is_grasped"].append(self.flat(z)[1] > 0)
+            if self.orientation is not None:
+                rot, yaw = decode_orientation(self.orientation(z) * self.o_std + self.o_mean)
+                out["tcp_rotation"].append(rot)
+                out["object_yaw"].append(yaw)
         return {k: torch.cat(v) for k, v in out.items()}
 
 
@@ -248,6 +265,11 @@ def main():
         help="a pretrain_vision.py --keypoint-coef run: read positions and grasp from its towers",
     )
     p.add_argument(
+        "--perceive-orientation",
+        action="store_true",
+        help="with --perception: the gripper rotation and object yaw from the towers too",
+    )
+    p.add_argument(
         "--blind-orientation",
         action="store_true",
         help="constant gripper rotation and object yaw (train and closed loop)",
@@ -259,7 +281,9 @@ def main():
 
     demos = load_privileged_demos(a.demos)
     state = demos[PRIVILEGED_KEY]
-    perception = TowerPerception(a.perception) if a.perception else None
+    perception = None
+    if a.perception:
+        perception = TowerPerception(a.perception, orientation=a.perceive_orientation)
     if perception is not None:
         ts = time.time()
         estimates = perception(demos[IMAGE_KEY])
@@ -358,6 +382,7 @@ def main():
             train_noise_cm=a.train_noise_cm,
             perception=a.perception,
             blind_orientation=a.blind_orientation,
+            perceive_orientation=a.perceive_orientation,
             n=len(recs),
             eval_s=round(time.time() - ts, 1),
             **r,
