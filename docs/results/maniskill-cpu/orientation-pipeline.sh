@@ -21,7 +21,7 @@ stamp modular-kpo
     --perceive-orientation > runs/state-bc-kpo.log 2>&1 &
 stamp sft-kpo
 [ -e runs/sft-kpo/last.pt ] || $PY $R/sft_experiment.py --demos $D \
-    --out runs/sft-kpo --steps ${SFT_STEPS:-3600} --lr 3e-4 --warmup 200 --eval-every-min 12 \
+    --out runs/sft-kpo --steps ${SFT_STEPS:-2400} --lr 3e-4 --warmup 200 --eval-every-min 12 \
     --ls-init 1.0 --eval-episodes 64 --init runs/pv-kpo/pretrained.pt --head runs/pv-kpo/head.pt \
     --aux-privileged-coef 1.0 --aux-keypoint-coef 1.0 --aux-orientation-coef 1.0 \
     > runs/sft-kpo.log 2>&1
