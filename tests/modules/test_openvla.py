@@ -224,3 +224,50 @@ def test_layer_scale_init_sets_dino_gammas_and_wakes_the_residual_branches():
         ViTConfig(SIGLIP_TIMM_ID, 32, 2, 2, 8, 2.0, layer_scale_init=1.0)
     with pytest.raises(ValueError, match=r"must be in \(0, 10\]"):
         ViTConfig(DINO_TIMM_ID, 32, 2, 2, 8, 2.0, layer_scale_init=0.0)
+
+
+def test_conv_stem_keeps_the_token_grid_and_sees_across_patch_borders():
+    from vla_torchrl.modules.config import DINO_TIMM_ID, SIGLIP_TIMM_ID, ViTConfig
+    from vla_torchrl.modules.vision import ConvStem, build_tower
+
+    patchify = build_tower(ViTConfig(DINO_TIMM_ID, 32, 2, 2, 8, 2.0), 32)
+    conv = build_tower(ViTConfig(DINO_TIMM_ID, 32, 2, 2, 8, 2.0, stem="conv"), 32)
+    assert isinstance(conv.patch_embed.proj, ConvStem)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        a, b = patchify.patch_embed(x), conv.patch_embed(x)
+    assert a.shape == b.shape == (2, 16, 32)  # the same 4 x 4 grid of 32-wide tokens
+    # a change to the last pixel of the first row of patch (0, 0) reaches only token 0 through
+    # the patchify convolution; the stem's overlapping 3x3 windows (token k sees pixels
+    # 8k-7..8k+7 per axis) carry it into token 1 too (GroupNorm's per-image statistics move
+    # every token a little, far less)
+    y = x.clone()
+    y[..., 0, 7] += 1.0
+    with torch.no_grad():
+        da = (patchify.patch_embed(y) - a).abs().amax(-1)[0]
+        db = (conv.patch_embed(y) - b).abs().amax(-1)[0]
+    assert da[0] > 0 and torch.all(da[1:] == 0)
+    assert db[0] > 0 and db[1] > 5 * db[2:].max()
+    with pytest.raises(ValueError, match="power of 2"):
+        ViTConfig(SIGLIP_TIMM_ID, 32, 2, 2, 14, 2.0, stem="conv")
+    with pytest.raises(ValueError, match="use 'patch'"):
+        ViTConfig(SIGLIP_TIMM_ID, 32, 2, 2, 8, 2.0, stem="pixels")
+
+
+def test_a_conv_stem_small_policy_saves_and_reloads_with_its_stem(tmp_path):
+    from vla_torchrl.config.train_schema import AlgoConfig, ModelConfig
+    from vla_torchrl.training.policy import build_policy_from_config, load_policy, save_policy
+
+    arch = {"dino": {"stem": "conv"}, "siglip": {"stem": "conv"}}
+    model = ModelConfig(name="small", finetune="full", dtype="float32", arch=arch)
+    algo = AlgoConfig(name="sft", critic="none")
+    bundle = build_policy_from_config(model, algo)
+    assert bundle.model.config.dino.stem == bundle.model.config.siglip.stem == "conv"
+    assert bundle.model.config.dino.layer_scale_init == 1.0  # the rest of the preset's tower
+    with torch.no_grad():
+        for p in bundle.model.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # not the fixed-seed init
+    back = load_policy(save_policy(bundle, tmp_path / "policy", model, algo))
+    assert back.model.config.dino.stem == "conv"
+    mine = bundle.model.state_dict()
+    assert all(torch.equal(v, mine[k]) for k, v in back.model.state_dict().items())

@@ -55,6 +55,12 @@ class ViTConfig:
             measured small-model SFT (issue 14) the DINO gammas had only grown to ~3e-3 after
             1,288 steps, so that tower was nearly a bare patch embedding. SigLIP has no
             LayerScale, so the option is refused there.
+        stem: how pixels become patch tokens. ``"patch"`` (default, the checkpoint's): one
+            ``patch_size`` x ``patch_size`` convolution of stride ``patch_size``. ``"conv"``:
+            a stack of 3x3 stride-2 convolutions down to the same grid, then a 1x1 projection
+            (:class:`~vla_torchrl.modules.vision.ConvStem`, "early convolutions", Xiao et al.
+            2021), for towers trained from random weights on little data; needs a power-of-2
+            patch size. The tokens, the grid and everything after the stem are unchanged.
     """
 
     timm_name: str
@@ -64,6 +70,7 @@ class ViTConfig:
     patch_size: int
     mlp_ratio: float
     layer_scale_init: float | None = None
+    stem: str = "patch"
 
     def __post_init__(self) -> None:
         if self.timm_name not in (DINO_TIMM_ID, SIGLIP_TIMM_ID):
@@ -95,6 +102,16 @@ class ViTConfig:
                     f"ViTConfig.layer_scale_init={self.layer_scale_init} must be in (0, 10] "
                     "(1.0 for a tower trained from scratch, None for timm's 1e-5)."
                 )
+        if self.stem not in ("patch", "conv"):
+            raise ValueError(
+                f"ViTConfig.stem={self.stem!r}; use 'patch' (one patchify convolution, the "
+                "checkpoint's) or 'conv' (3x3 stride-2 convolutions, for random-init towers)."
+            )
+        if self.stem == "conv" and self.patch_size & (self.patch_size - 1):
+            raise ValueError(
+                f"ViTConfig.stem='conv' with patch_size={self.patch_size}: the conv stem halves "
+                "the resolution per layer, so the patch size must be a power of 2 (e.g. 8)."
+            )
 
     def timm_kwargs(self, image_size: int) -> dict[str, Any]:
         """Keyword overrides passed to ``timm.create_model``."""
@@ -108,6 +125,17 @@ class ViTConfig:
             "num_classes": 0,
             **({} if self.layer_scale_init is None else {"init_values": self.layer_scale_init}),
         }
+
+
+def _merge_towers(preset: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` with a partial ``dino`` / ``siglip`` mapping applied to the preset's tower
+    (``{"dino": {"stem": "conv"}}`` changes that one field); a ``ViTConfig`` replaces it whole."""
+    out = dict(overrides)
+    for tower in ("dino", "siglip"):
+        given = out.get(tower)
+        if given is not None and not isinstance(given, ViTConfig):
+            out[tower] = dataclasses.replace(preset[tower], **dict(given))
+    return out
 
 
 @dataclass
@@ -235,7 +263,7 @@ class OpenVLAConfig:
             "llm_num_kv_heads": 4,
             "llm_max_position_embeddings": 256,
         }
-        values.update(overrides)
+        values.update(_merge_towers(values, overrides))
         return cls(**values)
 
     @classmethod
@@ -264,7 +292,7 @@ class OpenVLAConfig:
             "llm_num_kv_heads": 4,
             "llm_max_position_embeddings": 512,
         }
-        values.update(overrides)
+        values.update(_merge_towers(values, overrides))
         return cls(**values)
 
     # -- (de)serialisation ---------------------------------------------------------------

@@ -8,9 +8,14 @@ SigLIP's attention pool) are kept as parameters, unused, because the checkpoint 
 
 timm's ``LayerScale.gamma`` is stored as ``scale_factor`` in the checkpoint, so the LayerScale
 modules are swapped for :class:`ScaleFactorLayerScale` (same maths, checkpoint's name).
+
+A tower with ``ViTConfig.stem="conv"`` has its patchify convolution replaced by a
+:class:`ConvStem` (random-init towers only; the checkpoint's towers patchify).
 """
 
 from __future__ import annotations
+
+import math
 
 import timm
 import torch
@@ -19,7 +24,7 @@ from torch.utils.checkpoint import checkpoint
 
 from vla_torchrl.modules.config import OpenVLAConfig, ViTConfig
 
-__all__ = ["FusedFeaturizer", "ScaleFactorLayerScale", "build_tower"]
+__all__ = ["ConvStem", "FusedFeaturizer", "ScaleFactorLayerScale", "build_tower"]
 
 
 class ScaleFactorLayerScale(nn.Module):
@@ -42,9 +47,54 @@ class ScaleFactorLayerScale(nn.Module):
         return x * self.scale_factor
 
 
+class ConvStem(nn.Module):
+    """Early convolutions in place of a ViT's patchify layer (Xiao et al., 2021, "Early
+    Convolutions Help Transformers See Better"): ``log2(patch_size)`` blocks of 3x3 stride-2
+    convolution + GroupNorm + GELU, widths doubling up to ``embed_dim``, then a 1x1 projection.
+
+    Same input and output as timm's ``PatchEmbed.proj``: ``[B, C, S, S]`` ->
+    ``[B, embed_dim, S / p, S / p]``, so the token grid, the positional embeddings and the blocks
+    are those of the patchify tower. The overlapping 3x3 windows see across patch borders and
+    give a random-init tower a locality prior; where a point lies inside its patch survives
+    into the token (issue 14 measures what that buys for localisation).
+
+    Examples:
+        >>> stem = ConvStem(3, 96, patch_size=8)
+        >>> stem(torch.zeros(2, 3, 64, 64)).shape
+        torch.Size([2, 96, 8, 8])
+        >>> [m.out_channels for m in stem.modules() if isinstance(m, nn.Conv2d)]
+        [24, 48, 96, 96]
+    """
+
+    def __init__(self, in_chans: int, embed_dim: int, patch_size: int) -> None:
+        super().__init__()
+        n = int(math.log2(patch_size))
+        if 2**n != patch_size:
+            raise ValueError(f"ConvStem: patch_size={patch_size} is not a power of 2")
+        layers: list[nn.Module] = []
+        c = in_chans
+        for i in range(n):
+            width = max(8, embed_dim // 2 ** (n - 1 - i))
+            layers += [
+                nn.Conv2d(c, width, 3, stride=2, padding=1, bias=False),
+                nn.GroupNorm(math.gcd(8, width), width),
+                nn.GELU(),
+            ]
+            c = width
+        layers.append(nn.Conv2d(c, embed_dim, 1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
 def build_tower(spec: ViTConfig, image_size: int) -> nn.Module:
-    """A timm ViT with ``spec``'s sizes, random weights, LayerScale renamed to ``scale_factor``."""
+    """A timm ViT with ``spec``'s sizes, random weights, LayerScale renamed to ``scale_factor``,
+    and a :class:`ConvStem` when ``spec.stem == "conv"``."""
     model = timm.create_model(spec.timm_name, pretrained=False, **spec.timm_kwargs(image_size))
+    if spec.stem == "conv":
+        proj = model.patch_embed.proj
+        model.patch_embed.proj = ConvStem(proj.in_channels, proj.out_channels, spec.patch_size)
     for block in model.blocks:
         for name in ("ls1", "ls2"):
             layer = getattr(block, name)

@@ -28,14 +28,20 @@ def main():
 
     def sizes(d):
         towers = {
-            t: {k: v for k, v in d[t].items() if k != "layer_scale_init"}
+            t: {k: v for k, v in d[t].items() if k not in ("layer_scale_init", "stem")}
             for t in ("dino", "siglip")
         }
         return {**{k: v for k, v in d.items() if k != "norm_stats"}, **towers}
 
     if sizes(small) != sizes(cfg):
         raise SystemExit(f"{a.state_dict}: not the model=small sizes; export supports only those")
-    model = ModelConfig(name="small", finetune="full", dtype="float32")
+    # a conv stem (ViTConfig.stem) travels as model.arch.<tower>.stem
+    arch = {
+        t: {"stem": cfg[t]["stem"]}
+        for t in ("dino", "siglip")
+        if cfg[t].get("stem", "patch") != small[t]["stem"]
+    }
+    model = ModelConfig(name="small", finetune="full", dtype="float32", arch=arch)
     algo = AlgoConfig(name="sft", critic="none", unnorm_key="maniskill_cpu")
     bundle = build_policy_from_config(model, algo)
     bundle.set_action_statistics("maniskill_cpu", cfg["norm_stats"]["maniskill_cpu"])

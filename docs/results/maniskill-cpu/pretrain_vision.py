@@ -231,9 +231,19 @@ def shifted(images: torch.Tensor, shift: int, generator: torch.Generator):
     return out, torch.stack([-off[:, 1] / w, -off[:, 0] / h], -1).float()
 
 
-def build_small(ls_init: float | None = 1.0, image_size: int = 64, patch: int = 8):
+def stem_of(state_dict_path) -> str:
+    """``"conv"`` when a saved model's towers have a conv stem (``ViTConfig.stem``), else
+    ``"patch"``: read off the state dict's keys, so runs need not be told twice."""
+    keys = torch.load(state_dict_path, weights_only=True, map_location="cpu").keys()
+    return "conv" if any("patch_embed.proj.layers" in k for k in keys) else "patch"
+
+
+def build_small(
+    ls_init: float | None = 1.0, image_size: int = 64, patch: int = 8, stem: str = "patch"
+):
     """``model=small`` (64 px, patch 8, ViTs 96 x 4, Llama 128 x 4: sft_experiment.py's
-    defaults); ``image_size`` / ``patch`` as sft_experiment.py's ``--img`` / ``--patch``."""
+    defaults); ``image_size`` / ``patch`` / ``stem`` as sft_experiment.py's ``--img`` /
+    ``--patch`` / ``--stem``."""
     import dataclasses
 
     from vla_torchrl.modules import build_policy
@@ -242,8 +252,8 @@ def build_small(ls_init: float | None = 1.0, image_size: int = 64, patch: int = 
     small = OpenVLAConfig.small()
     cfg = OpenVLAConfig.small(
         image_size=image_size,
-        dino=dataclasses.replace(small.dino, layer_scale_init=ls_init, patch_size=patch),
-        siglip=dataclasses.replace(small.siglip, patch_size=patch),
+        dino=dataclasses.replace(small.dino, layer_scale_init=ls_init, patch_size=patch, stem=stem),
+        siglip=dataclasses.replace(small.siglip, patch_size=patch, stem=stem),
     )
     return build_policy("tiny", config=cfg, lora=False, critic="none")
 
@@ -299,6 +309,12 @@ def main():
     p.add_argument("--img", type=int, default=64, help="model input size (px)")
     p.add_argument("--patch", type=int, default=8, help="ViT patch size (px)")
     p.add_argument(
+        "--stem",
+        choices=["patch", "conv"],
+        default=None,
+        help="the towers' stem (ViTConfig.stem); default: --init's, else patch",
+    )
+    p.add_argument(
         "--keypoint-coef", type=float, default=0.0, help="weight of the patch keypoint loss"
     )
     p.add_argument(
@@ -336,7 +352,9 @@ def main():
         phase_counts=torch.bincount(phase, minlength=N_PHASES).tolist(),
     )
 
-    bundle = build_small(image_size=a.img, patch=a.patch)
+    stem = a.stem or (stem_of(a.init) if a.init else "patch")
+    emit(event="model", stem=stem, img=a.img, patch=a.patch)
+    bundle = build_small(image_size=a.img, patch=a.patch, stem=stem)
     model, image_processor = bundle.model, bundle.processor.image_processor
     patches = (a.img // a.patch) ** 2
     head = PrivilegedHead(model.config.llm_hidden_size, patches)

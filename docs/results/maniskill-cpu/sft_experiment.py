@@ -10,6 +10,7 @@ episodes held out, greedy in-simulator evaluation on 32 episodes of seed 1000 ev
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -51,6 +52,12 @@ def main():
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", default=None)
+    p.add_argument(
+        "--stem",
+        choices=["patch", "conv"],
+        default=None,
+        help="the towers' stem (ViTConfig.stem); default: --init's, else patch",
+    )
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument(
         "--aux-vision-coef",
@@ -123,10 +130,17 @@ def main():
         q99=[round(x, 4) for x in st["action"]["q99"]],
         mask=st["action"]["mask"],
     )
+    if a.stem is None:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from pretrain_vision import stem_of
+
+        a.stem = stem_of(a.init) if a.init else "patch"
     cfg = OpenVLAConfig.tiny(
         image_size=a.img,
-        dino=ViTConfig(DINO_TIMM_ID, a.vd, a.vdepth, 4, a.patch, 4.0, layer_scale_init=a.ls_init),
-        siglip=ViTConfig(SIGLIP_TIMM_ID, a.vd, a.vdepth, 4, a.patch, 4.0),
+        dino=ViTConfig(
+            DINO_TIMM_ID, a.vd, a.vdepth, 4, a.patch, 4.0, layer_scale_init=a.ls_init, stem=a.stem
+        ),
+        siglip=ViTConfig(SIGLIP_TIMM_ID, a.vd, a.vdepth, 4, a.patch, 4.0, stem=a.stem),
         llm_hidden_size=a.h,
         llm_intermediate_size=4 * a.h,
         llm_num_layers=a.layers,
@@ -180,8 +194,6 @@ def main():
         params = params + list(aux.parameters())
     priv = None
     if a.aux_privileged_coef > 0:
-        import sys
-
         sys.path.insert(0, str(Path(__file__).parent))
         from pretrain_vision import PrivilegedHead, privileged_loss, regression_targets
 
@@ -205,8 +217,6 @@ def main():
         params = params + list(head.parameters())
     kp_head = None
     if a.aux_keypoint_coef > 0:
-        import sys
-
         sys.path.insert(0, str(Path(__file__).parent))
         from pretrain_vision import KeypointHead, keypoint_loss, keypoint_targets, shifted
 
@@ -226,8 +236,6 @@ def main():
         params = params + list(kp_head.parameters())
     or_head = None
     if a.aux_orientation_coef > 0:
-        import sys
-
         sys.path.insert(0, str(Path(__file__).parent))
         from pretrain_vision import OrientationHead, orientation_targets
 

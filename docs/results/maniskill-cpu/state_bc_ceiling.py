@@ -64,6 +64,7 @@ from pretrain_vision import (  # noqa: E402
     held_out_split,
     jsonl_logger,
     load_privileged_demos,
+    stem_of,
     unproject,
 )
 
@@ -142,7 +143,8 @@ class TowerPerception:
     frames ``[N, H, W, 3]`` -> the three positions (root frame) and the grasp flag."""
 
     def __init__(self, run: str, img: int = 64, patch: int = 8, orientation: bool = False) -> None:
-        bundle = build_small(image_size=img, patch=patch)
+        stem = stem_of(Path(run) / "pretrained.pt")
+        bundle = build_small(image_size=img, patch=patch, stem=stem)
         self.model, self.processor = bundle.model, bundle.processor.image_processor
         self.model.load_state_dict(torch.load(Path(run) / "pretrained.pt", weights_only=True))
         saved = torch.load(Path(run) / "head.pt", weights_only=True)
