@@ -1,7 +1,7 @@
 """One ``vla-torchrl-train algo=ppo`` iteration on the ManiSkill CPU scale: collect vs update.
 
 Runs the recipe (``env=maniskill_cpu model=small``: 4 ParallelEnv workers, 96x96 camera, the
-10.6M-parameter OpenVLA) for ``--iters`` iterations of ``4 x --steps`` env steps in a
+10.7M-parameter OpenVLA) for ``--iters`` iterations of ``4 x --steps`` env steps in a
 subprocess, and reads the run's own ``metrics.jsonl``: median ``perf/collect_s`` and
 ``perf/update_s`` (first iteration dropped as warm-up) and env steps per second of the whole
 iteration. ``--code`` points the subprocess at another checkout (e.g. a worktree of an older

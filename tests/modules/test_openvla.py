@@ -254,20 +254,27 @@ def test_conv_stem_keeps_the_token_grid_and_sees_across_patch_borders():
         ViTConfig(SIGLIP_TIMM_ID, 32, 2, 2, 8, 2.0, stem="pixels")
 
 
-def test_a_conv_stem_small_policy_saves_and_reloads_with_its_stem(tmp_path):
+def test_a_small_policy_saves_and_reloads_with_its_stem(tmp_path):
     from vla_torchrl.config.train_schema import AlgoConfig, ModelConfig
+    from vla_torchrl.modules.vision import ConvStem
     from vla_torchrl.training.policy import build_policy_from_config, load_policy, save_policy
 
-    arch = {"dino": {"stem": "conv"}, "siglip": {"stem": "conv"}}
-    model = ModelConfig(name="small", finetune="full", dtype="float32", arch=arch)
     algo = AlgoConfig(name="sft", critic="none")
-    bundle = build_policy_from_config(model, algo)
-    assert bundle.model.config.dino.stem == bundle.model.config.siglip.stem == "conv"
-    assert bundle.model.config.dino.layer_scale_init == 1.0  # the rest of the preset's tower
-    with torch.no_grad():
-        for p in bundle.model.parameters():
-            p.add_(0.01 * torch.randn_like(p))  # not the fixed-seed init
-    back = load_policy(save_policy(bundle, tmp_path / "policy", model, algo))
-    assert back.model.config.dino.stem == "conv"
-    mine = bundle.model.state_dict()
-    assert all(torch.equal(v, mine[k]) for k, v in back.model.state_dict().items())
+    for stem, arch in (
+        ("conv", {}),  # model=small's own towers
+        ("patch", {"dino": {"stem": "patch"}, "siglip": {"stem": "patch"}}),
+    ):
+        model = ModelConfig(name="small", finetune="full", dtype="float32", arch=arch)
+        bundle = build_policy_from_config(model, algo)
+        cfg = bundle.model.config
+        assert cfg.dino.stem == cfg.siglip.stem == stem
+        assert cfg.dino.layer_scale_init == 1.0  # the rest of the preset's tower is kept
+        tower = bundle.model.vision_backbone.featurizer
+        assert isinstance(tower.patch_embed.proj, ConvStem) == (stem == "conv")
+        with torch.no_grad():
+            for p in bundle.model.parameters():
+                p.add_(0.01 * torch.randn_like(p))  # not the fixed-seed init
+        back = load_policy(save_policy(bundle, tmp_path / stem, model, algo))
+        assert back.model.config.dino.stem == stem
+        mine = bundle.model.state_dict()
+        assert all(torch.equal(v, mine[k]) for k, v in back.model.state_dict().items())

@@ -35,6 +35,7 @@ from pretrain_vision import (  # noqa: E402
     held_out_split,
     load_privileged_demos,
     regression_targets,
+    stem_of,
     unproject,
 )
 
@@ -72,7 +73,8 @@ def main():
     p.add_argument("--estimate", choices=("flat", "keypoint"), default="flat")
     a = p.parse_args()
     run = Path(a.run)
-    bundle = build_small(image_size=a.img, patch=a.patch)
+    stem = stem_of(run / "pretrained.pt")
+    bundle = build_small(image_size=a.img, patch=a.patch, stem=stem)
     model, image_processor = bundle.model, bundle.processor.image_processor
     model.load_state_dict(torch.load(run / "pretrained.pt", weights_only=True))
     saved = torch.load(run / "head.pt", weights_only=True)
