@@ -175,3 +175,43 @@ def test_policy_json_types_are_one_line_naming_the_file(policy_dir, tmp_path, fi
         load_policy(target)
     message = str(info.value)
     assert needle in message and str(target / "policy.json") in message and "\n" not in message
+
+
+def test_a_policy_started_from_another_reloads_with_the_critic_it_trained(tmp_path):
+    """PPO from an SFT policy (no critic) attaches a fresh value head with the run's sizes, and
+    the policy it saves reloads (issue 14: the head was built with the SFT policy's sizes,
+    512 x 128, the run saved its own, 128 x 64, and the PPO policy could not be loaded)."""
+    sft_model = ModelConfig(name="tiny", finetune="full", dtype="float32")  # value head 512, 128
+    sft_algo = AlgoConfig(name="sft", critic="none")
+    sft = save_policy(
+        build_policy_from_config(sft_model, sft_algo), tmp_path / "sft", sft_model, sft_algo
+    )
+    run_model = ModelConfig(
+        name="tiny",
+        finetune="full",
+        dtype="float32",
+        value_head_hidden=[32, 16],
+        init_from=str(sft),
+    )
+    ppo_algo = AlgoConfig(name="ppo")  # shared_h0
+    ppo = build_policy_from_config(run_model, ppo_algo)
+    assert ppo.critic.hidden == (32, 16)  # the run's sizes, not the SFT policy's
+    with torch.no_grad():
+        for p in ppo.critic.parameters():
+            p.add_(0.1)
+    ppo_dir = save_policy(ppo, tmp_path / "ppo", run_model, ppo_algo)
+    back = load_policy(ppo_dir)
+    assert torch.equal(back.critic.net[0].weight, ppo.critic.net[0].weight)
+    # a run from the PPO policy whose config names other sizes keeps the trained head, and
+    # what it saves records the head's real sizes
+    again_model = ModelConfig(
+        name="tiny",
+        finetune="full",
+        dtype="float32",
+        value_head_hidden=[8, 4],
+        init_from=str(ppo_dir),
+    )
+    again = build_policy_from_config(again_model, ppo_algo)
+    assert again.critic.hidden == (32, 16)
+    third = load_policy(save_policy(again, tmp_path / "again", again_model, ppo_algo))
+    assert torch.equal(third.critic.net[2].weight, ppo.critic.net[2].weight)

@@ -161,6 +161,16 @@ class ValueHead(nn.Module):
             nn.Linear(hidden[1], 1),
         )
 
+    @property
+    def hidden(self) -> tuple[int, int]:
+        """The two hidden widths (``ModelConfig.value_head_hidden`` of the policy).
+
+        Examples:
+            >>> ValueHead(8, hidden=(16, 4)).hidden
+            (16, 4)
+        """
+        return self.net[0].out_features, self.net[2].out_features
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net(features.to(self.net[0].weight.dtype))
 

@@ -194,8 +194,12 @@ def _write_policy(
     trainable: dict[str, torch.Tensor] | None,
 ) -> None:
     base = str(Path(model.checkpoint).resolve()) if model.checkpoint else TINY_BASE
+    model_spec = dataclasses.asdict(model)
+    head = _value_head(bundle)
+    if head is not None:  # the sizes the saved value head has, which a reload must rebuild
+        model_spec["value_head_hidden"] = list(head.hidden)
     spec: dict[str, Any] = {
-        "model": dataclasses.asdict(model),
+        "model": model_spec,
         "critic": algo.critic,
         "base_checkpoint": base,
         "tokenizer": "builtin" if isinstance(_text_tokenizer(bundle), BuiltinTokenizer) else "auto",
@@ -213,6 +217,18 @@ def _write_policy(
 
         state = {k: t.detach().to("cpu").contiguous() for k, t in trainable.items()}
         save_file(state, str(directory / TRAINABLE_FILE), metadata={"format": "pt"})
+
+
+def _value_head(bundle: PolicyBundle):
+    """The bundle's :class:`~vla_torchrl.modules.critic.ValueHead` (shared or separate critic),
+    or ``None`` without a critic."""
+    from vla_torchrl.modules.critic import ValueHead
+
+    critic = bundle.critic
+    if critic is None or isinstance(critic, ValueHead):
+        return critic
+    head = getattr(critic, "head", None)
+    return head if isinstance(head, ValueHead) else None
 
 
 def load_policy(
@@ -258,6 +274,10 @@ def _load(
     kwargs = _policy_kwargs(model, critic or spec["critic"], (1e-4, 3e-3))
     if overrides:
         # A run starting from this policy keeps its architecture but uses its own lrs / temperature.
+        if critic not in (None, spec["critic"]):
+            # ... and a critic the policy lacks starts fresh, with the run's own sizes (the
+            # run's config is what its saved policy records)
+            kwargs["value_hidden"] = overrides["value_hidden"]
         for key in (
             "lr_lora",
             "lr_full",
