@@ -1,8 +1,8 @@
 #!/bin/bash
-# PPO probe from the conv-stem SFT policy (issue 14, ninth session); package from /work/pipe
-cd /work
-export PYTHONPATH=/work/pipe
-PY=/work/main/.venv/bin/python
+# PPO probe from the conv-stem SFT policy (issue 14, ninth session); the first eval failed on the
+# policy-reload bug fixed in this session, and was rerun after repairing policy.json by hand
+cd "${WORKDIR:-.}"  # the directory holding runs/ (as convstem-pipeline.sh)
+PY=${PY:-python}
 stamp() { echo "=== $(date -u +%H:%M:%S) $*"; }
 stamp ppo
 $PY -m vla_torchrl.recipes.train --config-name train_cpu algo=ppo model=small env=maniskill_cpu \
