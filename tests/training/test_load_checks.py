@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -204,13 +206,7 @@ def test_a_policy_started_from_another_reloads_with_the_critic_it_trained(tmp_pa
     assert torch.equal(back.critic.net[0].weight, ppo.critic.net[0].weight)
     # a run from the PPO policy whose config names other sizes keeps the trained head, and
     # what it saves records the head's real sizes
-    again_model = ModelConfig(
-        name="tiny",
-        finetune="full",
-        dtype="float32",
-        value_head_hidden=[8, 4],
-        init_from=str(ppo_dir),
-    )
+    again_model = dataclasses.replace(run_model, value_head_hidden=[8, 4], init_from=str(ppo_dir))
     again = build_policy_from_config(again_model, ppo_algo)
     assert again.critic.hidden == (32, 16)
     third = load_policy(save_policy(again, tmp_path / "again", again_model, ppo_algo))

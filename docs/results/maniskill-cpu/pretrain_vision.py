@@ -312,7 +312,7 @@ def main():
         "--stem",
         choices=["patch", "conv"],
         default=None,
-        help="the towers' stem (ViTConfig.stem); default: --init's, else patch",
+        help="the towers' stem (ViTConfig.stem); default: --init's, else patch (the towers of the sessions before the ninth; model=small now uses conv)",
     )
     p.add_argument(
         "--keypoint-coef", type=float, default=0.0, help="weight of the patch keypoint loss"

@@ -56,7 +56,7 @@ def main():
         "--stem",
         choices=["patch", "conv"],
         default=None,
-        help="the towers' stem (ViTConfig.stem); default: --init's, else patch",
+        help="the towers' stem (ViTConfig.stem); default: --init's, else patch (the towers of the sessions before the ninth; model=small now uses conv)",
     )
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument(
