@@ -71,6 +71,11 @@ def _bad(overrides, *, tasks=SUITE, cuda=False):
         (["model.temperature=0"], ["model.temperature=0.0", "must be > 0", "0.6"]),
         (["model.eval_temperature=-1"], ["model.eval_temperature=-1.0", "must be > 0"]),
         (["model.lora_rank=0"], ["model.lora_rank=0", ">= 1", "32"]),
+        (["algo.critic_warmup=-1"], ["algo.critic_warmup=-1", ">= 0", "value head only"]),
+        (
+            ["algo=grpo", "algo.critic_warmup=2"],
+            ["algo.critic_warmup=2", "algo.critic=none", "shared_h0"],
+        ),
         (["algo.gamma=1.5"], ["algo.gamma=1.5", "[0, 1]", "0.99"]),
         (["algo.lmbda=-0.1"], ["algo.lmbda=-0.1", "[0, 1]", "0.95"]),
         (

@@ -1,4 +1,5 @@
-"""PPO takes no policy step on a rollout without reward signal (issue 14)."""
+"""PPO takes no policy step on a rollout without reward signal, nor in the critic warm-up, and
+leaves frozen vision towers alone (issue 14)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from vla_torchrl.utils.distributed import DistInfo
 STEPS = 3
 
 
-def _update(rewards: torch.Tensor | None):
+def _update(rewards: torch.Tensor | None, *overrides: str, critic_only: bool = False):
     """One PPO update of the tiny model on a 4-env toy rollout whose rewards are replaced."""
     cfg = compose_config(
         [
@@ -30,6 +31,7 @@ def _update(rewards: torch.Tensor | None):
             "optim.grad_accum_steps=3",
             "model.finetune=full",
             "optim.lr=1e-2",
+            *overrides,
         ],
         config_name="train_cpu",
     )
@@ -46,7 +48,18 @@ def _update(rewards: torch.Tensor | None):
     named = bundle.trainable_named_parameters()
     before = {k: v.detach().clone() for k, v in named.items()}
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
-    stats = rl_update(cfg, rollout, loss_fn, advantage, optimizer, list(named.values()), info)
+    lrs = [g["lr"] for g in optimizer.param_groups]
+    stats = rl_update(
+        cfg,
+        rollout,
+        loss_fn,
+        advantage,
+        optimizer,
+        list(named.values()),
+        info,
+        critic_only=critic_only,
+    )
+    assert [g["lr"] for g in optimizer.param_groups] == lrs  # the warm-up's lr 0 is undone
     moved = {k for k, v in named.items() if not torch.equal(v, before[k])}
     return stats, moved
 
@@ -69,3 +82,28 @@ def test_a_rollout_with_reward_signal_moves_the_policy():
     assert stats["degenerate_batch"] == 0.0
     assert stats["loss_objective"] != 0.0
     assert any("lm_head" in k for k in moved)
+
+
+def _one_success() -> torch.Tensor:
+    rewards = torch.zeros(4, STEPS, 1)
+    rewards[1, -1] = 1.0
+    return rewards
+
+
+def test_the_critic_warmup_moves_the_value_head_only():
+    stats, moved = _update(_one_success(), critic_only=True)
+    assert stats["critic_warmup"] == 1.0 and stats["steps"] == 1
+    assert stats["loss_objective"] == 0.0  # advantages zeroed despite the reward signal
+    # the value loss reaches the shared backbone too, but that group ran at lr 0
+    assert moved and all(k.startswith("critic.") for k in moved), sorted(moved)
+
+
+def test_frozen_vision_keeps_towers_and_projector_while_the_llm_learns():
+    stats, moved = _update(_one_success(), "model.freeze_vision=true")
+    assert stats["loss_objective"] != 0.0
+    assert any("lm_head" in k for k in moved)
+    assert not any("vision_backbone" in k or "projector" in k for k in moved), sorted(moved)
+    # control: the same update without the freeze moves them
+    _, moved_free = _update(_one_success())
+    assert any("vision_backbone" in k for k in moved_free)
+    assert any("projector" in k for k in moved_free)

@@ -211,3 +211,32 @@ def test_a_policy_started_from_another_reloads_with_the_critic_it_trained(tmp_pa
     assert again.critic.hidden == (32, 16)
     third = load_policy(save_policy(again, tmp_path / "again", again_model, ppo_algo))
     assert torch.equal(third.critic.net[2].weight, ppo.critic.net[2].weight)
+
+
+def test_a_run_with_frozen_vision_saves_the_towers_it_started_from(tmp_path):
+    """``model.freeze_vision``: PPO after SFT keeps the SFT towers; they are out of the optimizer
+    but still in the saved policy, which reloads them exactly (not the seeded random init)."""
+    sft_model = ModelConfig(name="tiny", finetune="full", dtype="float32")
+    sft_algo = AlgoConfig(name="sft", critic="none")
+    sft_bundle = build_policy_from_config(sft_model, sft_algo)
+    with torch.no_grad():  # stands in for SFT: towers and projector differ from the seeded init
+        for p in [
+            *sft_bundle.model.vision_backbone.parameters(),
+            *sft_bundle.model.projector.parameters(),
+        ]:
+            p.add_(0.05)
+    sft = save_policy(sft_bundle, tmp_path / "sft", sft_model, sft_algo)
+    run_model = ModelConfig(
+        name="tiny", finetune="full", dtype="float32", freeze_vision=True, init_from=str(sft)
+    )
+    ppo_algo = AlgoConfig(name="ppo")
+    ppo = build_policy_from_config(run_model, ppo_algo)
+    assert ppo.model.vision_frozen
+    in_optimizer = {id(p) for g in ppo.param_groups for p in g["params"]}
+    vision = [*ppo.model.vision_backbone.parameters(), *ppo.model.projector.parameters()]
+    assert not any(id(p) in in_optimizer for p in vision)
+    assert any(id(p) in in_optimizer for p in ppo.model.language_model.parameters())
+    back = load_policy(save_policy(ppo, tmp_path / "ppo", run_model, ppo_algo))
+    for name, p in sft_bundle.model.named_parameters():
+        if name.startswith(("vision_backbone.", "projector.")):
+            assert torch.equal(back.model.state_dict()[name], p), name

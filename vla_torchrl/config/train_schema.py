@@ -170,6 +170,10 @@ class ModelConfig:
             to start from, or None.
         gradient_checkpointing: recompute activations in the backward (LLM and ViTs) to save
             memory at the cost of a second forward; off by default.
+        freeze_vision: keep the vision towers and the projector at their starting weights: the
+            image features are computed without gradient and their parameters are left out of
+            the optimizer (they are still saved with the policy). E.g. RL after SFT that must
+            not undo the perception the warm-up learned; also saves their backward.
         arch: overrides of the random-init presets' sizes (``tiny`` / ``small``), fields of
             :class:`~vla_torchrl.modules.config.OpenVLAConfig`, e.g. ``model.arch.image_size=96``
             or ``model.arch.llm_num_layers=6``; checked when the config is validated.
@@ -187,6 +191,7 @@ class ModelConfig:
     eval_temperature: float = 0.6
     dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
     gradient_checkpointing: bool = False
+    freeze_vision: bool = False
     arch: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -246,6 +251,10 @@ class ModelConfig:
             f"model.finetune={self.finetune!r} is unknown; use 'lora' or 'full'",
         )
         _check(
+            isinstance(self.freeze_vision, bool),
+            f"model.freeze_vision={self.freeze_vision!r} must be true or false",
+        )
+        _check(
             len(self.value_head_hidden) == 2,
             f"model.value_head_hidden={self.value_head_hidden!r} must have two sizes "
             "(the paper's head is H -> 512 -> 128 -> 1)",
@@ -290,6 +299,9 @@ class AlgoConfig:
             and ``policy-best/``; 0 never.
         max_minutes: SFT only: stop after this many minutes of training (the last policy and,
             with in-simulator evaluation, the best one are written); None: ``epochs`` only.
+        critic_warmup: rollout algorithms with a critic: the first this many iterations train
+            the value head only (advantages zeroed, every other optimizer group at lr 0), so that
+            a critic new to the policy (e.g. PPO after SFT) does not steer it with noise; 0: off.
         loss: a custom loss in place of the algorithm's own (rollout algorithms only):
             ``{_target_: my_pkg.MyLoss, <its keyword arguments>}``, built with Hydra's
             ``instantiate(loss, evaluator, algo=<this AlgoConfig>)``; the advantages stay the
@@ -322,6 +334,7 @@ class AlgoConfig:
     val_fraction: float = 0.0
     max_minutes: float | None = None
     eval_every_epochs: int = 0
+    critic_warmup: int = 0
     loss: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -339,6 +352,16 @@ class AlgoConfig:
         _check(
             isinstance(self.eval_every_epochs, int) and self.eval_every_epochs >= 0,
             f"algo.eval_every_epochs={self.eval_every_epochs!r} must be an integer >= 0",
+        )
+        _check(
+            isinstance(self.critic_warmup, int) and self.critic_warmup >= 0,
+            f"algo.critic_warmup={self.critic_warmup!r} must be an integer >= 0 (the number of "
+            "first iterations that train the value head only); 0 disables it",
+        )
+        _check(
+            self.critic_warmup == 0 or self.critic != "none",
+            f"algo.critic_warmup={self.critic_warmup} warms up a critic, but algo.critic=none; "
+            "drop algo.critic_warmup or choose a critic (e.g. algo.critic=shared_h0)",
         )
         _check(
             self.max_minutes is None or self.max_minutes > 0,

@@ -200,6 +200,19 @@ class PolicyBundle:
         )
 
 
+def _without_vision(groups: list[dict[str, Any]], *models: OpenVLA | None) -> list[dict[str, Any]]:
+    """``groups`` without the parameters of the models' vision towers and projectors."""
+    vision = {
+        id(p)
+        for m in models
+        if m is not None
+        for part in (m.vision_backbone, m.projector)
+        for p in part.parameters()
+    }
+    kept = [{**g, "params": [p for p in g["params"] if id(p) not in vision]} for g in groups]
+    return [g for g in kept if g["params"]]
+
+
 def build_model(
     model_source: ModelSource,
     *,
@@ -265,6 +278,7 @@ def build_policy(
     text_tokenizer: TextTokenizer | Literal["auto", "builtin"] = "auto",
     unnorm_key: str | None = None,
     gradient_checkpointing: bool = False,
+    freeze_vision: bool = False,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     lr_lora: float = 1e-4,
@@ -290,6 +304,10 @@ def build_policy(
         text_tokenizer: ``"auto"`` (Llama-2 model when found), ``"builtin"`` or an object.
         unnorm_key: the ``norm_stats`` entry that un-normalises actions.
         gradient_checkpointing: activation checkpointing in the LLM and the ViTs.
+        freeze_vision: the vision towers and the projector keep their weights: the image
+            features are computed without gradient and their parameters (and their LoRA
+            adapters) are left out of ``param_groups``; they stay in
+            :meth:`PolicyBundle.trainable_named_parameters`, so a saved policy still holds them.
         action_head_init: action rows of a random-init ``lm_head``: ``"smooth"`` over the bin
             index (default; see :func:`build_model`) or left ``"random"``.
         device, dtype: where and in which precision the model lives (value heads stay fp32).
@@ -351,6 +369,11 @@ def build_policy(
         if head is not None:
             groups.append({"params": list(head.parameters()), "lr": lr_value, "name": "value"})
         groups.extend(extra)
+    if freeze_vision:
+        model.vision_frozen = True
+        if critic_copy is not None:
+            critic_copy.vision_frozen = True
+        groups = _without_vision(groups, model, critic_copy)
     shared_input = critic_input if critic == "shared" else "h0"
     actor = OpenVLAActor(
         model, processor, temperature=temperature, critic=value, critic_input=shared_input

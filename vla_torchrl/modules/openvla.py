@@ -92,12 +92,16 @@ class OpenVLA(nn.Module):
         self.vision_backbone = FusedFeaturizer(config)
         self.projector = Projector(config.vision_dim, config.llm_hidden_size)
         self.language_model = LlamaForCausalLM(llama_config(config))
+        #: True: :meth:`embed_images` runs without gradient (towers and projector stay as they are)
+        self.vision_frozen = False
 
     # -- pieces ------------------------------------------------------------------------
     def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """``[B, 6, S, S]`` pixels -> projected patch embeddings ``[B, P, H]``."""
+        """``[B, 6, S, S]`` pixels -> projected patch embeddings ``[B, P, H]`` (without gradient
+        when :attr:`vision_frozen`: nothing upstream of the LLM then trains)."""
         dtype = self.projector.fc1.weight.dtype
-        return self.projector(self.vision_backbone(pixel_values.to(dtype)))
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.vision_frozen):
+            return self.projector(self.vision_backbone(pixel_values.to(dtype)))
 
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Token embeddings of the language model."""

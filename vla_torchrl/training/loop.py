@@ -414,7 +414,16 @@ def _train_rl(
             # ---- advantages and update (global over ranks) -----------------------------------
             t0 = time.perf_counter()
             with torch_threads(compute_threads):
-                stats = rl_update(cfg, rollout, loss_fn, advantage, optimizer, params, info)
+                stats = rl_update(
+                    cfg,
+                    rollout,
+                    loss_fn,
+                    advantage,
+                    optimizer,
+                    params,
+                    info,
+                    critic_only=iteration < cfg.algo.critic_warmup,
+                )
             t_update = time.perf_counter() - t0
             skipped_total += stats["skipped"]
             skips_in_a_row = skips_in_a_row + stats["skipped"] if stats["steps"] == 0 else 0

@@ -96,6 +96,7 @@ def _policy_kwargs(model: ModelConfig, critic: str, optim_lrs: tuple[float, floa
         "lr_full": lr,
         "lr_value": value_lr,
         "gradient_checkpointing": model.gradient_checkpointing,
+        "freeze_vision": model.freeze_vision,
     }
 
 
@@ -285,6 +286,7 @@ def _load(
             "temperature",
             "reference_copy",
             "gradient_checkpointing",
+            "freeze_vision",
         ):
             kwargs[key] = overrides[key]
     if temperature is not None:

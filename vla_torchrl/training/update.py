@@ -247,8 +247,15 @@ def rl_update(
     optimizer: torch.optim.Optimizer,
     params: list[torch.nn.Parameter],
     info: DistInfo,
+    *,
+    critic_only: bool = False,
 ) -> dict[str, float]:
     """Advantages and the minibatch update of one rollout (this rank's ``[B, T]`` shard).
+
+    ``critic_only`` (the critic warm-up, ``algo.critic_warmup``): the advantages are zeroed, so
+    the policy term vanishes, and every optimizer group but the critic's (``value``,
+    ``critic_backbone``) runs at lr 0 for this update, so the value loss's gradient through a
+    shared backbone cannot move the policy either.
 
     Advantage normalisation statistics and GRPO groups span every rank's rollout; gradients are
     averaged over ranks once per optimizer step. With equal shards, the result equals one process
@@ -284,7 +291,7 @@ def rl_update(
     # std and PPO would follow (issue 14: approx KL 1.13 in one such update). Zero them: the
     # policy term vanishes, the critic still learns the (constant) returns.
     degenerate = advantage is not None and not rewards_vary(rollout, valid, info)
-    if degenerate and ADVANTAGE_KEY in rollout.keys():  # noqa: SIM118
+    if (degenerate or critic_only) and ADVANTAGE_KEY in rollout.keys():  # noqa: SIM118
         rollout.set(ADVANTAGE_KEY, torch.zeros_like(rollout.get(ADVANTAGE_KEY)))
     if ADVANTAGE_KEY in rollout.keys():  # noqa: SIM118
         # normalise with statistics of the whole (global) rollout, not of each minibatch of 8;
@@ -303,25 +310,48 @@ def rl_update(
                 batch.set(ADVANTAGE_KEY, adv * keep.reshape(-1, *[1] * (adv.ndim - 1)).to(adv))
         else:
             batch = batch[keep]
-    stats = run_update(
-        batch,
-        loss_fn,
-        optimizer,
-        params,
-        minibatch_size=(
-            max(1, cfg.optim.minibatch_size // rollout.shape[1])
-            if trajectory_loss
-            else cfg.optim.minibatch_size
-        ),
-        grad_accum_steps=cfg.optim.grad_accum_steps,
-        epochs=cfg.algo.epochs,  # paper Sec. 4.2: 1 epoch is enough
-        max_grad_norm=cfg.optim.max_grad_norm,  # FACTS: 10
-        dist_info=info,
-        autocast=cfg.optim.autocast,
-        verify_steps=cfg.optim.verify_steps,
-    )
+    with _critic_groups_only(optimizer, critic_only):
+        stats = run_update(
+            batch,
+            loss_fn,
+            optimizer,
+            params,
+            minibatch_size=(
+                max(1, cfg.optim.minibatch_size // rollout.shape[1])
+                if trajectory_loss
+                else cfg.optim.minibatch_size
+            ),
+            grad_accum_steps=cfg.optim.grad_accum_steps,
+            epochs=cfg.algo.epochs,  # paper Sec. 4.2: 1 epoch is enough
+            max_grad_norm=cfg.optim.max_grad_norm,  # FACTS: 10
+            dist_info=info,
+            autocast=cfg.optim.autocast,
+            verify_steps=cfg.optim.verify_steps,
+        )
     stats["degenerate_batch"] = float(degenerate)
+    stats["critic_warmup"] = float(critic_only)
     return stats
+
+
+#: optimizer groups of the critic (see ``vla_torchrl.modules.factory.build_policy``)
+CRITIC_GROUPS = ("value", "critic_backbone")
+
+
+@contextlib.contextmanager
+def _critic_groups_only(optimizer: torch.optim.Optimizer, enabled: bool):
+    """Within the block, every group not named in :data:`CRITIC_GROUPS` has lr 0."""
+    if not enabled:
+        yield
+        return
+    saved = [g["lr"] for g in optimizer.param_groups]
+    for g in optimizer.param_groups:
+        if g.get("name") not in CRITIC_GROUPS:
+            g["lr"] = 0.0
+    try:
+        yield
+    finally:
+        for g, lr in zip(optimizer.param_groups, saved, strict=True):
+            g["lr"] = lr
 
 
 def offer_advantage_stats(loss_fn, stats_fn) -> int:
