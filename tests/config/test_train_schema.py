@@ -73,6 +73,10 @@ def _bad(overrides, *, tasks=SUITE, cuda=False):
         (["model.lora_rank=0"], ["model.lora_rank=0", ">= 1", "32"]),
         (["algo.critic_warmup=-1"], ["algo.critic_warmup=-1", ">= 0", "value head only"]),
         (
+            ["algo.critic=separate", "algo.critic_trains_backbone=false"],
+            ["algo.critic_trains_backbone=false", "algo.critic=separate", "shared_h0"],
+        ),
+        (
             ["algo=grpo", "algo.critic_warmup=2"],
             ["algo.critic_warmup=2", "algo.critic=none", "shared_h0"],
         ),

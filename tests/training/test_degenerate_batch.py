@@ -107,3 +107,12 @@ def test_frozen_vision_keeps_towers_and_projector_while_the_llm_learns():
     _, moved_free = _update(_one_success())
     assert any("vision_backbone" in k for k in moved_free)
     assert any("projector" in k for k in moved_free)
+
+
+def test_a_detached_critic_trains_its_head_only():
+    # all-zero rewards: no policy term, so whatever moves is moved by the value loss
+    _, moved = _update(torch.zeros(()), "algo.critic_trains_backbone=false")
+    assert moved and all(k.startswith("critic.") for k in moved), sorted(moved)
+    # control: the paper's shared critic moves the backbone it reads
+    _, moved_shared = _update(torch.zeros(()))
+    assert any(k.startswith("policy.language_model") for k in moved_shared), sorted(moved_shared)

@@ -302,6 +302,10 @@ class AlgoConfig:
         critic_warmup: rollout algorithms with a critic: the first this many iterations train
             the value head only (advantages zeroed, every other optimizer group at lr 0), so that
             a critic new to the policy (e.g. PPO after SFT) does not steer it with noise; 0: off.
+        critic_trains_backbone: a shared critic's value loss also trains the backbone it reads
+            (the paper's choice, True); False: the head reads h^0 detached, so only the
+            policy loss moves the policy (with small rollouts, a value loss that Adam turns
+            into full-size backbone steps can drift the policy).
         loss: a custom loss in place of the algorithm's own (rollout algorithms only):
             ``{_target_: my_pkg.MyLoss, <its keyword arguments>}``, built with Hydra's
             ``instantiate(loss, evaluator, algo=<this AlgoConfig>)``; the advantages stay the
@@ -335,6 +339,7 @@ class AlgoConfig:
     max_minutes: float | None = None
     eval_every_epochs: int = 0
     critic_warmup: int = 0
+    critic_trains_backbone: bool = True
     loss: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -362,6 +367,15 @@ class AlgoConfig:
             self.critic_warmup == 0 or self.critic != "none",
             f"algo.critic_warmup={self.critic_warmup} warms up a critic, but algo.critic=none; "
             "drop algo.critic_warmup or choose a critic (e.g. algo.critic=shared_h0)",
+        )
+        _check(
+            isinstance(self.critic_trains_backbone, bool),
+            f"algo.critic_trains_backbone={self.critic_trains_backbone!r} must be true or false",
+        )
+        _check(
+            self.critic_trains_backbone or self.critic.startswith("shared"),
+            f"algo.critic_trains_backbone=false detaches a shared critic's input, but "
+            f"algo.critic={self.critic}; use a shared critic (e.g. shared_h0) or drop it",
         )
         _check(
             self.max_minutes is None or self.max_minutes > 0,

@@ -147,12 +147,24 @@ def write_critic_value(
 class ValueHead(nn.Module):
     """MLP ``in_dim -> 512 -> 128 -> 1`` with GELU (paper Sec. 4.2, FACTS.md); float32 params.
 
-    The input is cast to the head's dtype, so a bf16 backbone can feed an fp32 head.
+    The input is cast to the head's dtype, so a bf16 backbone can feed an fp32 head. With
+    ``detach_input`` the value loss trains the head only, not the backbone it reads (the paper's
+    shared critic trains both).
+
+    Examples:
+        >>> head = ValueHead(8, hidden=(4, 4), detach_input=True)
+        >>> features = torch.randn(2, 8, requires_grad=True)
+        >>> head(features).sum().backward()
+        >>> features.grad is None, head.net[0].weight.grad is not None
+        (True, True)
     """
 
-    def __init__(self, in_dim: int, *, hidden: tuple[int, int] = (512, 128)) -> None:
+    def __init__(
+        self, in_dim: int, *, hidden: tuple[int, int] = (512, 128), detach_input: bool = False
+    ) -> None:
         super().__init__()
         self.in_dim = in_dim
+        self.detach_input = detach_input
         self.net = nn.Sequential(
             nn.Linear(in_dim, hidden[0]),
             nn.GELU(),
@@ -172,6 +184,8 @@ class ValueHead(nn.Module):
         return self.net[0].out_features, self.net[2].out_features
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.detach_input:
+            features = features.detach()
         return self.net(features.to(self.net[0].weight.dtype))
 
 

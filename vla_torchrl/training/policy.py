@@ -120,6 +120,14 @@ def build_policy_from_config(
         UserError: a missing checkpoint / policy directory, or an OpenVLA model without one.
     """
     kwargs = _policy_kwargs(model, algo.critic, (lr, value_lr))
+    bundle = _build(model, algo, kwargs, device)
+    head = _value_head(bundle)
+    if head is not None and bundle.critic is head:  # a shared head (not a separate backbone's)
+        head.detach_input = not algo.critic_trains_backbone
+    return bundle
+
+
+def _build(model: ModelConfig, algo: AlgoConfig, kwargs: dict, device) -> PolicyBundle:
     if model.init_from:
         return _load(Path(model.init_from), device=device, overrides=kwargs, critic=algo.critic)
     if model.name == "openvla":
