@@ -122,8 +122,13 @@ def run_episodes(
 ) -> list[dict]:
     """Roll ``actor`` out until ``episodes`` episode records are in (see :func:`episode_records`).
 
-    Each round resets every env and runs ``max_steps`` steps; the first episode of each env row
-    counts. Extra rounds (at most as many again) make up for episodes void by a simulator error;
+    Each round resets every env and runs until every env's first episode has ended (at most
+    ``max_steps`` steps); that episode of each env row counts. An env whose episode ended early
+    (a success) waits for the others (TorchRL's partial steps) instead of starting another one,
+    so every round draws exactly one episode id per env and round ``r`` plays the same episodes
+    whatever the policy: every policy evaluated from the same seed gets the same scenes. (With
+    auto-resets inside a round, a policy that succeeds early used up episode ids and played
+    other scenes in the following rounds.) Extra rounds (at most as many again) make up for episodes void by a simulator error;
     the episode ids go on, so the replacements are new episodes. ``on_first_rollout`` sees the
     first round's rollout (e.g. to write videos).
     """
@@ -133,7 +138,9 @@ def run_episodes(
         if len(records) >= episodes:
             break
         with torch.no_grad():
-            rollout = env.rollout(max_steps, actor, break_when_any_done=False)
+            rollout = env.rollout(
+                max_steps, actor, break_when_any_done=False, break_when_all_done=True
+            )
         records.extend(episode_records(rollout))
         if round_index == 0 and on_first_rollout is not None:
             on_first_rollout(rollout)
