@@ -1,0 +1,48 @@
+"""Means of a PPO run's logged metrics per window of env steps (issue 14, tenth session).
+
+    python summarize_ppo.py runs/ppo3-s0/metrics.jsonl --window 3200
+
+Prints a markdown table: training success / grasp (the rollouts' episodes), approx. KL,
+explained variance, and the periodic evaluation's success where one falls in the window.
+"""
+
+import argparse
+import json
+import math
+
+
+def windows(rows: list[dict], width: int) -> list[tuple[int, int, list[dict]]]:
+    """``rows`` (one per iteration, with ``step``) grouped by ``ceil(step / width)``."""
+    groups: dict[int, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(math.ceil(row["step"] / width), []).append(row)
+    return [((k - 1) * width, k * width, groups[k]) for k in sorted(groups)]
+
+
+def mean(rows: list[dict], key: str) -> float:
+    values = [r[key] for r in rows if key in r and r[key] == r[key]]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("metrics")
+    p.add_argument("--window", type=int, default=3200)
+    args = p.parse_args()
+    rows = [json.loads(line) for line in open(args.metrics)]
+    rows = [r for r in rows if "train/success" in r]
+    print("| env steps | success | grasped | approx. KL | explained variance | eval success |")
+    print("|---|---|---|---|---|---|")
+    for lo, hi, group in windows(rows, args.window):
+        evals = [r["eval/success"] for r in group if "eval/success" in r]
+        ev = f"{evals[-1]:.2f}" if evals else ""
+        warm = " (critic warm-up)" if mean(group, "losses/critic_warmup") == 1.0 else ""
+        print(
+            f"| {lo:,}-{hi:,}{warm} | {mean(group, 'train/success'):.2f} | "
+            f"{mean(group, 'train/grasped'):.2f} | {mean(group, 'losses/kl_approx'):.3f} | "
+            f"{mean(group, 'losses/explained_variance'):.2f} | {ev} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
