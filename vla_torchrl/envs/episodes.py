@@ -128,9 +128,9 @@ def run_episodes(
     so every round draws exactly one episode id per env and round ``r`` plays the same episodes
     whatever the policy: every policy evaluated from the same seed gets the same scenes. (With
     auto-resets inside a round, a policy that succeeds early used up episode ids and played
-    other scenes in the following rounds.) Extra rounds (at most as many again) make up for episodes void by a simulator error;
-    the episode ids go on, so the replacements are new episodes. ``on_first_rollout`` sees the
-    first round's rollout (e.g. to write videos).
+    other scenes in the following rounds.) Extra rounds (at most as many again) make up for
+    episodes void by a simulator error; the episode ids go on, so the replacements are new
+    episodes. ``on_first_rollout`` sees the first round's rollout (e.g. to write videos).
     """
     records: list[dict] = []
     rounds = math.ceil(episodes / env.batch_size[0])
