@@ -201,12 +201,18 @@ def fake_policy(
 
 
 def policy_tensors(bundle: PolicyBundle) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """``(frozen, trainable)``: frozen parameters and buffers, trainable parameters."""
+    """``(frozen, trainable)``: frozen parameters and buffers, trainable parameters.
+
+    Trainable means updated by the optimizer: a parameter that requires grad but is in none of
+    ``bundle.param_groups`` (the towers and projector under ``freeze_vision``, which run under
+    ``no_grad``) has no gradient and no AdamW state, so it counts as a frozen weight.
+    """
+    optimized = {id(p) for group in bundle.param_groups for p in group["params"]}
     frozen: dict[int, torch.Tensor] = {}
     trainable: dict[int, torch.Tensor] = {}
     for root in _bundle_roots(bundle):
         for p in root.parameters():
-            (trainable if p.requires_grad else frozen)[id(p)] = p
+            (trainable if p.requires_grad and id(p) in optimized else frozen)[id(p)] = p
         for b in root.buffers():
             frozen[id(b)] = b
     return list(frozen.values()), list(trainable.values())
