@@ -3,7 +3,8 @@
     python summarize_ppo.py runs/ppo3-s0/metrics.jsonl --window 3200
 
 Prints a markdown table: training success / grasp (the rollouts' episodes), approx. KL,
-explained variance, and the periodic evaluation's success where one falls in the window.
+explained variance ("-" without a critic), the policy's entropy over the 7 action tokens,
+and the periodic evaluation's success where one falls in the window.
 """
 
 import argparse
@@ -24,15 +25,23 @@ def mean(rows: list[dict], key: str) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+def fmt(value: float) -> str:
+    return "-" if value != value else f"{value:.2f}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("metrics")
     p.add_argument("--window", type=int, default=3200)
     args = p.parse_args()
-    rows = [json.loads(line) for line in open(args.metrics)]
+    with open(args.metrics) as f:
+        rows = [json.loads(line) for line in f]
     rows = [r for r in rows if "train/success" in r]
-    print("| env steps | success | grasped | approx. KL | explained variance | eval success |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| env steps | success | grasped | approx. KL | explained variance | entropy (7 tokens) "
+        "| eval success |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for lo, hi, group in windows(rows, args.window):
         evals = [r["eval/success"] for r in group if "eval/success" in r]
         ev = f"{evals[-1]:.2f}" if evals else ""
@@ -40,7 +49,8 @@ def main() -> None:
         print(
             f"| {lo:,}-{hi:,}{warm} | {mean(group, 'train/success'):.2f} | "
             f"{mean(group, 'train/grasped'):.2f} | {mean(group, 'losses/kl_approx'):.3f} | "
-            f"{mean(group, 'losses/explained_variance'):.2f} | {ev} |"
+            f"{fmt(mean(group, 'losses/explained_variance'))} | "
+            f"{mean(group, 'losses/entropy'):.1f} | {ev} |"
         )
 
 
