@@ -248,15 +248,40 @@ class DemoConfig:
         out: where the runs and the reports go.
         ppo_steps: PPO environment steps.
         maniskill: also evaluate on a few ManiSkill SUITE tasks (builds scenes).
+        maniskill_policies: ``{SFT: DIR, RL: DIR}``, two ManiSkill policies the toolkit
+            trained at the CPU scale (``env=maniskill_cpu``, e.g. an SFT policy and PPO from
+            it): the ManiSkill stage then evaluates these on ``ind`` at that scale, on the same
+            held-out episodes for both, instead of the toy-trained policies (which never saw
+            the scene). Empty (default): the toy-trained ones.
+        maniskill_episodes: held-out ``ind`` episodes for ``maniskill_policies``.
     """
 
     out: str = "outputs/demo"
     ppo_steps: int = 3072
     maniskill: bool = True
+    maniskill_policies: dict[str, str] | None = None
+    maniskill_episodes: int = 16
 
     def __post_init__(self) -> None:
         _check(self.ppo_steps >= 1, f"ppo_steps={self.ppo_steps} must be >= 1")
         _check(bool(self.out.strip()), "out is empty; give an output directory")
+        _check(
+            self.maniskill_episodes >= 1,
+            f"maniskill_episodes={self.maniskill_episodes} must be >= 1",
+        )
+        self.maniskill_policies = dict(self.maniskill_policies or {})
+        if self.maniskill_policies:
+            labels = sorted(self.maniskill_policies)
+            _check(
+                labels == ["RL", "SFT"],
+                f"maniskill_policies has labels {labels}; give exactly SFT and RL, e.g. "
+                "maniskill_policies.SFT=runs/sft/policy maniskill_policies.RL=runs/ppo/policy",
+            )
+            _check(
+                self.maniskill,
+                "maniskill=false skips the ManiSkill stage that evaluates maniskill_policies; "
+                "drop one of the two",
+            )
 
 
 def to_cli_config(cls: type[T], cfg: Any) -> T:

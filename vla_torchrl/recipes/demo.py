@@ -13,7 +13,11 @@
 The final printout says what improved from SFT to RL, by how much and on which episodes. The
 ManiSkill numbers of these toy-trained policies are ~0 (they never saw the scene): that part
 shows the machinery only; `docs/results/maniskill-cpu/` records what the toolkit's CPU scale of
-the real benchmark reaches (see README, "Learning on the real benchmark").
+the real benchmark reaches (see README, "Learning on the real benchmark"). With
+``maniskill_policies.SFT=DIR maniskill_policies.RL=DIR`` (two policies the toolkit trained at
+that scale, e.g. by the recipes in that folder), the ManiSkill stage evaluates those instead, on
+``maniskill_episodes`` held-out ``ind`` episodes at ``env=maniskill_cpu``, and the printout
+ends with what changed between them.
 
 Usage (Hydra overrides, :class:`~vla_torchrl.config.cli_schema.DemoConfig`, ``conf/demo.yaml``):
 ``python -m vla_torchrl.recipes.demo [out=outputs/demo] [maniskill=false] [ppo_steps=3072]``
@@ -30,6 +34,7 @@ from pathlib import Path
 
 from vla_torchrl.config.cli_schema import DemoConfig, to_cli_config
 from vla_torchrl.config.load import compose_config
+from vla_torchrl.errors import UserError
 from vla_torchrl.evaluation.eval_loop import RESULTS_FILE, evaluate
 from vla_torchrl.evaluation.results import load_results
 from vla_torchrl.recipes._cli import Flag, run_cli, translate_flags
@@ -51,6 +56,9 @@ TOY = [
     "logger.progress_bar=true",
 ]
 MANISKILL_TASKS = ["ind", "table", "noise-s", "instruct", "obj-pos"]
+#: ``maniskill_policies``: the in-distribution task on episodes no demonstration came from
+#: (the held-out episodes of docs/results/maniskill-cpu: demos from seeds 1-4)
+MANISKILL_TASK, MANISKILL_HELD_OUT_SEED = "ind", 1000
 #: the deprecated ``--flag`` spelling (until the next release) -> the overrides
 LEGACY_FLAGS = {
     "--out": Flag("out"),
@@ -75,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv=argv,
         compose=True,
         legacy=_legacy,
+        open_keys=("maniskill_policies",),
     )
 
 
@@ -82,6 +91,13 @@ def demo(args: DemoConfig) -> int:
     """The three stages (see the module docstring); prints what changed from SFT to RL."""
     log = setup_logging()
     out = Path(args.out).resolve()
+    for label, path in args.maniskill_policies.items():  # before minutes of training
+        if not (Path(path) / "policy.json").is_file():
+            raise UserError(
+                f"maniskill_policies.{label}={path}: no saved policy there (no policy.json); "
+                "give the policy/ directory of a training run (vla-torchrl-train writes "
+                "<run_dir>/policy)"
+            )
     start = time.perf_counter()
 
     def banner(text: str) -> None:
@@ -131,7 +147,29 @@ def demo(args: DemoConfig) -> int:
         out_dir=out / "eval-toy",
     )
     reports = [toy]
-    if args.maniskill:
+    if args.maniskill_policies:
+        env = compose_config(["env=maniskill_cpu"], config_name="train_cpu").env
+        banner(
+            f"3/3 evaluation of the ManiSkill policies {args.maniskill_policies} on "
+            f"{args.maniskill_episodes} held-out {MANISKILL_TASK} episodes (seed "
+            f"{MANISKILL_HELD_OUT_SEED}, env=maniskill_cpu)"
+        )
+        reports.append(
+            evaluate(
+                args.maniskill_policies,
+                tasks=[MANISKILL_TASK],
+                seeds=[MANISKILL_HELD_OUT_SEED],
+                episodes=args.maniskill_episodes,
+                backend=env.backend,
+                num_envs=env.num_envs,
+                max_episode_steps=env.max_episode_steps,
+                width=env.width,
+                height=env.height,
+                env_options=env.options,
+                out_dir=out / "eval-maniskill",
+            )
+        )
+    elif args.maniskill:
         banner(f"3/3 evaluation on ManiSkill SUITE tasks {MANISKILL_TASKS} (builds scenes)")
         reports.append(
             evaluate(
@@ -150,6 +188,10 @@ def demo(args: DemoConfig) -> int:
     banner("done")
     for line in improvement_lines(out / "eval-toy" / RESULTS_FILE, TOY_TASK):
         print(line)
+    if args.maniskill_policies:
+        results = out / "eval-maniskill" / RESULTS_FILE
+        for line in improvement_lines(results, MANISKILL_TASK, warm_up="SFT policy"):
+            print(line)
     for files in reports:
         report = next(p for p in files.values() if str(p).endswith(".md"))
         print(f"report: {report}")
@@ -160,7 +202,9 @@ def demo(args: DemoConfig) -> int:
     return 0
 
 
-def improvement_lines(results_file: Path, task: str) -> list[str]:
+def improvement_lines(
+    results_file: Path, task: str, *, warm_up: str = "warm-up policy"
+) -> list[str]:
     r"""What changed from SFT to RL on the same episodes, one line per metric (and a verdict).
 
     Examples:
@@ -196,11 +240,11 @@ def improvement_lines(results_file: Path, task: str) -> list[str]:
             f"{mcnemar_exact(only_sft, only_rl):.3g})"
         )
     if gains["success"] > 0:
-        lines.append("  RL improved on the warm-up policy.")
+        lines.append(f"  RL improved on the {warm_up}.")
     else:
         lines.append(
-            "  RL did NOT improve success on the warm-up policy in this run (see the PPO curves: "
-            "python -m vla_torchrl.recipes.plot_curves runs=[<out>/ppo] out=curves.png)."
+            f"  RL did NOT improve success on the {warm_up} in this run (see the PPO curves: "
+            "python -m vla_torchrl.recipes.plot_curves runs=[<run_dir>] out=curves.png)."
         )
     return lines
 
