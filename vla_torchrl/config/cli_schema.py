@@ -296,7 +296,7 @@ def to_cli_config(cls: type[T], cfg: Any) -> T:
         >>> to_cli_config(DemoConfig, {"ppo_step": 64})
         Traceback (most recent call last):
         ...
-        vla_torchrl.errors.ConfigError: unknown config key(s) ppo_step in the top level; known keys: maniskill, out, ppo_steps
+        vla_torchrl.errors.ConfigError: unknown config key(s) ppo_step in the top level; known keys: maniskill, maniskill_episodes, maniskill_policies, out, ppo_steps
     """
     try:
         from omegaconf import DictConfig, OmegaConf
