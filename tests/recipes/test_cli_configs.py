@@ -220,6 +220,9 @@ def test_demo_evaluates_given_maniskill_policies_at_the_cpu_scale(tmp_path, monk
     assert maniskill["backend"] == preset["backend"] == "maniskill"
     for key in ("num_envs", "max_episode_steps", "width", "height"):
         assert maniskill[key] == preset[key], key
+    # the preset's env options and transforms travel too (a user's transform must reach the eval)
+    assert dict(maniskill["env_options"]) == preset["options"]
+    assert [dict(t) for t in maniskill["transforms"]] == preset["transforms"]
     out = capsys.readouterr().out
     assert "SFT -> RL on ind: the same 4 episodes (seeds [1000])" in out
     assert "SFT  50.0%  ->  RL  75.0%   (+25.0 points; 0 vs 1 episodes differ" in out

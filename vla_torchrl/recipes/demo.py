@@ -166,6 +166,7 @@ def demo(args: DemoConfig) -> int:
                 width=env.width,
                 height=env.height,
                 env_options=env.options,
+                transforms=env.transforms,
                 out_dir=out / "eval-maniskill",
             )
         )
