@@ -383,3 +383,33 @@ def test_a_task_on_no_ood_axis_gets_no_relative_drop(tmp_path):
     assert tasks == ["table"]
     other_row = next(line for line in md.splitlines() if line.startswith("| Other |"))
     assert "0.250" in other_row and "n/a (no OOD axis)" in other_row and "%" not in other_row
+
+
+def test_report_of_several_evaluations_pairs_their_episodes(tmp_path, capsys):
+    """``results=[a,b]``: policies evaluated at different times on the same episodes give the
+    report of one file holding all of them; an episode of one policy in two files is refused."""
+    rows = _records()
+    files = {}
+    for policy in ("SFT", "RL"):
+        files[policy] = tmp_path / f"{policy}.jsonl"
+        files[policy].write_text(
+            "\n".join(json.dumps(r.__dict__) for r in rows if r.policy == policy)
+        )
+    both = tmp_path / "both.jsonl"  # the reference: one file, the same rows in the same order
+    ordered = [r for p in ("SFT", "RL") for r in rows if r.policy == p]
+    both.write_text("\n".join(json.dumps(r.__dict__) for r in ordered))
+    args = ["policies=[SFT,RL]", "resamples=300"]
+    assert main([f"results={both}", f"out={tmp_path / 'one'}", *args]) == 0
+    merged = f"results=[{files['SFT']},{files['RL']}]"
+    assert main([merged, f"out={tmp_path / 'two'}", *args]) == 0
+    for name in ("summary.csv", "paired.csv", "report.md"):
+        assert (tmp_path / "two" / name).read_text() == (tmp_path / "one" / name).read_text()
+    # the paired table is RL vs SFT on the 12 shared obj episodes (hand count: 6 RL-only)
+    paired = (tmp_path / "two" / "paired.csv").read_text()
+    assert "obj" in paired
+    capsys.readouterr()
+    assert main([f"results=[{files['RL']},{both}]", f"out={tmp_path / 'bad'}"]) == 2
+    err = capsys.readouterr().err
+    assert f"is in {files['RL']} and in {both}" in err and "policy RL" in err
+    assert main(["results=[]", f"out={tmp_path / 'bad'}"]) == 2
+    assert "results is empty or has an empty entry" in capsys.readouterr().err

@@ -119,7 +119,9 @@ class ReportConfig:
     """What ``vla-torchrl-report`` reports (:func:`~vla_torchrl.evaluation.report_writer.write_report`).
 
     Args:
-        results: per-episode results: ``.csv``, ``.jsonl`` or an evaluation's ``episodes.jsonl``.
+        results: per-episode results: ``.csv``, ``.jsonl`` or an evaluation's ``episodes.jsonl``;
+            or a list of them (policies evaluated at different times on the same episodes,
+            :func:`~vla_torchrl.evaluation.results.merge_results`).
         out: output directory.
         policies: column order, e.g. ``[SFT,RL]`` (``[]``: order of appearance); the first is the
             baseline of the paired comparison.
@@ -129,7 +131,7 @@ class ReportConfig:
         resamples: of the paired bootstrap interval.
     """
 
-    results: str = ""
+    results: str | list[str] = ""
     out: str = ""
     policies: list[str] = field(default_factory=list)
     task_axes: str | None = None
@@ -138,9 +140,12 @@ class ReportConfig:
     resamples: int = 10_000
 
     def __post_init__(self) -> None:
+        files = [self.results] if isinstance(self.results, str) else self.results
         _check(
-            bool(self.results.strip()),
-            "results is empty; give the per-episode results, e.g. results=eval/episodes.jsonl",
+            bool(files) and all(f.strip() for f in files),
+            f"results is empty{'' if isinstance(self.results, str) else ' or has an empty entry'}; "
+            "give the per-episode results, e.g. results=eval/episodes.jsonl or "
+            "results=[a/episodes.jsonl,b/episodes.jsonl]",
         )
         _check(bool(self.out.strip()), "out is empty; give the output directory, e.g. out=report")
         _check(self.ddof in (0, 1), f"ddof={self.ddof} must be 0 (population std) or 1 (sample)")

@@ -25,6 +25,7 @@ __all__ = [
     "IncrementalResults",
     "Metric",
     "load_results",
+    "merge_results",
 ]
 
 Metric = Literal["grasped", "continuous_grasp", "success"]
@@ -109,6 +110,44 @@ def load_results(source: str | os.PathLike | Iterable[Any]) -> list[EpisodeResul
     else:
         rows = source
     return [r if isinstance(r, EpisodeResult) else EpisodeResult.from_mapping(r) for r in rows]
+
+
+def merge_results(sources: Iterable[str | os.PathLike | Iterable[Any]]) -> list[EpisodeResult]:
+    """The episode results of several sources (:func:`load_results` each), in order.
+
+    For policies evaluated at different times on the same episodes (same tasks, seeds, episode
+    ids and env settings): a new checkpoint against an earlier evaluation of the baseline, paired
+    episode by episode without running the baseline again. An episode (policy, task, seed,
+    episode id) found in two sources is an error naming both: rename one policy's label.
+
+    Examples:
+        >>> row = dict(task="ind", seed=0, episode_id=0, grasped=1, continuous_grasp=1)
+        >>> rows = merge_results([[dict(row, policy="SFT", success=0)],
+        ...                       [dict(row, policy="RL", success=1)]])
+        >>> [(r.policy, r.success) for r in rows]
+        [('SFT', False), ('RL', True)]
+        >>> merge_results([[dict(row, policy="RL", success=0)], [dict(row, policy="RL", success=1)]])
+        Traceback (most recent call last):
+        ...
+        vla_torchrl.errors.UserError: episode (policy RL, task ind, seed 0, episode 0) is in source 1 and in source 2; each episode of a policy must come from one evaluation: give the policy another label in one of them (or leave one out)
+    """
+    merged: list[EpisodeResult] = []
+    origin: dict[tuple, str] = {}
+    for number, source in enumerate(sources, start=1):
+        name = str(source) if isinstance(source, str | os.PathLike) else f"source {number}"
+        rows = load_results(source)
+        for r in rows:
+            key = (r.policy, r.task, r.seed, r.episode_id)
+            if key in origin and origin[key] != name:
+                raise UserError(
+                    f"episode (policy {r.policy}, task {r.task}, seed {r.seed}, episode "
+                    f"{r.episode_id}) is in {origin[key]} and in {name}; each episode of a policy "
+                    "must come from one evaluation: give the policy another label in one of them "
+                    "(or leave one out)"
+                )
+            origin.setdefault(key, name)
+        merged.extend(rows)
+    return merged
 
 
 class IncrementalResults:

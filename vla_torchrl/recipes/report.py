@@ -13,6 +13,10 @@ Command line (Hydra overrides, :class:`~vla_torchrl.config.cli_schema.ReportConf
     vla-torchrl-report results=runs/eval/episodes.jsonl out=runs/eval/report \
         policies=[SFT,RL] [task_axes=axes.json]
 
+``results=[a/episodes.jsonl,b/episodes.jsonl]`` reports several evaluations together: e.g. a
+new checkpoint evaluated on the episodes an earlier evaluation gave the baseline (same tasks,
+seeds, episode counts and env settings), paired episode by episode.
+
 (``python -m vla_torchrl.recipes.report`` is the same; the ``--flag`` spelling of earlier
 releases, ``report RESULTS --out DIR --policies SFT,RL``, still works for this release, with a
 deprecation line.)
@@ -41,6 +45,7 @@ from pathlib import Path
 from vla_torchrl.config.cli_schema import ReportConfig, to_cli_config
 from vla_torchrl.errors import UserError
 from vla_torchrl.evaluation.report_writer import write_report
+from vla_torchrl.evaluation.results import merge_results
 from vla_torchrl.evaluation.tables import PAPER_TASK_AXES
 from vla_torchrl.recipes._cli import Flag, run_cli, translate_flags
 
@@ -66,8 +71,9 @@ def run(cfg: ReportConfig) -> dict[str, Path]:
             raise UserError(
                 f"task_axes={cfg.task_axes}: cannot read a JSON mapping ({err})"
             ) from err
+    results = cfg.results if isinstance(cfg.results, str) else merge_results(cfg.results)
     return write_report(
-        cfg.results,
+        results,
         cfg.out,
         task_axes=task_axes,
         policies=list(cfg.policies) or None,
