@@ -4,7 +4,9 @@
 
 Prints a markdown table: training success / grasp (the rollouts' episodes), approx. KL,
 explained variance ("-" without a critic), the policy's entropy over the 7 action tokens,
-and the periodic evaluation's success where one falls in the window.
+and the periodic evaluation's success where one falls in the window. A run of
+``ppo_perception.py`` also gets its perception losses on the demonstrations (flat / keypoint /
+orientation; at the start they are the SFT run's final values).
 """
 
 import argparse
@@ -37,11 +39,13 @@ def main() -> None:
     with open(args.metrics) as f:
         rows = [json.loads(line) for line in f]
     rows = [r for r in rows if "train/success" in r]
+    perception = any("losses/perception_flat" in r for r in rows)
+    extra = " perception flat / kp / orient. |" if perception else ""
     print(
         "| env steps | success | grasped | approx. KL | explained variance | entropy (7 tokens) "
-        "| eval success |"
+        "| eval success |" + extra
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|" + ("---|" if perception else ""))
     for lo, hi, group in windows(rows, args.window):
         evals = [r["eval/success"] for r in group if "eval/success" in r]
         ev = f"{evals[-1]:.2f}" if evals else ""
@@ -51,6 +55,16 @@ def main() -> None:
             f"{mean(group, 'train/grasped'):.2f} | {mean(group, 'losses/kl_approx'):.3f} | "
             f"{fmt(mean(group, 'losses/explained_variance'))} | "
             f"{mean(group, 'losses/entropy'):.1f} | {ev} |"
+            + (
+                " "
+                + " / ".join(
+                    f"{mean(group, f'losses/perception_{k}'):.2f}"
+                    for k in ("flat", "keypoint", "orientation")
+                )
+                + " |"
+                if perception
+                else ""
+            )
         )
 
 
