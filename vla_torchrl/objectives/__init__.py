@@ -7,7 +7,10 @@ Three layers, each usable alone:
 * advantage modules on collector output ``[B, T]``: :class:`GAEAdvantage` (PPO, PPO-ORZ with
   ``gamma = lmbda = 1``) and :class:`GroupRelativeAdvantage` (GRPO / GRPO(s));
 * ``LossModule`` s calling the evaluator once per minibatch: :class:`VLAPPOLoss`,
-  :class:`VLAGRPOLoss`, :class:`VLATPOLoss`, :class:`VLASFTLoss`.
+  :class:`VLAGRPOLoss`, :class:`VLATPOLoss`, :class:`VLASFTLoss`; and the auxiliary
+  :class:`PerceptionLoss` on privileged simulator labels (:mod:`.perception`), which trains the
+  vision towers through an image encoder and stands in for OpenVLA's vision pretraining at the
+  CPU scale.
 
 A recipe computes advantages on the whole rollout, then the loss per minibatch::
 
@@ -43,6 +46,7 @@ from vla_torchrl.objectives import functional
 from vla_torchrl.objectives._evaluator_loss import EvaluatorLossBase, UsesAdvantageStats
 from vla_torchrl.objectives.advantages import GAEAdvantage, GroupRelativeAdvantage
 from vla_torchrl.objectives.grpo import VLAGRPOLoss
+from vla_torchrl.objectives.perception import PerceptionLoss
 from vla_torchrl.objectives.ppo import VLAPPOLoss
 from vla_torchrl.objectives.sft import VLASFTLoss
 from vla_torchrl.objectives.tpo import VLATPOLoss
@@ -51,6 +55,7 @@ __all__ = [
     "EvaluatorLossBase",
     "GAEAdvantage",
     "GroupRelativeAdvantage",
+    "PerceptionLoss",
     "UsesAdvantageStats",
     "VLAGRPOLoss",
     "VLAPPOLoss",

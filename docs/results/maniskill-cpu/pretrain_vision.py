@@ -43,99 +43,24 @@ from vla_torchrl.envs.maniskill.scene import camera_projection, project_to_image
 from vla_torchrl.envs.transforms import ImageAugmentation
 from vla_torchrl.keys import EPISODE_ID_KEY, IMAGE_KEY, PRIVILEGED_KEY
 
-POSITIONS = ("tcp_position", "object_position", "receptacle_position")
-N_PHASES = 8
-
-
-def regression_targets(state: TensorDict) -> torch.Tensor:
-    """``[N, 12]``: tcp, object, receptacle, tcp - object (metres)."""
-    p = [state[k].float() for k in POSITIONS]
-    return torch.cat([*p, p[0] - p[1]], dim=-1)
-
-
-class PrivilegedHead(torch.nn.Module):
-    """Projected patch embeddings ``[B, P, H]`` -> (regression ``[B, 12]``, grasp ``[B]``,
-    phase logits ``[B, 8]``)."""
-
-    def __init__(self, hidden: int, patches: int, width: int = 16) -> None:
-        super().__init__()
-        self.reduce = torch.nn.Sequential(torch.nn.Linear(hidden, width), torch.nn.GELU())
-        self.out = torch.nn.Linear(width * patches, 12 + 1 + N_PHASES)
-
-    def forward(self, patches: torch.Tensor):
-        y = self.out(self.reduce(patches).flatten(1))
-        return y[:, :12], y[:, 12], y[:, 13:]
-
-
-def privileged_loss(head_out, target_z, grasped, phase):
-    """Sum of the standardized MSE, the grasp BCE and the phase CE (each ~1 at chance)."""
-    reg, grasp_logit, phase_logits = head_out
-    mse = torch.nn.functional.mse_loss(reg, target_z)
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(grasp_logit, grasped.float())
-    ce = torch.nn.functional.cross_entropy(phase_logits, phase)
-    parts = {"mse": float(mse.detach()), "bce": float(bce.detach()), "ce": float(ce.detach())}
-    return mse + bce + ce, parts
-
-
-def orientation_targets(state: TensorDict) -> torch.Tensor:
-    """``[N, 11]``: the gripper's rotation matrix (row-major) and (cos 2y, sin 2y) of the
-    object's yaw (defined modulo pi)."""
-    yaw = state["object_yaw"].float()
-    rot = state["tcp_rotation"].float().flatten(1)
-    return torch.cat([rot, torch.stack([torch.cos(2 * yaw), torch.sin(2 * yaw)], -1)], -1)
-
-
-class OrientationHead(torch.nn.Module):
-    """Projected patch embeddings ``[B, P, H]`` -> the 11 standardized orientation targets."""
-
-    def __init__(self, hidden: int, patches: int, width: int = 16) -> None:
-        super().__init__()
-        self.reduce = torch.nn.Sequential(torch.nn.Linear(hidden, width), torch.nn.GELU())
-        self.out = torch.nn.Linear(width * patches, 11)
-
-    def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        return self.out(self.reduce(patches).flatten(1))
-
-
-def decode_orientation(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rotation ``[N, 3, 3]``, the nearest rotation matrix by SVD; yaw ``[N]`` in
-    ``(-pi/2, pi/2]``) from unstandardized :func:`orientation_targets`-style values.
-
-    Examples:
-        >>> import math
-        >>> r = torch.eye(3).flatten()
-        >>> rot, yaw = decode_orientation(torch.cat([1.1 * r, torch.tensor([0.0, 2.0])])[None])
-        >>> torch.allclose(rot[0], torch.eye(3)), round(float(yaw[0]) / math.pi, 3)
-        (True, 0.25)
-    """
-    u, _, vh = torch.linalg.svd(values[:, :9].reshape(-1, 3, 3))
-    d = torch.linalg.det(u @ vh)
-    u = torch.cat([u[..., :2], u[..., 2:] * d[:, None, None]], -1)
-    return u @ vh, 0.5 * torch.atan2(values[:, 10], values[:, 9])
-
-
-def orientation_errors_deg(rot, yaw, true_rot, true_yaw) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample angle between rotations and yaw error modulo pi, both in degrees."""
-    cos = ((rot.transpose(1, 2) @ true_rot).diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2
-    d_rot = torch.rad2deg(torch.arccos(cos.clamp(-1, 1)))
-    d_yaw = torch.rad2deg(torch.remainder(yaw - true_yaw + torch.pi / 2, torch.pi) - torch.pi / 2)
-    return d_rot, d_yaw.abs()
-
-
-class KeypointHead(torch.nn.Module):
-    """Projected patch embeddings ``[B, G*G, H]`` -> ``[B, K, G*G, 4]``: per point and patch a
-    logit, the offset (x, y) inside the patch (patch units, 0..1) and the standardized depth."""
-
-    def __init__(self, hidden: int, points: int = len(POSITIONS), width: int = 64) -> None:
-        super().__init__()
-        self.points = points
-        self.net = torch.nn.Sequential(
-            torch.nn.Linear(hidden, width), torch.nn.GELU(), torch.nn.Linear(width, 4 * points)
-        )
-
-    def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        b, p, _ = patches.shape
-        return self.net(patches).view(b, p, self.points, 4).transpose(1, 2)
+# the heads, targets and losses live in the package now (vla_torchrl.objectives.perception); the
+# names this folder's scripts import from here are kept
+from vla_torchrl.objectives.perception import (  # noqa: F401 (re-exported for the scripts)
+    N_PHASES,
+    POSITIONS,
+    KeypointHead,
+    OrientationHead,
+    decode_keypoints,
+    decode_orientation,
+    encode_keypoints,
+    keypoint_loss,
+    orientation_errors_deg,
+    orientation_targets,
+)
+from vla_torchrl.objectives.perception import PositionHead as PrivilegedHead
+from vla_torchrl.objectives.perception import position_loss as privileged_loss
+from vla_torchrl.objectives.perception import position_targets as regression_targets
+from vla_torchrl.objectives.perception import shift_images as shifted
 
 
 def keypoint_targets(state: TensorDict, height: int, width: int) -> torch.Tensor:
@@ -149,64 +74,6 @@ def keypoint_targets(state: TensorDict, height: int, width: int) -> torch.Tensor
     return torch.stack(out, 1).float()
 
 
-def keypoint_loss(pred, target, grid: int, depth_mean: float, depth_std: float, shift=None):
-    """CE over the ``grid x grid`` patches + L1 of the in-patch offset (patch units) + MSE of
-    the standardized depth, both at the true patch; points outside the frame are skipped.
-
-    ``shift``: ``[B, 2]`` normalized (x, y) displacement of each image (see :func:`shifted`).
-
-    Examples:
-        >>> t = torch.tensor([[[0.30, 0.70, 0.5]]])  # one point: x 0.3, y 0.7, 0.5 m deep
-        >>> perfect = encode_keypoints(t, grid=4, depth_mean=0.5, depth_std=0.1)
-        >>> round(float(keypoint_loss(perfect, t, 4, 0.5, 0.1)[0]), 4)  # only the CE floor
-        0.0
-        >>> decode_keypoints(perfect, 4, 0.5, 0.1)
-        tensor([[[0.3000, 0.7000, 0.5000]]])
-    """
-    if shift is not None:
-        target = torch.cat([target[..., :2] + shift[:, None], target[..., 2:]], -1)
-    xy = target[..., :2]
-    inside = ((xy >= 0) & (xy < 1)).all(-1)  # [B, K]
-    cell = (xy.clamp(0, 1 - 1e-6) * grid).floor()
-    index = (cell[..., 1] * grid + cell[..., 0]).long()  # row-major patch index
-    offset = xy * grid - cell
-    at = pred.gather(2, index[..., None, None].expand(*index.shape, 1, 4)).squeeze(2)
-    ce = torch.nn.functional.cross_entropy(pred[..., 0][inside], index[inside], reduction="sum")
-    l1 = (at[..., 1:3] - offset).abs().sum(-1)[inside].sum()
-    dz = (at[..., 3] - (target[..., 2] - depth_mean) / depth_std).pow(2)[inside].sum()
-    n = inside.sum().clamp_min(1)
-    parts = {k: float(v.detach() / n) for k, v in (("kp_ce", ce), ("kp_l1", l1), ("kp_dz", dz))}
-    return (ce + 10.0 * l1 + dz) / n, parts
-
-
-def encode_keypoints(target, grid: int, depth_mean: float, depth_std: float) -> torch.Tensor:
-    """The head output that :func:`keypoint_loss` rates best for ``target`` (a hard one-hot
-    logit of 30 at the true patch): the reference for :func:`decode_keypoints`."""
-    b, k, _ = target.shape
-    out = torch.zeros(b, k, grid * grid, 4)
-    cell = (target[..., :2].clamp(0, 1 - 1e-6) * grid).floor()
-    index = (cell[..., 1] * grid + cell[..., 0]).long()
-    value = torch.cat(
-        [
-            torch.full((b, k, 1), 30.0),
-            target[..., :2] * grid - cell,
-            ((target[..., 2] - depth_mean) / depth_std)[..., None],
-        ],
-        -1,
-    )
-    out.scatter_(2, index[..., None, None].expand(b, k, 1, 4), value[:, :, None])
-    return out
-
-
-def decode_keypoints(pred, grid: int, depth_mean: float, depth_std: float) -> torch.Tensor:
-    """``[B, K, 3]`` (x, y normalized; depth in metres) from the argmax patch of each point."""
-    index = pred[..., 0].argmax(-1)  # [B, K]
-    at = pred.gather(2, index[..., None, None].expand(*index.shape, 1, 4)).squeeze(2)
-    cell = torch.stack([index % grid, index // grid], -1).float()
-    xy = (cell + at[..., 1:3]) / grid
-    return torch.cat([xy, (at[..., 3:] * depth_std + depth_mean)], -1)
-
-
 def unproject(keypoints: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Root-frame points ``[..., 3]`` from :func:`keypoint_targets`-style ``(x, y, depth)``."""
     p = torch.as_tensor(camera_projection(height, width), dtype=torch.float64)
@@ -215,20 +82,6 @@ def unproject(keypoints: torch.Tensor, height: int, width: int) -> torch.Tensor:
     d = keypoints[..., 2].double()
     homogeneous = torch.stack([u * d, v * d, d], -1)  # = P[:, :3] @ X + P[:, 3]
     return torch.linalg.solve(p[:, :3], (homogeneous - p[:, 3]).unsqueeze(-1)).squeeze(-1).float()
-
-
-def shifted(images: torch.Tensor, shift: int, generator: torch.Generator):
-    """Each ``[N, H, W, 3]`` image translated by its own random whole-pixel offset in
-    ``[-shift, shift]`` (edges replicated, as :class:`ImageAugmentation`), and the normalized
-    ``(x, y)`` displacement ``[N, 2]`` of the content, for the keypoint labels."""
-    n, h, w = images.shape[:3]
-    if shift == 0:
-        return images, torch.zeros(n, 2)
-    off = torch.randint(-shift, shift + 1, (n, 2), generator=generator)  # (row, col)
-    rows = (torch.arange(h)[None] + off[:, :1]).clamp(0, h - 1)
-    cols = (torch.arange(w)[None] + off[:, 1:]).clamp(0, w - 1)
-    out = images[torch.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
-    return out, torch.stack([-off[:, 1] / w, -off[:, 0] / h], -1).float()
 
 
 def stem_of(state_dict_path) -> str:
