@@ -413,3 +413,22 @@ def test_report_of_several_evaluations_pairs_their_episodes(tmp_path, capsys):
     assert f"is in {files['RL']} and in {both}" in err and "policy RL" in err
     assert main(["results=[]", f"out={tmp_path / 'bad'}"]) == 2
     assert "results is empty or has an empty entry" in capsys.readouterr().err
+
+
+def test_report_of_one_seed_slice(tmp_path, capsys):
+    """``seeds=[1]``: the report of that seed's episodes only; the cells' n and rates are the
+    hand counts of seed 1 (4 episodes per task and policy)."""
+    path = tmp_path / "episodes.jsonl"
+    path.write_text("\n".join(json.dumps(r.__dict__) for r in _records()))
+    out = tmp_path / "s1"
+    assert main([f"results={path}", f"out={out}", "seeds=[1]", "resamples=200"]) == 0
+    rows = read_summary_csv(out / "summary.csv")
+    for (policy, task), succ in _SUCCESS.items():
+        stat = rows[(policy, task)]["success"]
+        assert (stat.n, stat.count) == (4, succ[1]), (policy, task)
+        assert stat.mean == pytest.approx(succ[1] / 4) and stat.n_seeds == 1
+    capsys.readouterr()
+    assert main([f"results={path}", f"out={out}", "seeds=[7]"]) == 2
+    assert "seeds=[7]: no episode of these seeds in the results (their seeds: [0, 1, 2])" in (
+        capsys.readouterr().err
+    )

@@ -129,6 +129,8 @@ class ReportConfig:
         ind_task: the in-distribution task the relative drops refer to.
         ddof: std over seeds: 0 population (the paper's tables), 1 sample.
         resamples: of the paired bootstrap interval.
+        seeds: report only these evaluation seeds (``[]``: all), e.g. the 64 episodes of one
+            seed out of a 4-seed evaluation.
     """
 
     results: str | list[str] = ""
@@ -138,6 +140,7 @@ class ReportConfig:
     ind_task: str = "ind"
     ddof: int = 0
     resamples: int = 10_000
+    seeds: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         files = [self.results] if isinstance(self.results, str) else self.results
@@ -150,6 +153,7 @@ class ReportConfig:
         _check(bool(self.out.strip()), "out is empty; give the output directory, e.g. out=report")
         _check(self.ddof in (0, 1), f"ddof={self.ddof} must be 0 (population std) or 1 (sample)")
         _check(self.resamples >= 100, f"resamples={self.resamples} must be >= 100")
+        _check(all(x >= 0 for x in self.seeds), f"seeds={self.seeds} must all be >= 0")
 
 
 Scale = Literal["tiny", "cpu", "paper"]

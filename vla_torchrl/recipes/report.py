@@ -16,6 +16,7 @@ Command line (Hydra overrides, :class:`~vla_torchrl.config.cli_schema.ReportConf
 ``results=[a/episodes.jsonl,b/episodes.jsonl]`` reports several evaluations together: e.g. a
 new checkpoint evaluated on the episodes an earlier evaluation gave the baseline (same tasks,
 seeds, episode counts and env settings), paired episode by episode.
+``seeds=[1000]`` reports one slice of the evaluation seeds (e.g. 64 of 256 episodes).
 
 (``python -m vla_torchrl.recipes.report`` is the same; the ``--flag`` spelling of earlier
 releases, ``report RESULTS --out DIR --policies SFT,RL``, still works for this release, with a
@@ -71,7 +72,15 @@ def run(cfg: ReportConfig) -> dict[str, Path]:
             raise UserError(
                 f"task_axes={cfg.task_axes}: cannot read a JSON mapping ({err})"
             ) from err
-    results = cfg.results if isinstance(cfg.results, str) else merge_results(cfg.results)
+    results = merge_results([cfg.results] if isinstance(cfg.results, str) else cfg.results)
+    if cfg.seeds:
+        present = sorted({r.seed for r in results})
+        results = [r for r in results if r.seed in set(cfg.seeds)]
+        if not results:
+            raise UserError(
+                f"seeds={list(cfg.seeds)}: no episode of these seeds in the results (their "
+                f"seeds: {present}); pick some of those, or seeds=[] for all"
+            )
     return write_report(
         results,
         cfg.out,
