@@ -39,6 +39,9 @@ def main() -> None:
     with open(args.metrics) as f:
         rows = [json.loads(line) for line in f]
     rows = [r for r in rows if "train/success" in r]
+    for r in rows:  # the package's PPOWithPerceptionLoss calls the flat head's loss "position"
+        if "losses/perception_position" in r:
+            r.setdefault("losses/perception_flat", r["losses/perception_position"])
     perception = any("losses/perception_flat" in r for r in rows)
     extra = " perception flat / kp / orient. |" if perception else ""
     print(
