@@ -122,7 +122,9 @@ def privileged_demos(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_ppo_with_perception_trains_the_towers_through_the_recipe(tmp_path, privileged_demos):
+def test_ppo_with_perception_trains_the_towers_through_the_recipe(
+    tmp_path, privileged_demos, capsys
+):
     """The recipe builds the loss from ``algo.loss``; its perception terms are logged; the vision
     towers train (``model.freeze_vision=false``) while the frozen heads are no trainable
     parameter (the recipe would refuse one its optimizer does not hold)."""
@@ -158,3 +160,7 @@ def test_ppo_with_perception_trains_the_towers_through_the_recipe(tmp_path, priv
     bad = [a.replace(str(heads), str(tmp_path / "bad.pt")) for a in argv]
     bad = [a.replace(f"run_dir={run}", f"run_dir={tmp_path / 'bad'}") for a in bad]
     assert train_module.main(bad) == 2
+    # frozen towers: nothing for the anchor to train, refused in one line
+    frozen = [a.replace(f"run_dir={run}", f"run_dir={tmp_path / 'frozen'}") for a in argv]
+    assert train_module.main([*frozen, "model.freeze_vision=true"]) == 2
+    assert "model.freeze_vision=true): set model.freeze_vision=false" in capsys.readouterr().err

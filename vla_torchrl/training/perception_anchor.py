@@ -180,6 +180,11 @@ class PPOWithPerceptionLoss(LossModule):
                 f"PPOWithPerceptionLoss: perception_coeff={perception_coeff} must be >= 0, "
                 f"perception_batch_size={perception_batch_size} >= 1 and shift={shift} >= 0"
             )
+        if getattr(evaluator.model, "vision_frozen", False):
+            raise UserError(
+                "PPOWithPerceptionLoss trains the vision towers, but they are frozen "
+                "(model.freeze_vision=true): set model.freeze_vision=false, or train without it"
+            )
         self.ppo = stock_loss(evaluator, algo)
         self.batch_size, self.shift = int(perception_batch_size), int(shift)
         head_modules, stats = load_perception_heads(heads, evaluator.model.config.llm_hidden_size)
