@@ -1,8 +1,10 @@
 #!/bin/bash
 # issue 14: the SFT-vs-RL SUITE table the issue asks for: SFT and both PPO v3 seeds at 102,400
 # env steps on all 16 SUITE tasks, 64 episodes each (seed 1000), T = 0.6, the same episodes for
-# all three (~80 min on 2 cores). Written in the twelfth session, NOT run yet: that session spent
-# its machine time on ppo-perception.sh instead.
+# all three (~80 min on 2 cores). The twelfth session ran its first 4 tasks (ind, table,
+# texture-w, texture-s; 21 min) and stopped: suite64-partial-episodes.jsonl. To resume, copy that
+# file to runs/suite64/episodes.jsonl and run this again: complete (policy, task, seed) groups
+# are skipped.
 cd "${WORKDIR:-.}"  # the directory holding runs/ (as convstem-pipeline.sh)
 PY=${PY:-python}
 stamp() { echo "=== $(date -u +%H:%M:%S) $*"; }
