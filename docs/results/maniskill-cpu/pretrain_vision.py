@@ -39,7 +39,7 @@ import torch
 from tensordict import TensorDict
 
 from vla_torchrl.envs.demos import load_demos
-from vla_torchrl.envs.maniskill.scene import camera_projection, project_to_image
+from vla_torchrl.envs.maniskill.scene import camera_projection
 from vla_torchrl.envs.transforms import ImageAugmentation
 from vla_torchrl.keys import EPISODE_ID_KEY, IMAGE_KEY, PRIVILEGED_KEY
 
@@ -61,17 +61,7 @@ from vla_torchrl.objectives.perception import PositionHead as PrivilegedHead
 from vla_torchrl.objectives.perception import position_loss as privileged_loss
 from vla_torchrl.objectives.perception import position_targets as regression_targets
 from vla_torchrl.objectives.perception import shift_images as shifted
-
-
-def keypoint_targets(state: TensorDict, height: int, width: int) -> torch.Tensor:
-    """``[N, K, 3]``: each labelled point's image position normalized to ``[0, 1]`` (x = column,
-    y = row; pixel edges at 0 and 1) and its depth (metres) in the ``height x width`` camera."""
-    out = []
-    for k in POSITIONS:
-        uv, depth = project_to_image(state[k].double(), height, width)
-        xy = (uv + 0.5) / torch.tensor([width, height], dtype=uv.dtype)
-        out.append(torch.cat([xy, depth[..., None]], -1))
-    return torch.stack(out, 1).float()
+from vla_torchrl.training.perception_anchor import keypoint_targets  # noqa: F401
 
 
 def unproject(keypoints: torch.Tensor, height: int, width: int) -> torch.Tensor:
