@@ -76,6 +76,11 @@ class EvalConfig:
         assets: ``auto`` (default): a missing real asset (WidowX-250S, RL4VLA scenes, Llama-2
             tokenizer) falls back to the built-in stand-in with a log line; ``required``: it
             is an error instead (checked before anything is built).
+        fresh_env: build the env anew for each (policy, task, seed) group (default): a group's
+            episodes then do not depend on the policies evaluated before it or on a resume
+            (ManiSkill's CPU simulation carries contact state across resets). ``false`` reuses
+            one env per (task, seed): ~20 s faster per group, same scenes, but a policy's
+            sampled episodes depend on the evaluation order.
     """
 
     policies: dict[str, str] | None = None
@@ -89,6 +94,7 @@ class EvalConfig:
     device: str = "cpu"
     out: str = "eval"
     assets: str = "auto"
+    fresh_env: bool = True
 
     def __post_init__(self) -> None:
         _check_assets(self.assets)

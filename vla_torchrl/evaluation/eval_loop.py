@@ -67,6 +67,7 @@ def evaluate(
     device: str = "cpu",
     env_options: Mapping[str, Any] | None = None,
     transforms: Sequence[Mapping[str, Any]] = (),
+    fresh_env: bool = True,
 ) -> dict[str, Path]:
     """Evaluate ``policies`` and write the report; returns its files.
 
@@ -79,6 +80,15 @@ def evaluate(
     finished groups are kept when made with the same settings (policy files, episodes,
     sampling, image size, episode length: :mod:`vla_torchrl.evaluation.groups`) and refused
     otherwise.
+
+    ``fresh_env`` builds the env anew for each (policy, task, seed) group, so a group's episodes
+    depend only on the policy, task, seed and settings: not on the policies evaluated before it
+    in the same call, nor on whether the call was resumed. ManiSkill's CPU simulation keeps
+    contact state across resets (the same scene comes back equal only to ~1e-7 m, and sampled
+    rollouts diverge from there; measured in ``docs/results/maniskill-cpu/README.md``).
+    ``fresh_env=False`` reuses one env per (task, seed): faster (a ManiSkill env takes ~20 s to
+    build on 2 cores), the same scenes for every policy, but the sampled episodes of a policy
+    then depend on the evaluation order.
     """
     if episodes < 1:
         raise UserError(f"--episodes={episodes} must be >= 1")
@@ -144,12 +154,13 @@ def evaluate(
     actors = {}
     bar = progress(total=len(todo), desc="eval groups", unit="group")
     t_start, done = time.perf_counter(), 0
-    # One env per (task, seed), re-seeded for each policy: every policy replays the same episodes.
+    # Groups of the same (task, seed) in a row; every group starts its env from the seed, so
+    # every policy replays the same episodes (scenes are a function of seed and episode id).
     by_env: dict[tuple[str, int], list[str]] = {}
     for label, task, seed in todo:
         by_env.setdefault((task, seed), []).append(label)
     for (task, seed), labels in by_env.items():
-        env = guard_sim_errors(make_recipe_env(env_cfg, seed=seed, task=task, device="cpu"))
+        env = None
         try:
             for label in labels:
                 if label not in actors:
@@ -158,8 +169,16 @@ def evaluate(
                         temperature=temperature if not greedy else 1.0,
                         mode="greedy" if greedy else "sample",
                     )
+                if env is not None and fresh_env:
+                    env.close()
+                    env = None
+                if env is None:
+                    env = guard_sim_errors(
+                        make_recipe_env(env_cfg, seed=seed, task=task, device="cpu")
+                    )
                 env.set_seed(seed)  # restart the episode ids: the same episodes for each policy
-                # action sampling seeded per group: repeated evaluations give identical tables
+                # action sampling seeded per group: with fresh_env, repeated (or resumed)
+                # evaluations give identical tables
                 torch.manual_seed(zlib.crc32(f"{task}:{seed}".encode()))
                 videos = None  # a few rollout videos per task, from the first seed
                 if seed == seeds[0]:
@@ -181,7 +200,8 @@ def evaluate(
                 done += 1
                 _log.info("%s", _group_line(label, task, seed, records, done, len(todo), t_start))
         finally:
-            env.close()
+            if env is not None:
+                env.close()
     bar.close()
     return write_report(store.results(), out / "report", policies=list(policies))
 

@@ -80,6 +80,7 @@ def run(cfg: EvalConfig) -> dict[str, Path]:
         device=cfg.device,
         env_options=env.options,
         transforms=env.transforms,
+        fresh_env=cfg.fresh_env,
     )
 
 
