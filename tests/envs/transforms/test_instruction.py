@@ -142,3 +142,25 @@ def test_rephrases_the_toy_env(mock_env):
     for text in _strings(td):
         assert text.startswith("Place the dot on the ") and text.endswith(" square")
     assert td[IMAGE_KEY].shape[0] == 2
+
+
+def test_a_finished_envs_carried_instruction_is_kept_not_refused():
+    """A ParallelEnv's partial step (TorchRL's rollout waiting for the envs still running)
+    hands back a finished env's last entries, already rephrased: the SUITE's `instruct` task
+    stopped with "does not match the training template" on one. Its own rephrasing is kept;
+    another template's rephrasing is still an error."""
+    from tensordict import NonTensorStack, TensorDict
+
+    rephrase = InstructionRephrase(PAPER_TEMPLATES, seed=0)
+    raw = TensorDict({INSTRUCTION_KEY: NonTensorStack(*INSTRUCTIONS)}, [B])
+    first = _strings(rephrase._reset(TensorDict({}, [B]), raw.clone()))
+    index = rephrase.template_index.tolist()
+    assert first == [_by_hand(index[b], b) for b in range(B)]
+    carried = TensorDict({INSTRUCTION_KEY: NonTensorStack(first[0], *INSTRUCTIONS[1:])}, [B])
+    assert _strings(rephrase._call(carried)) == first
+    other = (index[0] + 1) % len(PAPER_TEMPLATES)
+    foreign = TensorDict(
+        {INSTRUCTION_KEY: NonTensorStack(_by_hand(other, 0), *INSTRUCTIONS[1:])}, [B]
+    )
+    with pytest.raises(ValueError, match="does not match the training template"):
+        rephrase._call(foreign)

@@ -126,6 +126,7 @@ class InstructionRephrase(Transform):
                 raise TypeError(f"templates[{i}] is a {type(template).__name__}, expected str")
             _fields(template, f"templates[{i}]")
         self._regex = _template_regex(train_template)
+        self._template_regexes = [_template_regex(t) for t in templates]
         super().__init__(in_keys=[instruction_key], out_keys=[instruction_key])
         self.templates = templates
         self.train_template = train_template
@@ -149,6 +150,12 @@ class InstructionRephrase(Transform):
             if apply is not None and not apply[i]:
                 continue
             match = self._regex.fullmatch(instruction)
+            if match is None and self._template_regexes[int(self.template_index[i])].fullmatch(
+                instruction
+            ):
+                # already this env's rephrasing: a ParallelEnv's partial step (the other envs
+                # still running) hands back a finished env's last, transformed, entries
+                continue
             if match is None:
                 raise ValueError(
                     f"instruction {instruction!r} (env {i}) does not match the training template "
