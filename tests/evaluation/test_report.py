@@ -432,3 +432,49 @@ def test_report_of_one_seed_slice(tmp_path, capsys):
     assert "seeds=[7]: no episode of these seeds in the results (their seeds: [0, 1, 2])" in (
         capsys.readouterr().err
     )
+
+
+def test_methods_over_their_training_runs(tmp_path, capsys):
+    """``runs={BASE:[SFT],M:[SFT,RL]}``: a method's cell is mean (std) over its runs of each
+    run's pooled rate; an axis cell averages a run's rates (and drops against its own IND) over
+    the axis's tasks first. Reference: a plain loop over the episodes."""
+    rows = _records()
+    path = tmp_path / "episodes.jsonl"
+    path.write_text("\n".join(json.dumps(r.__dict__) for r in rows))
+    out = tmp_path / "rep"
+    assert main([f"results={path}", f"out={out}", "runs={BASE:[SFT],M:[SFT,RL]}"]) == 0
+
+    def rate(policy, task):
+        eps = [r.success for r in rows if (r.policy, r.task) == (policy, task)]
+        return sum(eps) / len(eps)
+
+    def ood(policy, tasks):
+        return sum(rate(policy, t) for t in tasks) / len(tasks)
+
+    def drop(policy, tasks):
+        ind = rate(policy, "ind")
+        return sum((rate(policy, t) - ind) / ind for t in tasks) / len(tasks)
+
+    got = {
+        (r["method"], r["task"] or r["axis"], r["quantity"]): r
+        for r in csv.DictReader((out / "runs.csv").open())
+    }
+    for task in ("ind", "obj", "robot-pose"):
+        a, b = rate("SFT", task), rate("RL", task)
+        row = got[("M", task, "rate")]
+        assert float(row["mean"]) == pytest.approx((a + b) / 2)
+        assert float(row["std"]) == pytest.approx(abs(a - b) / 2)  # population std of two
+        assert row["runs"] == f"SFT={a!r} RL={b!r}" and row["n_runs"] == "2"
+    vision = ["table", "noise-w"]
+    row = got[("M", "vision", "ood_rate")]
+    assert float(row["mean"]) == pytest.approx((ood("SFT", vision) + ood("RL", vision)) / 2)
+    row = got[("M", "vision", "relative_drop")]
+    assert float(row["mean"]) == pytest.approx((drop("SFT", vision) + drop("RL", vision)) / 2)
+    md = (out / "report.md").read_text()
+    section = md[md.index("## Over training runs") :]
+    m_vision = (ood("SFT", vision) + ood("RL", vision)) / 2
+    delta = 100 * (m_vision - ood("SFT", vision))
+    assert f"| Vision | {ood('SFT', vision):.3f} | {m_vision:.3f} (.125) | {delta:+.1f} |" in section
+    capsys.readouterr()
+    assert main([f"results={path}", f"out={out}", "runs={M:[SFT,PPO]}"]) == 2
+    assert "runs.M: no policy PPO in the results (they hold SFT, RL)" in capsys.readouterr().err

@@ -137,6 +137,8 @@ class ReportConfig:
         resamples: of the paired bootstrap interval.
         seeds: report only these evaluation seeds (``[]``: all), e.g. the 64 episodes of one
             seed out of a 4-seed evaluation.
+        runs: methods over their training runs, ``'runs={SFT:[SFT],RL:[PPO-s0,PPO-s1]}'``:
+            adds mean (std) over each method's runs per task and axis (null: none).
     """
 
     results: str | list[str] = ""
@@ -147,6 +149,7 @@ class ReportConfig:
     ddof: int = 0
     resamples: int = 10_000
     seeds: list[int] = field(default_factory=list)
+    runs: dict[str, list[str]] | None = None
 
     def __post_init__(self) -> None:
         files = [self.results] if isinstance(self.results, str) else self.results

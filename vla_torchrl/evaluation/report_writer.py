@@ -36,6 +36,12 @@ from vla_torchrl.evaluation.tables import (
     write_paired_csv,
     write_summary_csv,
 )
+from vla_torchrl.evaluation.training_runs import (
+    check_runs,
+    over_runs,
+    runs_markdown,
+    write_runs_csv,
+)
 
 __all__ = ["bar_chart", "radar_chart", "write_report"]
 
@@ -151,6 +157,7 @@ def write_report(
     ind_task: str = "ind",
     ddof: int = 0,
     resamples: int = 10_000,
+    runs: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Path]:
     """Write the full evaluation report (Markdown, CSVs, radar PNGs) into ``out_dir``.
 
@@ -163,6 +170,9 @@ def write_report(
         ind_task: the in-distribution task the relative drops refer to.
         ddof: see :func:`summarize`.
         resamples: of the paired bootstrap (:func:`paired_comparisons`).
+        runs: ``{method: [policy label of each training run]}``: adds the section "Over
+            training runs" (mean (std) over each method's runs, per task and axis:
+            :mod:`vla_torchrl.evaluation.training_runs`) and ``runs.csv``.
 
     Returns:
         ``{name: path}`` of every file written.
@@ -249,6 +259,16 @@ def write_report(
     if "other" in axes_present:
         md += ["", f"Other: tasks on no OOD axis, so no relative drop ({NO_AXIS})."]
     files.update(_paired_section(records, policies, md, out, task_axes, resamples))
+    if runs:
+        runs = check_runs(runs, _policies(summary))
+        per_task, per_axis = over_runs(
+            summary, runs, task_axes=task_axes, ind_task=ind_task, ddof=ddof
+        )
+        order = [ind_task] + [t for a in (*AXES, "other") for t in task_axes if task_axes[t] == a]
+        md += [""] + runs_markdown(per_task, per_axis, runs, task_order=list(dict.fromkeys(order)))
+        files["runs.csv"] = write_runs_csv(
+            per_task, per_axis, runs, out / "runs.csv", task_axes=task_axes
+        )
 
     if drops:
         md += ["", "## Relative drop of success per task", ""]

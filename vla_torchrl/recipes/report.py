@@ -17,6 +17,8 @@ Command line (Hydra overrides, :class:`~vla_torchrl.config.cli_schema.ReportConf
 new checkpoint evaluated on the episodes an earlier evaluation gave the baseline (same tasks,
 seeds, episode counts and env settings), paired episode by episode.
 ``seeds=[1000]`` reports one slice of the evaluation seeds (e.g. 64 of 256 episodes).
+``'runs={SFT:[SFT],RL:[PPO-s0,PPO-s1]}'`` adds each method's mean (std) over its training
+runs, per task and axis (:mod:`~vla_torchrl.evaluation.training_runs`), and ``runs.csv``.
 
 (``python -m vla_torchrl.recipes.report`` is the same; the ``--flag`` spelling of earlier
 releases, ``report RESULTS --out DIR --policies SFT,RL``, still works for this release, with a
@@ -89,6 +91,7 @@ def run(cfg: ReportConfig) -> dict[str, Path]:
         ind_task=cfg.ind_task,
         ddof=cfg.ddof,
         resamples=cfg.resamples,
+        runs=cfg.runs,
     )
 
 
