@@ -60,4 +60,8 @@ stamp suite64
 [ -e runs/suite64/report/report.md ] || $PY -m vla_torchrl.recipes.evaluate env=maniskill_cpu \
   'seeds=[1000]' episodes=64 temperature=0.6 videos=0 assets=required out=runs/suite64 \
   "policies=$POLICIES" > runs/suite64.log 2>&1
-stamp done: runs/eval256/report/report.md runs/eval256-paired.md runs/suite64/report/report.md
+# SFT vs RL over the two training seeds (mean (std) per task and axis)
+[ -e runs/suite64/report-runs/report.md ] || $PY -m vla_torchrl.recipes.report \
+  results=runs/suite64/episodes.jsonl out=runs/suite64/report-runs 'policies=[SFT,PPO-s0,PPO-s1]' \
+  'runs={SFT:[SFT],RL:[PPO-s0,PPO-s1]}' > runs/suite64-report.log 2>&1
+stamp done: runs/eval256/report/report.md runs/eval256-paired.md runs/suite64/report-runs/report.md
