@@ -2,8 +2,8 @@
 # issue 14: the SFT-vs-RL SUITE table the issue asks for: SFT and both PPO v3 seeds at 102,400
 # env steps on all 16 SUITE tasks, 64 episodes each (seed 1000), T = 0.6, the same episodes for
 # all three (~80 min on 2 cores). The twelfth session ran its first 4 tasks (ind, table,
-# texture-w, texture-s; 21 min) and stopped: suite64-partial-episodes.jsonl. To resume, copy that
-# file to runs/suite64/episodes.jsonl and run this again: complete (policy, task, seed) groups
+# texture-w, texture-s; 21 min) and stopped; the complete results are suite64-episodes.jsonl. To
+# resume a stopped run, copy its file to runs/suite64/episodes.jsonl and run this again: complete (policy, task, seed) groups
 # are skipped. The thirteenth session resumed it (a new env per group from then on, and the
 # instruct task's partial-step fix) and added the report over training runs (RL = both seeds).
 cd "${WORKDIR:-.}"  # the directory holding runs/ (as convstem-pipeline.sh)
