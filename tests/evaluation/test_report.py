@@ -474,7 +474,9 @@ def test_methods_over_their_training_runs(tmp_path, capsys):
     section = md[md.index("## Over training runs") :]
     m_vision = (ood("SFT", vision) + ood("RL", vision)) / 2
     delta = 100 * (m_vision - ood("SFT", vision))
-    assert f"| Vision | {ood('SFT', vision):.3f} | {m_vision:.3f} (.125) | {delta:+.1f} |" in section
+    assert (
+        f"| Vision | {ood('SFT', vision):.3f} | {m_vision:.3f} (.125) | {delta:+.1f} |" in section
+    )
     capsys.readouterr()
     assert main([f"results={path}", f"out={out}", "runs={M:[SFT,PPO]}"]) == 2
     assert "runs.M: no policy PPO in the results (they hold SFT, RL)" in capsys.readouterr().err
