@@ -64,6 +64,11 @@ class PPOWithSFTLoss(LossModule):
                 raise TypeError(
                     f"give either algo or PPO arguments, not both: {sorted(ppo_kwargs)}"
                 )
+            if algo.name == "sft":
+                raise ValueError(
+                    "PPOWithSFTLoss adds SFT to a rollout algorithm; algo=sft is SFT already "
+                    "(use algo=ppo)"
+                )
             self.ppo = stock_loss(evaluator, algo)
         else:
             self.ppo = VLAPPOLoss(evaluator, **ppo_kwargs)

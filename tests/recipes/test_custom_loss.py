@@ -97,7 +97,8 @@ def test_example_ppo_with_sft_and_kl_trains_end_to_end_and_learns_the_demos(tmp_
         (["+algo.loss.sft_coeff=1"], "no algo.loss._target_"),
         ([f"algo.loss._target_={EXAMPLE}", "+algo.loss.nope=1"], "nope"),
         (["algo=tpo", "algo.kl_coef=0.5"], "algo.kl_coef=0.5 is not used by algo.name=tpo"),
-        (["algo=sft", f"algo.loss._target_={EXAMPLE}"], "not algo.name=sft"),
+        (["algo=tpo", "algo.loss._target_=my_pkg.Loss"], "not algo.name=tpo"),
+        (["algo=sft", f"algo.loss._target_={EXAMPLE}"], "algo=sft is SFT already"),
     ],
 )
 def test_bad_custom_loss_settings_end_in_one_line(tmp_path, capsys, overrides, phrase):

@@ -164,3 +164,35 @@ def test_ppo_with_perception_trains_the_towers_through_the_recipe(
     frozen = [a.replace(f"run_dir={run}", f"run_dir={tmp_path / 'frozen'}") for a in argv]
     assert train_module.main([*frozen, "model.freeze_vision=true"]) == 2
     assert "model.freeze_vision=true): set model.freeze_vision=false" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sft_from_several_demo_sets_keeps_the_perception_terms(tmp_path, privileged_demos):
+    """``algo.demos`` takes a list of sets (concatenated: the action statistics count every
+    step of both) and SFT with ``WithPerceptionLoss`` logs its perception terms while the
+    towers train."""
+    from vla_torchrl.envs.demos import load_demos
+
+    second = toy_oracle_demos(3, seed=5, image_size=16, max_steps=4)
+    second.set(PRIVILEGED_KEY, _privileged(second.shape[0], seed=1))
+    other = save_demos(second, tmp_path / "second")
+    from vla_torchrl.modules.config import OpenVLAConfig
+
+    tiny = OpenVLAConfig.tiny()  # the heads read its projected patches: 4 x 4 of llm width
+    patches = (tiny.image_size // tiny.dino.patch_size) ** 2
+    heads = _head_file(tmp_path / "heads.pt", tiny.llm_hidden_size, patches)
+    run = tmp_path / "sft"
+    sets = f"[{privileged_demos},{other}]"
+    argv = ["--config-name", "train_cpu", *SMALL, f"run_dir={run}", *QUIET, "algo=sft"]
+    argv += [f"algo.demos={sets}", "algo.epochs=2", "model.finetune=full", "seed=0"]
+    argv += ["algo.loss._target_=vla_torchrl.training.perception_anchor.WithPerceptionLoss"]
+    argv += [f"+algo.loss.demos={sets}", f"+algo.loss.heads={heads}"]
+    argv += ["+algo.loss.perception_batch_size=4", "+algo.loss.perception_coeff=1.0"]
+    assert train_module.main(argv) == 0
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train/iteration"] for r in records] == [1, 2]
+    for name in ("sft", "perception_position", "perception_keypoint", "perception_orientation"):
+        assert all(r[f"losses/loss_{name}"] > 0 for r in records), name
+    spec = json.loads((run / "policy" / "policy.json").read_text())
+    steps = load_demos(privileged_demos).shape[0] + second.shape[0]
+    assert spec["norm_stats"]["demos"]["num_transitions"] == steps

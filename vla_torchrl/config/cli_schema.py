@@ -9,7 +9,8 @@ with the key's full name (:func:`to_cli_config`), each ``__post_init__`` checks 
 * :class:`ReportConfig` (``conf/report.yaml``): ``vla-torchrl-report``;
 * :class:`StudyConfig` (``conf/study.yaml``): ``vla-torchrl-study``;
 * :class:`PlotCurvesConfig` (``conf/plot_curves.yaml``): ``python -m vla_torchrl.recipes.plot_curves``;
-* :class:`DemoConfig` (``conf/demo.yaml``): ``python -m vla_torchrl.recipes.demo`` (``make demo``).
+* :class:`DemoConfig` (``conf/demo.yaml``): ``python -m vla_torchrl.recipes.demo`` (``make demo``);
+* :class:`PretrainVisionConfig` (``conf/pretrain_vision.yaml``): ``vla-torchrl-pretrain-vision``.
 
 Examples:
     >>> cfg = to_cli_config(EvalConfig, {"policies": {"RL": "runs/ppo/policy"},
@@ -28,13 +29,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from vla_torchrl.config.load import _build
-from vla_torchrl.config.train_schema import EnvConfig, _check_assets
+from vla_torchrl.config.train_schema import EnvConfig, ModelConfig, _check_assets
 from vla_torchrl.errors import ConfigError
 
 __all__ = [
     "DemoConfig",
     "EvalConfig",
     "PlotCurvesConfig",
+    "PretrainVisionConfig",
     "ReportConfig",
     "StudyConfig",
     "to_cli_config",
@@ -300,6 +302,85 @@ class DemoConfig:
                 "maniskill=false skips the ManiSkill stage that evaluates maniskill_policies; "
                 "drop one of the two",
             )
+
+
+@dataclass
+class PretrainVisionConfig:
+    """What ``vla-torchrl-pretrain-vision`` trains (:mod:`vla_torchrl.training.vision_pretraining`).
+
+    Args:
+        demos: demonstration folders collected with ``vla-torchrl-collect privileged=true``.
+        out: output directory (``policy/``, ``heads.pt``, ``checkpoint.pt``, ``log.jsonl``); a
+            rerun with the same ``out`` resumes from its checkpoint.
+        model: the model whose towers train (the ``model`` group: ``model=small``, with
+            ``model.arch.*`` overrides, or ``model.init_from=DIR`` to continue a saved policy).
+        steps: optimizer steps; batch_size: frames per step.
+        lr, warmup_steps, min_lr_ratio: AdamW learning rate, its linear warm-up and the floor of
+            the cosine that follows (a fraction of ``lr``).
+        weight_decay, max_grad_norm: AdamW's decay and the global gradient-norm clip.
+        shift: largest random translation of a frame (pixels; the keypoint labels move with it).
+        jitter: brightness and contrast jitter (fraction; 0 = none).
+        position_coef, keypoint_coef, orientation_coef: weights of the three perception terms;
+            0 leaves a head out (the position head is always trained and saved: ``heads.pt``
+            needs it).
+        val_fraction: held-out share of the episodes (their errors are logged in cm).
+        eval_every: steps between held-out evaluations (each also writes the outputs).
+        log_every: steps between training lines in ``log.jsonl``.
+        seed: data split, minibatches and augmentation.
+        progress_bar: a progress bar on stderr.
+    """
+
+    demos: list[str] = field(default_factory=list)
+    out: str = ""
+    model: ModelConfig = field(
+        default_factory=lambda: ModelConfig(name="small", finetune="full", dtype="float32")
+    )
+    steps: int = 10000
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    shift: int = 4
+    jitter: float = 0.1
+    position_coef: float = 1.0
+    keypoint_coef: float = 1.0
+    orientation_coef: float = 1.0
+    val_fraction: float = 0.05
+    eval_every: int = 1000
+    log_every: int = 50
+    seed: int = 0
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        _check(
+            bool(self.demos),
+            "demos=[] is empty; give the folders of vla-torchrl-collect privileged=true, e.g. "
+            "'demos=[data/demos-s1,data/demos-s2]'",
+        )
+        _check(bool(self.out.strip()), "out is empty; give an output directory, e.g. out=runs/pv")
+        for key in ("steps", "batch_size", "eval_every", "log_every"):
+            _check(getattr(self, key) >= 1, f"{key}={getattr(self, key)} must be >= 1")
+        _check(self.lr > 0, f"lr={self.lr} must be > 0")
+        _check(self.warmup_steps >= 0, f"warmup_steps={self.warmup_steps} must be >= 0")
+        _check(0 <= self.min_lr_ratio <= 1, f"min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
+        _check(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0")
+        _check(self.max_grad_norm > 0, f"max_grad_norm={self.max_grad_norm} must be > 0")
+        _check(self.shift >= 0, f"shift={self.shift} must be >= 0 (pixels)")
+        _check(0 <= self.jitter < 1, f"jitter={self.jitter} must be in [0, 1)")
+        coefs = {k: getattr(self, f"{k}_coef") for k in ("position", "keypoint", "orientation")}
+        for name, value in coefs.items():
+            _check(value >= 0, f"{name}_coef={value} must be >= 0")
+        _check(any(v > 0 for v in coefs.values()), "every *_coef is 0: nothing would train")
+        _check(
+            0 <= self.val_fraction < 1,
+            f"val_fraction={self.val_fraction} must be in [0, 1) (a share of the episodes)",
+        )
+        _check(
+            not self.model.freeze_vision,
+            "model.freeze_vision=true freezes the towers this command trains; drop it",
+        )
 
 
 def to_cli_config(cls: type[T], cfg: Any) -> T:

@@ -285,7 +285,8 @@ class AlgoConfig:
         grpo_mode: GRPO advantages: ``"process"`` (Eq. 3-4, only non-zero rewards normalised) or
             ``"whole"`` (Eq. 5-6, every reward).
         demos: SFT only: a demonstration set written by ``vla-torchrl-collect`` (a memory-mapped
-            TensorDict); None on the toy backend generates ``demo_episodes`` oracle episodes.
+            TensorDict), or a list of them (concatenated, e.g. one per collection seed); None
+            on the toy backend generates ``demo_episodes`` oracle episodes.
         demo_episodes: SFT only: how many oracle episodes to generate when ``demos`` is None.
         norm_stats: SFT only: ``"demos"`` derives the action statistics (q01/q99 per dim, mask)
             from the demonstrations and stores them as the policy's ``norm_stats[unnorm_key]``,
@@ -306,7 +307,7 @@ class AlgoConfig:
             (the paper's choice, True); False: the head reads h^0 detached, so only the
             policy loss moves the policy (with small rollouts, a value loss that Adam turns
             into full-size backbone steps can drift the policy).
-        loss: a custom loss in place of the algorithm's own (rollout algorithms only):
+        loss: a custom loss in place of the algorithm's own (every algorithm but tpo):
             ``{_target_: my_pkg.MyLoss, <its keyword arguments>}``, built with Hydra's
             ``instantiate(loss, evaluator, algo=<this AlgoConfig>)``; the advantages stay the
             algorithm's (GAE for ppo, group-relative for grpo). ``_target_: null`` (default):
@@ -316,7 +317,7 @@ class AlgoConfig:
 
     name: Algorithm = "ppo"
     grpo_mode: Literal["process", "whole"] = "process"
-    demos: str | None = None
+    demos: str | list[str] | None = None
     demo_episodes: int = 64
     critic: CriticKind = "shared_h0"
     clip_epsilon: float = 0.2
@@ -490,9 +491,9 @@ class AlgoConfig:
             f"algo.loss._target_={target!r} must be an import path 'package.module.Class'",
         )
         _check(
-            self.name not in ("sft", "tpo"),
-            f"algo.loss._target_={target} replaces the loss of a rollout algorithm (ppo, "
-            f"ppo-orz, grpo, grpo-s), not algo.name={self.name}",
+            self.name != "tpo",
+            f"algo.loss._target_={target} replaces the loss of a per-step algorithm (ppo, "
+            f"ppo-orz, grpo, grpo-s, sft), not algo.name={self.name} (trajectory pairs)",
         )
 
     @property

@@ -1,20 +1,29 @@
 """Perception co-training in the recipes (issue 14): the privileged-label losses of
 :mod:`vla_torchrl.objectives.perception` on demonstration frames, beside the recipe's own loss.
 
-:class:`PPOWithPerceptionLoss` is PPO with the vision towers trainable and anchored: at every
-minibatch it adds the perception losses of a minibatch of demonstration frames, read by heads
-trained earlier (``head.pt`` of the pretraining / SFT stage) and kept **frozen**, so that the
-towers must keep producing features from which those heads read the scene, while PPO's gradient
-reshapes them::
+:class:`WithPerceptionLoss` is the recipe's loss (SFT, PPO, GRPO...: ``algo.name``) with the
+vision towers trainable and anchored: at every minibatch it adds the perception losses of a
+minibatch of demonstration frames, read by heads trained earlier (``heads.pt`` of
+``vla-torchrl-pretrain-vision``, or ``head.pt`` of the recorded scripts) and kept **frozen**, so
+that the towers must keep producing features from which those heads read the scene, while the
+recipe's gradient reshapes them::
 
-    L = L_PPO(rollout) + c * (L_position + L_keypoint + L_orientation)(demos)
+    L = L_algo(batch) + c * (L_position + L_keypoint + L_orientation)(demos)
 
-Train it with the recipe (``algo.loss._target_``)::
+SFT from pretrained towers, keeping what they learned (the CPU-scale pipeline)::
+
+    vla-torchrl-train algo=sft model=small env=maniskill_cpu model.init_from=runs/pv/policy \\
+        'algo.demos=[data/demos-s1,data/demos-s2]' ... \\
+        algo.loss._target_=vla_torchrl.training.perception_anchor.WithPerceptionLoss \\
+        '+algo.loss.demos=[data/demos-s1,data/demos-s2]' +algo.loss.heads=runs/pv/heads.pt \\
+        +algo.loss.perception_coeff=1.0
+
+PPO with the towers unfrozen (``PPOWithPerceptionLoss`` is the same class, its earlier name)::
 
     vla-torchrl-train --config-name train_cpu algo=ppo model=small env=maniskill_cpu \\
         model.init_from=runs/sft/policy model.freeze_vision=false ... \\
-        algo.loss._target_=vla_torchrl.training.perception_anchor.PPOWithPerceptionLoss \\
-        '+algo.loss.demos=[data/demos-s1,data/demos-s2]' +algo.loss.heads=runs/sft/head.pt
+        algo.loss._target_=vla_torchrl.training.perception_anchor.WithPerceptionLoss \\
+        '+algo.loss.demos=[data/demos-s1,data/demos-s2]' +algo.loss.heads=runs/pv/heads.pt
 
 The demonstrations need privileged labels (``vla-torchrl-collect privileged=true``). Each call
 draws ``perception_batch_size`` frames and their random shifts from torch's global RNG, which
@@ -46,6 +55,7 @@ from vla_torchrl.objectives.perception import (
 
 __all__ = [
     "PPOWithPerceptionLoss",
+    "WithPerceptionLoss",
     "keypoint_targets",
     "load_perception_heads",
     "load_privileged_frames",
@@ -118,7 +128,8 @@ def perception_targets(
 
 
 def load_privileged_frames(demos: Sequence[str | Path] | TensorDictBase) -> TensorDictBase:
-    """Frames and privileged labels of demonstration folders (or a TensorDict), concatenated."""
+    """Frames and privileged labels of demonstration folders (or a TensorDict), concatenated,
+    with their episode ids when the demos have them (folder ``i``'s offset by ``100_000 * i``)."""
     if isinstance(demos, TensorDictBase):
         parts = [demos]
     else:
@@ -141,19 +152,23 @@ def load_privileged_frames(demos: Sequence[str | Path] | TensorDictBase) -> Tens
                 "vla-torchrl-collect privileged=true"
             )
     frames = torch.cat(parts) if len(parts) > 1 else parts[0]
-    return frames.select(IMAGE_KEY, PRIVILEGED_KEY)
+    keys = [IMAGE_KEY, PRIVILEGED_KEY]
+    if frames.get(EPISODE_ID_KEY, None) is not None:
+        keys.append(EPISODE_ID_KEY)  # whole episodes held out (vision_pretraining)
+    return frames.select(*keys)
 
 
-class PPOWithPerceptionLoss(LossModule):
-    """``L_PPO + perception_coeff * L_perception(demos)``; see the module docstring.
+class WithPerceptionLoss(LossModule):
+    """``L_algo + perception_coeff * L_perception(demos)``; see the module docstring.
 
     Args:
         evaluator: the policy's teacher-forced evaluator (its ``model`` and ``processor``).
-        algo: the recipe's ``AlgoConfig``: the PPO part is the recipe's own loss
-            (:func:`~vla_torchrl.training.loop.stock_loss`).
+        algo: the recipe's ``AlgoConfig``: the first term is the recipe's own loss for
+            ``algo.name`` (:func:`~vla_torchrl.training.loop.stock_loss`).
         demos: demonstration folders collected with ``privileged=true`` (or a TensorDict with
             ``IMAGE_KEY`` and ``PRIVILEGED_KEY``).
-        heads: a ``head.pt`` (:func:`load_perception_heads`); the heads are frozen.
+        heads: a ``heads.pt`` / ``head.pt`` (:func:`load_perception_heads`); the heads are
+            frozen.
         perception_coeff: weight of each perception term. 0.3 (issue 14): its gradient norm on
             the small model's towers is ~4-6, against PPO's ~11, so the global clip at 10
             shrinks PPO's step about as much as without it.
@@ -177,15 +192,15 @@ class PPOWithPerceptionLoss(LossModule):
 
         if perception_coeff < 0 or perception_batch_size < 1 or shift < 0:
             raise UserError(
-                f"PPOWithPerceptionLoss: perception_coeff={perception_coeff} must be >= 0, "
+                f"WithPerceptionLoss: perception_coeff={perception_coeff} must be >= 0, "
                 f"perception_batch_size={perception_batch_size} >= 1 and shift={shift} >= 0"
             )
         if getattr(evaluator.model, "vision_frozen", False):
             raise UserError(
-                "PPOWithPerceptionLoss trains the vision towers, but they are frozen "
+                "WithPerceptionLoss trains the vision towers, but they are frozen "
                 "(model.freeze_vision=true): set model.freeze_vision=false, or train without it"
             )
-        self.ppo = stock_loss(evaluator, algo)
+        self.base = stock_loss(evaluator, algo)
         self.batch_size, self.shift = int(perception_batch_size), int(shift)
         head_modules, stats = load_perception_heads(heads, evaluator.model.config.llm_hidden_size)
         for head in head_modules.values():
@@ -236,8 +251,12 @@ class PPOWithPerceptionLoss(LossModule):
         return batch
 
     def forward(self, rollout: TensorDictBase) -> TensorDict:
-        out = self.ppo(rollout)  # loss_objective, loss_critic, diagnostics
+        out = self.base(rollout)  # the algorithm's loss terms and diagnostics
         perception = self.perception(self.perception_batch())
         for key, value in perception.items():
             out.set(key, value)
         return out
+
+
+#: the earlier name (PPO was its first use); the same class
+PPOWithPerceptionLoss = WithPerceptionLoss

@@ -72,20 +72,8 @@ def load_sft_demos(cfg: TrainConfig, bundle: PolicyBundle) -> TensorDictBase:
     (``norm_stats[algo.unnorm_key]``) before tokenising, so targets and rollouts share them.
     """
     if cfg.algo.demos:
-        path = Path(cfg.algo.demos)
-        if not path.is_dir():
-            raise UserError(
-                f"algo.demos={str(path)!r} does not exist; write demos with vla-torchrl-collect"
-            )
-        try:
-            demos = load_demos(path).to_tensordict()
-        except (FileNotFoundError, ValueError, RuntimeError) as err:
-            raise UserError(f"algo.demos={str(path)!r}: {err}") from err
-        if ACTION_KEY not in demos.keys():  # noqa: SIM118 (TensorDict has no __contains__)
-            raise UserError(
-                f"algo.demos={str(path)!r} holds no {ACTION_KEY!r} entry; it is not a "
-                "demonstration set written by vla-torchrl-collect"
-            )
+        folders = [cfg.algo.demos] if isinstance(cfg.algo.demos, str) else list(cfg.algo.demos)
+        demos = _concatenated([_one_demo_set(folder) for folder in folders], folders)
     elif cfg.env.backend == "toy":
         demos = toy_oracle_demos(
             cfg.algo.demo_episodes,
@@ -109,6 +97,43 @@ def load_sft_demos(cfg: TrainConfig, bundle: PolicyBundle) -> TensorDictBase:
     # env actions -> normalised with the policy's q01/q99 (identity without stats) -> token ids
     demos.set(ACTION_TOKENS_KEY, bundle.processor.action_tokenizer.actions_to_tokens(actions))
     return demos
+
+
+def _one_demo_set(folder: str) -> TensorDictBase:
+    path = Path(folder)
+    if not path.is_dir():
+        raise UserError(
+            f"algo.demos={str(path)!r} does not exist; write demos with vla-torchrl-collect"
+        )
+    try:
+        demos = load_demos(path).to_tensordict()
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        raise UserError(f"algo.demos={str(path)!r}: {err}") from err
+    if ACTION_KEY not in demos.keys():  # noqa: SIM118 (TensorDict has no __contains__)
+        raise UserError(
+            f"algo.demos={str(path)!r} holds no {ACTION_KEY!r} entry; it is not a "
+            "demonstration set written by vla-torchrl-collect"
+        )
+    return demos
+
+
+def _concatenated(sets: list[TensorDictBase], folders: list[str]) -> TensorDictBase:
+    """One set from several: folder ``i``'s episode ids offset by ``100_000 * i`` (so that
+    episodes of different folders stay apart in the held-out split), the same entries in all."""
+    if len(sets) == 1:
+        return sets[0]
+    keys = [sorted(map(str, td.keys(include_nested=True, leaves_only=True))) for td in sets]
+    for folder, these in zip(folders[1:], keys[1:], strict=True):
+        if these != keys[0]:
+            raise UserError(
+                f"algo.demos: {folder!r} has other entries than {folders[0]!r} "
+                f"({sorted(set(these) ^ set(keys[0]))[:4]}); collect the sets with the same "
+                "settings (e.g. privileged=true for all or none)"
+            )
+    for i, td in enumerate(sets):
+        if td.get(EPISODE_ID_KEY, None) is not None:
+            td.set(EPISODE_ID_KEY, td.get(EPISODE_ID_KEY) + 100_000 * i)
+    return torch.cat(sets)
 
 
 def _split(

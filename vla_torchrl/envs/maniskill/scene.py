@@ -36,6 +36,7 @@ __all__ = [
     "PutOnSceneConfig",
     "camera_projection",
     "project_to_image",
+    "unproject_from_image",
     "sample_positions",
     "widowx_available",
 ]
@@ -210,6 +211,28 @@ def project_to_image(points, height: int, width: int, root_pose: sapien.Pose = W
     p = torch.as_tensor(camera_projection(height, width, root_pose), dtype=points.dtype)
     h = points @ p[:, :3].T + p[:, 3]
     return h[..., :2] / h[..., 2:], h[..., 2]
+
+
+def unproject_from_image(
+    uv, depth, height: int, width: int, root_pose: sapien.Pose = WIDOWX_BASE_POSE
+):
+    """Root-frame points ``[..., 3]`` from pixel coordinates ``uv`` ``[..., 2]`` (column, row)
+    and depths ``[...]`` in the task camera at ``(height, width)``: the inverse of
+    :func:`project_to_image`.
+
+    Examples:
+        >>> import torch
+        >>> points = torch.tensor([[0.30, 0.05, 0.02], [0.25, -0.10, 0.10]], dtype=torch.float64)
+        >>> uv, depth = project_to_image(points, 96, 96)
+        >>> torch.allclose(unproject_from_image(uv, depth, 96, 96), points)
+        True
+    """
+    import torch
+
+    p = torch.as_tensor(camera_projection(height, width, root_pose), dtype=torch.float64)
+    uv, depth = uv.double(), depth.double()
+    homogeneous = torch.cat([uv * depth[..., None], depth[..., None]], -1)  # = P[:, :3] X + P[:, 3]
+    return torch.linalg.solve(p[:, :3], (homogeneous - p[:, 3]).unsqueeze(-1)).squeeze(-1)
 
 
 def _uniform_in_region(rng: np.random.Generator, placement: str) -> np.ndarray:
