@@ -13,6 +13,10 @@ Usage (from the repository root)::
 
     python benchmarks/maniskill_ppo_iteration.py --iters 4
     python benchmarks/maniskill_ppo_iteration.py --code /path/to/old/worktree --label before
+    python benchmarks/maniskill_ppo_iteration.py --envs 8 --steps 80 model.freeze_vision=true
+
+``--envs`` sets ``env.num_envs`` (ParallelEnv workers); trailing ``key=value`` arguments are passed
+to the recipe as further overrides.
 """
 
 from __future__ import annotations
@@ -36,12 +40,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--iters", type=int, default=4)
     p.add_argument("--steps", type=int, default=16, help="env steps per env per iteration")
+    p.add_argument("--envs", type=int, default=4, help="env.num_envs (worker processes)")
+    p.add_argument("overrides", nargs="*", help="further recipe overrides (key=value)")
     p.add_argument("--minibatch", type=int, default=16)
     p.add_argument("--code", default=str(ROOT), help="checkout whose vla_torchrl runs")
     p.add_argument("--label", default="")
     p.add_argument("--no-record", action="store_true")
     args = p.parse_args()
-    frames = 4 * args.steps
+    frames = args.envs * args.steps
     commit = subprocess.run(
         ["git", "-C", args.code, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
@@ -56,6 +62,7 @@ def main() -> None:
             "algo=ppo",
             "model=small",
             "env=maniskill_cpu",
+            f"env.num_envs={args.envs}",
             f"collector.steps_per_env={args.steps}",
             f"collector.total_env_steps={frames * args.iters}",
             "collector.eval_every=0",
@@ -64,6 +71,7 @@ def main() -> None:
             "checkpoint_every=0",
             "logger.progress_bar=false",
             f"run_dir={run_dir}",
+            *args.overrides,
         ]
         env = {**os.environ, "PYTHONPATH": args.code}
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=args.code)
