@@ -109,9 +109,9 @@ def over_runs(
 
     tasks_out: dict[tuple[str, str], RunStat] = {}
     axes_out: dict[tuple[str, str], dict[str, RunStat]] = {}
+    present = list(dict.fromkeys(t for _, t in summary))  # tasks in order of appearance
     for method, members in runs.items():
-        present = [t for _, t in summary]
-        for task in dict.fromkeys(present):
+        for task in present:
             if all((p, task) in summary for p in members):
                 rates = [_rate(summary[(p, task)][metric]) for p in members]
                 tasks_out[(method, task)] = stat(rates)
@@ -216,22 +216,18 @@ def write_runs_csv(
     """``runs.csv``: one row per (method, task) and per (method, axis, quantity), with the mean,
     the std, the number of runs and each run's value (``policy=value`` pairs)."""
     path = Path(path)
+
+    def values(method: str, s: RunStat) -> list:
+        per_run = " ".join(f"{p}={v!r}" for p, v in zip(runs[method], s.values, strict=True))
+        return [repr(s.mean), repr(s.std), len(s.values), per_run]
+
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["method", "task", "axis", "quantity", "mean", "std", "n_runs", "runs"])
         for (method, task), s in tasks_out.items():
-            per_run = " ".join(f"{p}={v!r}" for p, v in zip(runs[method], s.values, strict=True))
-            writer.writerow(
-                [method, task, task_axes.get(task, ""), "rate", repr(s.mean), repr(s.std),
-                 len(s.values), per_run]
-            )  # fmt: skip
+            writer.writerow([method, task, task_axes.get(task, ""), "rate", *values(method, s)])
         for (method, axis), quantities in axes_out.items():
             for name, s in quantities.items():
-                per_run = " ".join(
-                    f"{p}={v!r}" for p, v in zip(runs[method], s.values, strict=True)
-                )
                 quantity = "ood_rate" if name == "ood" else "relative_drop"
-                writer.writerow(
-                    [method, "", axis, quantity, repr(s.mean), repr(s.std), len(s.values), per_run]
-                )
+                writer.writerow([method, "", axis, quantity, *values(method, s)])
     return path

@@ -1,10 +1,11 @@
 #!/bin/bash
 # issue 14: the PPO v3 training command (frozen vision, T = 0.6 rollouts, critic warm-up, detached
 # value head, 640 transitions per rollout, 160 per optimizer step, lr 4e-5), sourced by the scripts
-# that resume a v3 run to more env steps. Expects PY and the working directory holding runs/.
+# that run or resume v3 (from $SFT, default runs/sft-conv/policy). Expects PY and the working
+# directory holding runs/.
 ppo_v3() {  # $1 seed, $2 total env steps, $3 run dir (resumed from its last checkpoint)
   $PY -m vla_torchrl.recipes.train --config-name train_cpu algo=ppo model=small env=maniskill_cpu \
-    model.init_from=runs/sft-conv/policy assets=required seed=$1 \
+    model.init_from=${SFT:-runs/sft-conv/policy} assets=required seed=$1 \
     model.freeze_vision=true model.temperature=0.6 algo.critic_warmup=5 \
     algo.critic_trains_backbone=false collector.steps_per_env=160 collector.total_env_steps=$2 \
     collector.eval_every=6400 collector.eval_episodes=16 optim.lr=4e-5 optim.minibatch_size=16 \

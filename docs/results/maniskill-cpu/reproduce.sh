@@ -37,15 +37,10 @@ done
 stamp pretraining-and-sft
 bash "$REPO/docs/results/maniskill-cpu/convstem-pipeline.sh"
 
+source "$REPO/docs/results/maniskill-cpu/ppo_v3.sh"  # ppo_v3 SEED ENV_STEPS RUN_DIR (from $SFT)
 for seed in 0 1; do
   stamp ppo-s$seed
-  [ -d runs/ppo3-s$seed-102k/policy ] || $PY -m vla_torchrl.recipes.train --config-name train_cpu \
-    algo=ppo model=small env=maniskill_cpu model.init_from=$SFT assets=required seed=$seed \
-    model.freeze_vision=true model.temperature=0.6 algo.critic_warmup=5 \
-    algo.critic_trains_backbone=false collector.steps_per_env=160 collector.total_env_steps=102400 \
-    collector.eval_every=6400 collector.eval_episodes=16 optim.lr=4e-5 optim.minibatch_size=16 \
-    optim.grad_accum_steps=10 logger.progress_bar=false run_dir=runs/ppo3-s$seed-102k \
-    >> runs/ppo3-s$seed-102k.log 2>&1
+  [ -d runs/ppo3-s$seed-102k/policy ] || ppo_v3 $seed 102400 runs/ppo3-s$seed-102k
 done
 
 POLICIES="{SFT:$SFT,PPO-s0:runs/ppo3-s0-102k/policy,PPO-s1:runs/ppo3-s1-102k/policy}"
