@@ -108,3 +108,21 @@ def test_held_out_loss_with_shuffled_images_measures_image_reliance():
         held_out_loss(ignores_the_image, held, 3)
     )
     assert torch.equal(held["observation", "image"], images)  # the caller's data is untouched
+
+
+def test_several_demo_sets_are_concatenated_with_their_episodes_kept_apart():
+    from vla_torchrl.errors import UserError
+    from vla_torchrl.training.sft_loop import _concatenated
+
+    def demo_set(n_episodes: int, extra: bool = False) -> TensorDict:
+        ids = torch.arange(n_episodes).repeat_interleave(2)
+        td = TensorDict({EPISODE_ID_KEY: ids, ACTION_KEY: torch.zeros(len(ids), 7)}, [len(ids)])
+        if extra:
+            td.set("privileged", TensorDict({"x": torch.zeros(len(ids))}, [len(ids)]))
+        return td
+
+    both = _concatenated([demo_set(3), demo_set(2)], ["a", "b"])
+    # episode 0 of the second set is not episode 0 of the first: the split keeps them apart
+    assert both.shape[0] == 10 and len(torch.unique(both[EPISODE_ID_KEY])) == 5
+    with pytest.raises(UserError, match="'b' has other entries than 'a'.*privileged"):
+        _concatenated([demo_set(3), demo_set(2, extra=True)], ["a", "b"])
