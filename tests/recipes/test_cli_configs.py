@@ -282,7 +282,9 @@ def test_a_label_twice_in_one_policies_mapping_is_refused():
     assert ok.policies == {"A": "q", "B": "p2"}
 
 
-@pytest.mark.parametrize("tool", ["evaluate", "report", "plot_curves", "demo"])  # study: its own
+@pytest.mark.parametrize(
+    "tool", ["evaluate", "report", "plot_curves", "demo", "pretrain_vision"]
+)  # study: its own
 def test_help_prints_the_usage_and_every_default(tool, capsys):
     """``--help`` was refused as an unknown option (issue 16): it now prints the tool's usage
     and its composed settings, with the overrides given beside it applied."""
