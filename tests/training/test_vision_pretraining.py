@@ -11,18 +11,13 @@ from tensordict import TensorDict
 
 from vla_torchrl.config.cli_schema import PretrainVisionConfig
 from vla_torchrl.config.train_schema import AlgoConfig, ModelConfig
-from vla_torchrl.envs.demos import save_demos
+from vla_torchrl.envs.demos import held_out_episodes, save_demos
 from vla_torchrl.errors import ConfigError, UserError
 from vla_torchrl.keys import EPISODE_ID_KEY, IMAGE_KEY, PRIVILEGED_KEY
 from vla_torchrl.recipes import pretrain_vision as recipe
 from vla_torchrl.training.perception_anchor import load_perception_heads
 from vla_torchrl.training.policy import build_policy_from_config, load_policy
-from vla_torchrl.training.vision_pretraining import (
-    HEADS_FILE,
-    held_out_episodes,
-    perception_data,
-    pretrain_vision,
-)
+from vla_torchrl.training.vision_pretraining import HEADS_FILE, perception_data, pretrain_vision
 
 QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none"]
 TINY = {"name": "tiny", "finetune": "full", "dtype": "float32"}

@@ -21,6 +21,7 @@ __all__ = [
     "IDLE_ROTATION",
     "IDLE_TRANSLATION",
     "UnsafeDemosError",
+    "held_out_episodes",
     "is_demos_folder",
     "is_idle",
     "load_demos",
@@ -162,3 +163,21 @@ def load_demos(path: str | Path) -> TensorDictBase:
             "to load them; write the set with save_demos / vla-torchrl-collect using only "
             "tensors and strings"
         ) from None
+
+
+def held_out_episodes(
+    episode_ids: torch.Tensor, fraction: float, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the training and held-out frames: ``fraction`` of the episodes (at least one
+    when ``fraction > 0``), whole, drawn with ``seed``.
+
+    Examples:
+        >>> train, held = held_out_episodes(torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]), 0.25)
+        >>> len(train), len(held), set(train.tolist()).isdisjoint(held.tolist())
+        (6, 2, True)
+    """
+    episodes = torch.unique(episode_ids)
+    order = episodes[torch.randperm(len(episodes), generator=torch.Generator().manual_seed(seed))]
+    n_held = max(1, int(len(episodes) * fraction)) if fraction > 0 else 0
+    held = torch.isin(episode_ids, order[:n_held])
+    return torch.nonzero(~held).squeeze(-1), torch.nonzero(held).squeeze(-1)

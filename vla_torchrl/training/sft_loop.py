@@ -23,7 +23,7 @@ import torch
 from tensordict import TensorDictBase
 
 from vla_torchrl.config.train_schema import TrainConfig
-from vla_torchrl.envs.demos import load_demos
+from vla_torchrl.envs.demos import held_out_episodes, load_demos
 from vla_torchrl.envs.toy import toy_oracle_demos
 from vla_torchrl.envs.transforms import ImageAugmentation
 from vla_torchrl.errors import UserError
@@ -144,17 +144,12 @@ def _split(
         return demos, None
     ids = demos.get(EPISODE_ID_KEY, None)
     ids = torch.arange(demos.shape[0]) if ids is None else ids.reshape(-1)
-    episodes = torch.unique(ids)
-    g = torch.Generator().manual_seed(seed)
-    held = episodes[
-        torch.randperm(len(episodes), generator=g)[: max(1, int(fraction * len(episodes)))]
-    ]
-    is_held = torch.isin(ids, held)
-    if bool(is_held.all()):
+    train, held = held_out_episodes(ids, fraction, seed)
+    if len(train) == 0:
         raise UserError(
             f"algo.val_fraction={fraction} holds out every demonstration episode; lower it"
         )
-    return demos[~is_held], demos[is_held]
+    return demos[train], demos[held]
 
 
 @torch.no_grad()

@@ -45,6 +45,7 @@ from tensordict import TensorDict, TensorDictBase
 
 from vla_torchrl.config.cli_schema import PretrainVisionConfig
 from vla_torchrl.config.train_schema import AlgoConfig
+from vla_torchrl.envs.demos import held_out_episodes
 from vla_torchrl.envs.transforms import ImageAugmentation
 from vla_torchrl.errors import UserError
 from vla_torchrl.keys import EPISODE_ID_KEY, IMAGE_KEY, PRIVILEGED_KEY
@@ -74,7 +75,6 @@ from vla_torchrl.utils.logging import progress
 __all__ = [
     "HEADS_FILE",
     "PerceptionData",
-    "held_out_episodes",
     "perception_data",
     "perception_metrics",
     "pretrain_vision",
@@ -88,24 +88,6 @@ HEADS_FILE = "heads.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
 #: the policy is never the subject of a recipe loss here: no critic, the SFT stage's settings
 _ALGO = AlgoConfig(name="sft", critic="none")
-
-
-def held_out_episodes(
-    episode_ids: torch.Tensor, fraction: float, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices of the training and held-out frames: ``fraction`` of the episodes (at least one
-    when ``fraction > 0``), whole, drawn with ``seed``.
-
-    Examples:
-        >>> train, held = held_out_episodes(torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]), 0.25)
-        >>> len(train), len(held), set(train.tolist()).isdisjoint(held.tolist())
-        (6, 2, True)
-    """
-    episodes = torch.unique(episode_ids)
-    order = episodes[torch.randperm(len(episodes), generator=torch.Generator().manual_seed(seed))]
-    n_held = max(1, int(len(episodes) * fraction)) if fraction > 0 else 0
-    held = torch.isin(episode_ids, order[:n_held])
-    return torch.nonzero(~held).squeeze(-1), torch.nonzero(held).squeeze(-1)
 
 
 def target_statistics(
