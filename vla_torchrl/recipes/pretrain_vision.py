@@ -36,8 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         cfg = to_cli_config(PretrainVisionConfig, dict_cfg)
         out = pretrain_vision(cfg)
-        last = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
-        evals = [r for r in last if r.get("event") == "eval"]
+        records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+        evals = [r for r in records if r.get("event") == "eval"]
         summary = {"out": str(out), "policy": str(out / "policy"), "heads": str(out / "heads.pt")}
         if evals:
             summary["held_out"] = {k: v for k, v in evals[-1].items() if k != "event"}

@@ -386,7 +386,7 @@ def _minibatch(data: PerceptionData, cfg: PretrainVisionConfig, step: int) -> Te
     generator seeded by ``(seed, step)``, so a resumed run repeats them."""
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     index = data.train[torch.randint(0, len(data.train), (cfg.batch_size,), generator=g)]
-    batch = data.frames[index].clone()
+    batch = data.frames[index]  # indexing with a tensor copies
     images, moved = shift_images(batch.get(IMAGE_KEY), cfg.shift, g)
     batch.set(IMAGE_KEY, images)
     batch.set((TARGETS_KEY, "shift"), moved)
