@@ -240,3 +240,41 @@ def test_a_run_with_frozen_vision_saves_the_towers_it_started_from(tmp_path):
     for name, p in sft_bundle.model.named_parameters():
         if name.startswith(("vision_backbone.", "projector.")):
             assert torch.equal(back.model.state_dict()[name], p), name
+
+
+def test_a_frozen_token_embedding_keeps_its_weights_through_training_and_saving(tmp_path):
+    """``model.freeze_token_embedding``: an AdamW step on the run's ``param_groups`` moves the
+    untied ``lm_head`` and leaves the token embedding exactly as it started; the saved policy
+    still holds it. Without the option the same step moves the embedding rows the prompt used."""
+    config = dict(name="tiny", finetune="full", dtype="float32")
+    algo = AlgoConfig(name="sft", critic="none")
+
+    def one_step(model_config):
+        torch.manual_seed(0)
+        bundle = build_policy_from_config(model_config, algo)
+        model = bundle.model
+        size = model.config.image_size
+        pixels = torch.rand(2, 6, size, size)
+        ids = torch.tensor([[1, 306, 4966, 29889], [1, 263, 4802, 7375]])
+        embedding = model.language_model.get_input_embeddings().weight
+        head = model.language_model.lm_head.weight
+        before = embedding.detach().clone(), head.detach().clone()
+        optimizer = torch.optim.AdamW(bundle.param_groups, weight_decay=0.1)
+        model(pixels, ids, torch.ones_like(ids)).logsumexp(-1).mean().backward()
+        optimizer.step()
+        return bundle, before, (embedding.detach(), head.detach()), ids
+
+    frozen_config = ModelConfig(**config, freeze_token_embedding=True)
+    bundle, (emb0, head0), (emb1, head1), ids = one_step(frozen_config)
+    assert torch.equal(emb1, emb0)
+    assert not torch.equal(head1, head0)
+    back = load_policy(save_policy(bundle, tmp_path / "frozen", frozen_config, algo))
+    assert torch.equal(back.model.language_model.get_input_embeddings().weight, emb0)
+    _, (emb0, _), (emb1, _), ids = one_step(ModelConfig(**config))
+    moved = (emb1 - emb0).abs().sum(-1) > 0
+    assert moved[ids.flatten()].all()  # the reference: the same step trains the used rows
+
+
+def test_freeze_token_embedding_must_be_a_boolean():
+    with pytest.raises(UserError, match="model.freeze_token_embedding='yes' must be true or false"):
+        ModelConfig(name="tiny", freeze_token_embedding="yes")

@@ -174,6 +174,10 @@ class ModelConfig:
             image features are computed without gradient and their parameters are left out of
             the optimizer (they are still saved with the policy). E.g. RL after SFT that must
             not undo the perception the warm-up learned; also saves their backward.
+        freeze_token_embedding: keep the language model's input token embedding at its starting
+            weights (left out of the optimizer, still saved). Under ``finetune=full`` a small
+            model's 32k-row embedding is most of its weights while a prompt uses a few rows;
+            the scripts' SFT of ``docs/results/maniskill-cpu`` froze it. LoRA never trains it.
         arch: overrides of the random-init presets' sizes (``tiny`` / ``small``), fields of
             :class:`~vla_torchrl.modules.config.OpenVLAConfig`, e.g. ``model.arch.image_size=96``
             or ``model.arch.llm_num_layers=6``; checked when the config is validated.
@@ -192,6 +196,7 @@ class ModelConfig:
     dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
     gradient_checkpointing: bool = False
     freeze_vision: bool = False
+    freeze_token_embedding: bool = False
     arch: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -253,6 +258,10 @@ class ModelConfig:
         _check(
             isinstance(self.freeze_vision, bool),
             f"model.freeze_vision={self.freeze_vision!r} must be true or false",
+        )
+        _check(
+            isinstance(self.freeze_token_embedding, bool),
+            f"model.freeze_token_embedding={self.freeze_token_embedding!r} must be true or false",
         )
         _check(
             len(self.value_head_hidden) == 2,

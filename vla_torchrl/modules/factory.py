@@ -200,17 +200,32 @@ class PolicyBundle:
         )
 
 
-def _without_vision(groups: list[dict[str, Any]], *models: OpenVLA | None) -> list[dict[str, Any]]:
-    """``groups`` without the parameters of the models' vision towers and projectors."""
-    vision = {
-        id(p)
+def _without(groups: list[dict[str, Any]], frozen: list[nn.Parameter]) -> list[dict[str, Any]]:
+    """``groups`` without the ``frozen`` parameters (and without groups left empty)."""
+    ids = {id(p) for p in frozen}
+    kept = [{**g, "params": [p for p in g["params"] if id(p) not in ids]} for g in groups]
+    return [g for g in kept if g["params"]]
+
+
+def _vision_parameters(*models: OpenVLA | None) -> list[nn.Parameter]:
+    """The parameters of the models' vision towers and projectors."""
+    return [
+        p
         for m in models
         if m is not None
         for part in (m.vision_backbone, m.projector)
         for p in part.parameters()
-    }
-    kept = [{**g, "params": [p for p in g["params"] if id(p) not in vision]} for g in groups]
-    return [g for g in kept if g["params"]]
+    ]
+
+
+def _token_embedding_parameters(*models: OpenVLA | None) -> list[nn.Parameter]:
+    """The language models' input token embeddings (``lm_head`` is untied: not among them)."""
+    return [
+        p
+        for m in models
+        if m is not None
+        for p in m.language_model.get_input_embeddings().parameters()
+    ]
 
 
 def build_model(
@@ -279,6 +294,7 @@ def build_policy(
     unnorm_key: str | None = None,
     gradient_checkpointing: bool = False,
     freeze_vision: bool = False,
+    freeze_token_embedding: bool = False,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     lr_lora: float = 1e-4,
@@ -308,6 +324,10 @@ def build_policy(
             features are computed without gradient and their parameters (and their LoRA
             adapters) are left out of ``param_groups``; they stay in
             :meth:`PolicyBundle.trainable_named_parameters`, so a saved policy still holds them.
+        freeze_token_embedding: the language model's input token embedding (32k rows, most of
+            a small model's weights, and only the prompt's few rows get gradient) is left out of
+            ``param_groups``: it keeps its weights, and is still saved. Matters under full
+            fine-tuning (LoRA never trains it); ``lm_head`` is untied and still trains.
         action_head_init: action rows of a random-init ``lm_head``: ``"smooth"`` over the bin
             index (default; see :func:`build_model`) or left ``"random"``.
         device, dtype: where and in which precision the model lives (value heads stay fp32).
@@ -373,7 +393,9 @@ def build_policy(
         model.vision_frozen = True
         if critic_copy is not None:
             critic_copy.vision_frozen = True
-        groups = _without_vision(groups, model, critic_copy)
+        groups = _without(groups, _vision_parameters(model, critic_copy))
+    if freeze_token_embedding:
+        groups = _without(groups, _token_embedding_parameters(model, critic_copy))
     shared_input = critic_input if critic == "shared" else "h0"
     actor = OpenVLAActor(
         model, processor, temperature=temperature, critic=value, critic_input=shared_input

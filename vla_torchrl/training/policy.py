@@ -97,6 +97,7 @@ def _policy_kwargs(model: ModelConfig, critic: str, optim_lrs: tuple[float, floa
         "lr_value": value_lr,
         "gradient_checkpointing": model.gradient_checkpointing,
         "freeze_vision": model.freeze_vision,
+        "freeze_token_embedding": model.freeze_token_embedding,
     }
 
 
@@ -295,6 +296,7 @@ def _load(
             "reference_copy",
             "gradient_checkpointing",
             "freeze_vision",
+            "freeze_token_embedding",
         ):
             kwargs[key] = overrides[key]
     if temperature is not None:
