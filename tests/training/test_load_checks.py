@@ -244,8 +244,8 @@ def test_a_run_with_frozen_vision_saves_the_towers_it_started_from(tmp_path):
 
 def test_a_frozen_token_embedding_keeps_its_weights_through_training_and_saving(tmp_path):
     """``model.freeze_token_embedding``: an AdamW step on the run's ``param_groups`` moves the
-    untied ``lm_head`` and leaves the token embedding exactly as it started; the saved policy
-    still holds it. Without the option the same step moves the embedding rows the prompt used."""
+    untied ``lm_head`` and leaves the token embedding exactly as it started, without gradient;
+    the saved policy still holds it. Without the option the same step moves the embedding rows the prompt used."""
     config = dict(name="tiny", finetune="full", dtype="float32")
     algo = AlgoConfig(name="sft", critic="none")
 
@@ -267,6 +267,8 @@ def test_a_frozen_token_embedding_keeps_its_weights_through_training_and_saving(
     frozen_config = ModelConfig(**config, freeze_token_embedding=True)
     bundle, (emb0, head0), (emb1, head1), ids = one_step(frozen_config)
     assert torch.equal(emb1, emb0)
+    # no gradient either: one left there would never be zeroed and would grow in the clip norm
+    assert bundle.model.language_model.get_input_embeddings().weight.grad is None
     assert not torch.equal(head1, head0)
     back = load_policy(save_policy(bundle, tmp_path / "frozen", frozen_config, algo))
     assert torch.equal(back.model.language_model.get_input_embeddings().weight, emb0)

@@ -325,8 +325,9 @@ def build_policy(
             adapters) are left out of ``param_groups``; they stay in
             :meth:`PolicyBundle.trainable_named_parameters`, so a saved policy still holds them.
         freeze_token_embedding: the language model's input token embedding (32k rows, most of
-            a small model's weights, and only the prompt's few rows get gradient) is left out of
-            ``param_groups``: it keeps its weights, and is still saved. Matters under full
+            a small model's weights, and only the prompt's few rows get gradient) is looked up
+            without gradient and left out of ``param_groups``: it keeps its weights, and is
+            still saved. Matters under full
             fine-tuning (LoRA never trains it); ``lm_head`` is untied and still trains.
         action_head_init: action rows of a random-init ``lm_head``: ``"smooth"`` over the bin
             index (default; see :func:`build_model`) or left ``"random"``.
@@ -395,6 +396,9 @@ def build_policy(
             critic_copy.vision_frozen = True
         groups = _without(groups, _vision_parameters(model, critic_copy))
     if freeze_token_embedding:
+        model.token_embedding_frozen = True
+        if critic_copy is not None:
+            critic_copy.token_embedding_frozen = True
         groups = _without(groups, _token_embedding_parameters(model, critic_copy))
     shared_input = critic_input if critic == "shared" else "h0"
     actor = OpenVLAActor(

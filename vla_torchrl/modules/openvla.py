@@ -94,6 +94,8 @@ class OpenVLA(nn.Module):
         self.language_model = LlamaForCausalLM(llama_config(config))
         #: True: :meth:`embed_images` runs without gradient (towers and projector stay as they are)
         self.vision_frozen = False
+        #: True: :meth:`embed_tokens` runs without gradient (the token embedding stays as it is)
+        self.token_embedding_frozen = False
 
     # -- pieces ------------------------------------------------------------------------
     def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -104,8 +106,10 @@ class OpenVLA(nn.Module):
             return self.projector(self.vision_backbone(pixel_values.to(dtype)))
 
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Token embeddings of the language model."""
-        return self.language_model.get_input_embeddings()(input_ids)
+        """Token embeddings of the language model (without gradient when
+        :attr:`token_embedding_frozen`)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.token_embedding_frozen):
+            return self.language_model.get_input_embeddings()(input_ids)
 
     def assemble(
         self,
