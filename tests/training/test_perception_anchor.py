@@ -196,3 +196,43 @@ def test_sft_from_several_demo_sets_keeps_the_perception_terms(tmp_path, privile
     spec = json.loads((run / "policy" / "policy.json").read_text())
     steps = load_demos(privileged_demos).shape[0] + second.shape[0]
     assert spec["norm_stats"]["demos"]["num_transitions"] == steps
+
+
+def test_without_gradient_only_the_algorithm_terms_and_no_draw_from_the_global_rng(
+    tmp_path, privileged_demos
+):
+    """The perception terms are a training signal: scored without gradient (SFT's held-out loss)
+    the loss gives the algorithm's terms alone, equal to the stock loss's, and leaves torch's
+    global RNG where it was (so how often a run evaluates cannot change its training draws)."""
+    from vla_torchrl.config.train_schema import AlgoConfig
+    from vla_torchrl.envs.demos import load_demos
+    from vla_torchrl.keys import ACTION_KEY, ACTION_TOKENS_KEY
+    from vla_torchrl.modules import build_policy
+    from vla_torchrl.training.perception_anchor import WithPerceptionLoss
+
+    torch.manual_seed(0)
+    bundle = build_policy("tiny", lora=False, critic="none", text_tokenizer="builtin")
+    config = bundle.model.config
+    patches = (config.image_size // config.dino.patch_size) ** 2
+    heads = _head_file(tmp_path / "heads.pt", config.llm_hidden_size, patches)
+    loss = WithPerceptionLoss(
+        bundle.evaluator,
+        algo=AlgoConfig(name="sft", critic="none"),
+        demos=[privileged_demos],
+        heads=heads,
+        perception_batch_size=4,
+    )
+    batch = load_demos(privileged_demos)[:4]
+    actions = batch.get(ACTION_KEY)
+    batch.set(ACTION_TOKENS_KEY, bundle.processor.action_tokenizer.actions_to_tokens(actions))
+    trained = loss(batch)
+    assert {"loss_sft", "loss_perception_position"} <= set(trained.keys())
+    state = torch.get_rng_state()
+    with torch.no_grad():
+        scored = loss(batch)
+    assert torch.equal(torch.get_rng_state(), state)
+    names = list(scored.keys())  # a TensorDict iterates over its batch dimension
+    assert "loss_sft" in names and not any(k.startswith("loss_perception") for k in names)
+    with torch.no_grad():
+        stock = loss.base(batch)
+    assert torch.equal(scored["loss_sft"], stock["loss_sft"])

@@ -174,6 +174,10 @@ class WithPerceptionLoss(LossModule):
             shrinks PPO's step about as much as without it.
         perception_batch_size: demonstration frames per call.
         shift: largest random shift of the frames (pixels); the keypoint labels move with them.
+
+    Without gradient (e.g. SFT's held-out loss) it returns the algorithm's terms alone: the
+    perception terms are a training signal, and drawing their frames would move torch's global
+    RNG, so how often a run evaluates would change its training draws.
     """
 
     def __init__(
@@ -252,6 +256,8 @@ class WithPerceptionLoss(LossModule):
 
     def forward(self, rollout: TensorDictBase) -> TensorDict:
         out = self.base(rollout)  # the algorithm's loss terms and diagnostics
+        if not torch.is_grad_enabled():
+            return out  # scored, not trained (a held-out loss): no frames drawn, no RNG moved
         perception = self.perception(self.perception_batch())
         for key, value in perception.items():
             out.set(key, value)
