@@ -204,8 +204,9 @@ def policy_tensors(bundle: PolicyBundle) -> tuple[list[torch.Tensor], list[torch
     """``(frozen, trainable)``: frozen parameters and buffers, trainable parameters.
 
     Trainable means updated by the optimizer: a parameter that requires grad but is in none of
-    ``bundle.param_groups`` (the towers and projector under ``freeze_vision``, which run under
-    ``no_grad``) has no gradient and no AdamW state, so it counts as a frozen weight.
+    ``bundle.param_groups`` (the towers and projector under ``freeze_vision``, the token embedding
+    under ``freeze_token_embedding``: both run under ``no_grad``) has no gradient and no AdamW
+    state, so it counts as a frozen weight.
     """
     optimized = {id(p) for group in bundle.param_groups for p in group["params"]}
     frozen: dict[int, torch.Tensor] = {}
