@@ -64,3 +64,40 @@ def test_evaluations_are_logged_on_schedule_and_do_not_change_training(tmp_path)
     a = load_file(with_eval / "policy" / "trainable.safetensors")
     b = load_file(without / "policy" / "trainable.safetensors")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_the_evaluation_env_has_collector_eval_num_envs_workers(monkeypatch):
+    """``collector.eval_num_envs`` sizes the evaluation env (its workers live beside the
+    training env's); unset, it is ``env.num_envs``; either way at most ``eval_episodes``, and
+    each evaluation still runs ``eval_episodes`` episodes."""
+    import pytest
+
+    import vla_torchrl.training.periodic_eval as periodic_eval
+    from vla_torchrl.errors import UserError
+    from vla_torchrl.training.policy import build_policy_from_config
+
+    built = []
+    make = periodic_eval.make_recipe_env
+
+    def recorded(env_cfg, **kwargs):
+        built.append(kwargs["num_envs"])
+        return make(env_cfg, **kwargs)
+
+    monkeypatch.setattr(periodic_eval, "make_recipe_env", recorded)
+    results = {}
+    for extra in ([], ["collector.eval_num_envs=1"], ["collector.eval_num_envs=9"]):
+        cfg = compose_config(
+            [*SMALL_TRAIN, "env.num_envs=2", "collector.eval_episodes=3", "algo=sft", *extra],
+            config_name="train_cpu",
+        )
+        evaluation = periodic_eval.PeriodicEvaluation(
+            cfg, build_policy_from_config(cfg.model, cfg.algo)
+        )
+        try:
+            results[tuple(extra)] = evaluation()
+        finally:
+            evaluation.close()
+    assert built == [2, 1, 3]
+    assert all(r["eval/episodes"] == 3 for r in results.values())
+    with pytest.raises(UserError, match="collector.eval_num_envs=0 must be >= 1"):
+        compose_config([*SMALL_TRAIN, "collector.eval_num_envs=0"], config_name="train_cpu")

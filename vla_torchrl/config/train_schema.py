@@ -520,6 +520,10 @@ class CollectorConfig:
         total_env_steps: training budget in environment steps (all envs together).
         eval_every: environment steps between evaluations (0: never).
         eval_episodes: episodes per evaluation.
+        eval_num_envs: env workers of the periodic evaluation (``null``: ``env.num_envs``; at
+            most ``eval_episodes`` either way). Its ``ParallelEnv`` stays open beside the
+            training env's, so both sets of workers are alive at once: on ManiSkill each holds
+            ~1.5 GB, and 8 training + 8 evaluation workers exceed a 24 GB machine (issue 14).
         episodes: how episodes fill a rollout (:func:`episode_mode`):
 
             * ``fixed``: success is recorded but does not end an episode, so every episode
@@ -538,6 +542,7 @@ class CollectorConfig:
     total_env_steps: int = 2_000_000
     eval_every: int = 102_400
     eval_episodes: int = 64
+    eval_num_envs: int | None = None
     episodes: EpisodeMode = "auto"
 
     def __post_init__(self) -> None:
@@ -554,6 +559,12 @@ class CollectorConfig:
                 isinstance(value, int) and value >= 1, f"collector.{name}={value!r} must be >= 1"
             )
         _check(self.eval_every >= 0, f"collector.eval_every={self.eval_every} must be >= 0")
+        _check(
+            self.eval_num_envs is None
+            or (isinstance(self.eval_num_envs, int) and self.eval_num_envs >= 1),
+            f"collector.eval_num_envs={self.eval_num_envs!r} must be >= 1, or null for "
+            "env.num_envs",
+        )
 
     def frames_per_batch(self, env: EnvConfig) -> int:
         """Transitions per rollout: ``env.num_envs * steps_per_env`` (the paper: 5120)."""

@@ -60,14 +60,15 @@ class PeriodicEvaluation:
     """Evaluates the current policy of a run on fixed episodes (see the module docstring).
 
     Args:
-        cfg: the run's config (``env``, ``collector.eval_episodes``, ``model.eval_temperature``).
+        cfg: the run's config (``env``, ``collector.eval_episodes`` / ``eval_num_envs``,
+            ``model.eval_temperature``).
         bundle: the policy being trained (its weights are used as they are at each call).
     """
 
     def __init__(self, cfg: TrainConfig, bundle: PolicyBundle) -> None:
         self.cfg = cfg
         self.episodes = cfg.collector.eval_episodes
-        self.num_envs = min(cfg.env.num_envs, self.episodes)
+        self.num_envs = min(cfg.collector.eval_num_envs or cfg.env.num_envs, self.episodes)
         self.seed = cfg.seed + EVAL_SEED_OFFSET
         self.actor = bundle.eval_actor(temperature=cfg.model.eval_temperature)
         self._env = None
