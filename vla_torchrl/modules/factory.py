@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -175,13 +176,25 @@ class PolicyBundle:
         """Load a file written by :meth:`save_trainable` into a bundle built the same way."""
         from safetensors.torch import load_file
 
-        state = drop_unused_adapters(load_file(str(path)), self.model)
+        self.load_trainable_state(load_file(str(path)), source=str(path))
+
+    def load_trainable_state(
+        self, state: Mapping[str, torch.Tensor], *, source: str = "the state"
+    ) -> None:
+        """Copy ``{name: tensor}`` (the names of :meth:`trainable_named_parameters`, e.g. a
+        training checkpoint's tensors) into this bundle; ``source`` names it in errors.
+
+        Raises:
+            ValueError: a name missing or unexpected, or a shape that differs.
+        """
+        state = drop_unused_adapters(dict(state), self.model)
         named = self.trainable_named_parameters()
         missing, unexpected = sorted(set(named) - set(state)), sorted(set(state) - set(named))
         if missing or unexpected:
             raise ValueError(
-                f"{path} does not match this policy's trainable tensors: missing {missing[:5]}, "
-                f"unexpected {unexpected[:5]}; build the bundle with the same lora/critic options."
+                f"{source} does not match this policy's trainable tensors: missing "
+                f"{missing[:5]}, unexpected {unexpected[:5]}; build the bundle with the same "
+                "lora/critic options."
             )
         with torch.no_grad():
             for name, param in named.items():
@@ -327,8 +340,8 @@ def build_policy(
         freeze_token_embedding: the language model's input token embedding (32k rows, most of
             a small model's weights, and only the prompt's few rows get gradient) is looked up
             without gradient and left out of ``param_groups``: it keeps its weights, and is
-            still saved. Matters under full
-            fine-tuning (LoRA never trains it); ``lm_head`` is untied and still trains.
+            still saved. Matters under full fine-tuning (LoRA never trains it); ``lm_head`` is
+            untied and still trains.
         action_head_init: action rows of a random-init ``lm_head``: ``"smooth"`` over the bin
             index (default; see :func:`build_model`) or left ``"random"``.
         device, dtype: where and in which precision the model lives (value heads stay fp32).

@@ -22,8 +22,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from vla_torchrl.config.load import to_train_config
 from vla_torchrl.errors import UserError
 from vla_torchrl.training.checkpointing import CheckpointManager
@@ -43,7 +41,7 @@ def export_checkpoint_policy(checkpoint: str | Path, out: str | Path) -> Path:
     Raises:
         UserError: the checkpoint is incomplete or corrupt, has no config, is an SFT run with
             statistics from its demonstrations, or its tensors do not fit the policy its config
-            builds.
+            builds (:meth:`~vla_torchrl.modules.factory.PolicyBundle.load_trainable_state`).
     """
     checkpoint = Path(checkpoint)
     if not (checkpoint / "manifest.json").is_file():
@@ -65,17 +63,10 @@ def export_checkpoint_policy(checkpoint: str | Path, out: str | Path) -> Path:
     bundle = build_policy_from_config(
         cfg.model, cfg.algo, lr=cfg.optim.lr, value_lr=cfg.optim.value_lr
     )
-    trainables = bundle.trainable_named_parameters()
-    missing = sorted(set(trainables) - set(saved.tensors))
-    unknown = sorted(set(saved.tensors) - set(trainables))
-    if missing or unknown:
-        raise UserError(
-            f"{str(checkpoint)!r} does not fit the policy its config builds: missing "
-            f"{missing[:3]}, unexpected {unknown[:3]}"
-        )
-    with torch.no_grad():
-        for name, param in trainables.items():
-            param.copy_(saved.tensors[name].to(param.dtype))
+    try:
+        bundle.load_trainable_state(saved.tensors, source=repr(str(checkpoint)))
+    except ValueError as err:  # names or shapes that do not fit the policy its config builds
+        raise UserError(str(err)) from err
     return save_policy(bundle, out, cfg.model, cfg.algo)
 
 
