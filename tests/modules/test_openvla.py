@@ -248,10 +248,42 @@ def test_conv_stem_keeps_the_token_grid_and_sees_across_patch_borders():
         db = (conv.patch_embed(y) - b).abs().amax(-1)[0]
     assert da[0] > 0 and torch.all(da[1:] == 0)
     assert db[0] > 0 and db[1] > 5 * db[2:].max()
-    with pytest.raises(ValueError, match="power of 2"):
+    with pytest.raises(ValueError, match="product of 2s and 3s"):
         ViTConfig(SIGLIP_TIMM_ID, 32, 2, 2, 14, 2.0, stem="conv")
     with pytest.raises(ValueError, match="use 'patch'"):
         ViTConfig(SIGLIP_TIMM_ID, 32, 2, 2, 8, 2.0, stem="pixels")
+
+
+def test_a_patch_12_conv_stem_keeps_the_8x8_grid_at_96_px_with_hand_computed_windows():
+    from vla_torchrl.modules.config import SIGLIP_TIMM_ID, ViTConfig, stem_strides
+    from vla_torchrl.modules.vision import ConvStem
+
+    assert stem_strides(12) == [2, 2, 3] and stem_strides(16) == [2, 2, 2, 2]
+    for bad in (0, 5, 14):
+        with pytest.raises(ValueError, match="product of 2s and 3s"):
+            stem_strides(bad)
+    cfg = OpenVLAConfig.small(image_size=96, dino={"patch_size": 12}, siglip={"patch_size": 12})
+    assert cfg.num_patches == 64  # the same token grid as the 64 px preset
+    torch.manual_seed(0)
+    stem = ConvStem(3, 32, patch_size=12)
+    convs = [m for m in stem.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.kernel_size[0], c.stride[0]) for c in convs] == [(3, 2), (3, 2), (5, 3), (1, 1)]
+    x = torch.randn(1, 3, 48, 48)
+    with torch.no_grad():
+        base = stem(x)
+    assert base.shape == (1, 32, 4, 4)
+    # by hand: jump 12, receptive field 1 + 2*1 + 2*2 + 4*4 = 23 px, first window starts at
+    # -(1*1 + 1*2 + 1*4) = -7, so token column j sees pixel columns 12j-7 .. 12j+15: column 11
+    # (the last of patch 0) reaches tokens 0 and 1, column 16 token 1 only, column 2 token 0 only
+    for col, reached in ((11, {0, 1}), (16, {1}), (2, {0})):
+        y = x.clone()
+        y[..., 20, col] += 3.0
+        with torch.no_grad():
+            change = (stem(y) - base).abs().amax(1)[0, 1]  # row 1 of the grid holds pixel row 20
+        inside = min(change[j] for j in reached)
+        outside = max(change[j] for j in range(4) if j not in reached)
+        assert inside > 5 * outside, (col, change)
+    ViTConfig(SIGLIP_TIMM_ID, 32, 2, 2, 12, 2.0, stem="conv")  # accepted
 
 
 def test_a_small_policy_saves_and_reloads_with_its_stem(tmp_path):

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["OpenVLAConfig", "ViTConfig"]
+__all__ = ["OpenVLAConfig", "ViTConfig", "stem_strides"]
 
 DINO_TIMM_ID = "vit_large_patch14_reg4_dinov2.lvd142m"
 SIGLIP_TIMM_ID = "vit_so400m_patch14_siglip_224"
@@ -59,8 +59,9 @@ class ViTConfig:
             ``patch_size`` x ``patch_size`` convolution of stride ``patch_size``. ``"conv"``:
             a stack of 3x3 stride-2 convolutions down to the same grid, then a 1x1 projection
             (:class:`~vla_torchrl.modules.vision.ConvStem`, "early convolutions", Xiao et al.
-            2021), for towers trained from random weights on little data; needs a power-of-2
-            patch size. The tokens, the grid and everything after the stem are unchanged.
+            2021), for towers trained from random weights on little data; needs a patch size
+            made of 2s and 3s (8, 12, 16, ...). The tokens, the grid and everything after the
+            stem are unchanged.
     """
 
     timm_name: str
@@ -107,10 +108,11 @@ class ViTConfig:
                 f"ViTConfig.stem={self.stem!r}; use 'patch' (one patchify convolution, the "
                 "checkpoint's) or 'conv' (3x3 stride-2 convolutions, for random-init towers)."
             )
-        if self.stem == "conv" and self.patch_size & (self.patch_size - 1):
+        if self.stem == "conv" and not _stem_fits(self.patch_size):
             raise ValueError(
-                f"ViTConfig.stem='conv' with patch_size={self.patch_size}: the conv stem halves "
-                "the resolution per layer, so the patch size must be a power of 2 (e.g. 8)."
+                f"ViTConfig.stem='conv' with patch_size={self.patch_size}: the conv stem divides "
+                "the resolution by 2 or 3 per layer, so the patch size must be a product of 2s "
+                "and 3s (e.g. 8 at 64 px, 12 at 96 px)."
             )
 
     def timm_kwargs(self, image_size: int) -> dict[str, Any]:
@@ -125,6 +127,38 @@ class ViTConfig:
             "num_classes": 0,
             **({} if self.layer_scale_init is None else {"init_values": self.layer_scale_init}),
         }
+
+
+def stem_strides(patch_size: int) -> list[int]:
+    """The strides of :class:`ConvStem`'s blocks: ``patch_size`` as a product of 2s, then 3s.
+
+    Examples:
+        >>> stem_strides(8), stem_strides(12), stem_strides(1)
+        ([2, 2, 2], [2, 2, 3], [])
+        >>> stem_strides(14)
+        Traceback (most recent call last):
+        ...
+        ValueError: ConvStem: patch_size=14 is not a product of 2s and 3s (e.g. 8, 12, 16)
+    """
+    strides, rest = [], max(patch_size, 0)
+    for factor in (2, 3):
+        while rest and rest % factor == 0:
+            strides.append(factor)
+            rest //= factor
+    if rest != 1 or patch_size < 1:
+        raise ValueError(
+            f"ConvStem: patch_size={patch_size} is not a product of 2s and 3s (e.g. 8, 12, 16)"
+        )
+    return strides
+
+
+def _stem_fits(patch_size: int) -> bool:
+    """Whether :func:`stem_strides` accepts ``patch_size``."""
+    try:
+        stem_strides(patch_size)
+    except ValueError:
+        return False
+    return True
 
 
 def _merge_towers(preset: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

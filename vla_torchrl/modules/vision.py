@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from vla_torchrl.modules.config import OpenVLAConfig, ViTConfig
+from vla_torchrl.modules.config import OpenVLAConfig, ViTConfig, stem_strides
 
 __all__ = ["ConvStem", "FusedFeaturizer", "ScaleFactorLayerScale", "build_tower"]
 
@@ -49,8 +49,12 @@ class ScaleFactorLayerScale(nn.Module):
 
 class ConvStem(nn.Module):
     """Early convolutions in place of a ViT's patchify layer (Xiao et al., 2021, "Early
-    Convolutions Help Transformers See Better"): ``log2(patch_size)`` blocks of 3x3 stride-2
-    convolution + GroupNorm + GELU, widths doubling up to ``embed_dim``, then a 1x1 projection.
+    Convolutions Help Transformers See Better"): one block of convolution + GroupNorm + GELU per
+    factor of ``patch_size`` (:func:`~vla_torchrl.modules.config.stem_strides`: stride 2 with
+    kernel 3, then stride 3 with kernel 5), widths doubling up to ``embed_dim``, then a 1x1
+    projection. A power-of-2 patch gives ``log2(patch_size)`` 3x3 stride-2 blocks; patch 12
+    (96 px into the same 8 x 8 grid as 64 px at patch 8) gives two of those and one 5x5
+    stride-3 block.
 
     Same input and output as timm's ``PatchEmbed.proj``: ``[B, C, S, S]`` ->
     ``[B, embed_dim, S / p, S / p]``, so the token grid, the positional embeddings and the blocks
@@ -64,19 +68,21 @@ class ConvStem(nn.Module):
         torch.Size([2, 96, 8, 8])
         >>> [m.out_channels for m in stem.modules() if isinstance(m, nn.Conv2d)]
         [24, 48, 96, 96]
+        >>> ConvStem(3, 96, patch_size=12)(torch.zeros(1, 3, 96, 96)).shape
+        torch.Size([1, 96, 8, 8])
     """
 
     def __init__(self, in_chans: int, embed_dim: int, patch_size: int) -> None:
         super().__init__()
-        n = int(math.log2(patch_size))
-        if 2**n != patch_size:
-            raise ValueError(f"ConvStem: patch_size={patch_size} is not a power of 2")
+        strides = stem_strides(patch_size)
+        n = len(strides)
         layers: list[nn.Module] = []
         c = in_chans
-        for i in range(n):
+        for i, stride in enumerate(strides):
             width = max(8, embed_dim // 2 ** (n - 1 - i))
+            # kernel 2s - 1, padding 1: windows overlap, and S -> S / s when s divides S
             layers += [
-                nn.Conv2d(c, width, 3, stride=2, padding=1, bias=False),
+                nn.Conv2d(c, width, 2 * stride - 1, stride=stride, padding=1, bias=False),
                 nn.GroupNorm(math.gcd(8, width), width),
                 nn.GELU(),
             ]
