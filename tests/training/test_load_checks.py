@@ -280,3 +280,34 @@ def test_a_frozen_token_embedding_keeps_its_weights_through_training_and_saving(
 def test_freeze_token_embedding_must_be_a_boolean():
     with pytest.raises(UserError, match="model.freeze_token_embedding='yes' must be true or false"):
         ModelConfig(name="tiny", freeze_token_embedding="yes")
+
+
+def test_a_run_from_a_resized_policy_saves_that_architecture_and_refuses_another(tmp_path):
+    """A run from a saved policy rebuilds that policy's architecture, whatever its own model
+    group says; the policy it saves must record that architecture (issue 14: SFT from a
+    pretraining run at 96 px saved the run's default 64 px ``arch`` and could not be reloaded).
+    An explicit ``model.arch`` that disagrees with the source is refused, not ignored."""
+    source_model = ModelConfig(
+        name="tiny", finetune="full", dtype="float32", arch={"image_size": 56}
+    )
+    algo = AlgoConfig(name="sft", critic="none")
+    source_bundle = build_policy_from_config(source_model, algo)
+    assert source_bundle.model.config.image_size == 56
+    source = save_policy(source_bundle, tmp_path / "source", source_model, algo)
+    # the run's group is the default one (28 px, LoRA): the source's 56 px full model is built
+    run_model = ModelConfig(name="tiny", init_from=str(source))
+    assert run_model.finetune == "lora" and not run_model.arch
+    run = build_policy_from_config(run_model, algo)
+    assert run.model.config.image_size == 56
+    with torch.no_grad():
+        run.model.projector.fc1.weight.add_(0.1)
+    saved = save_policy(run, tmp_path / "run", run_model, algo)
+    back = load_policy(saved)
+    assert back.model.config.image_size == 56
+    assert torch.equal(back.model.projector.fc1.weight, run.model.projector.fc1.weight)
+    assert not any("lora" in name for name, _ in back.model.named_parameters())
+    clash = dataclasses.replace(run_model, arch={"image_size": 84})
+    with pytest.raises(UserError, match=r"model.arch=\{'image_size': 84\} with model.init_from"):
+        build_policy_from_config(clash, algo)
+    same = dataclasses.replace(run_model, arch={"image_size": 56})  # agrees: accepted
+    assert build_policy_from_config(same, algo).model.config.image_size == 56

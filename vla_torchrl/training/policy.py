@@ -128,8 +128,24 @@ def build_policy_from_config(
     return bundle
 
 
+# What a run started from a saved policy (``model.init_from``) takes from that policy rather than
+# from its own model group: the architecture, how it is fine-tuned, and the dtype. Its saved
+# policy records these, so that a reload rebuilds what the run trained.
+_SOURCE_FIELDS = (
+    "name",
+    "checkpoint",
+    "finetune",
+    "lora_rank",
+    "lora_alpha",
+    "lora_dropout",
+    "dtype",
+    "arch",
+)
+
+
 def _build(model: ModelConfig, algo: AlgoConfig, kwargs: dict, device) -> PolicyBundle:
     if model.init_from:
+        _check_arch_matches_source(model)
         return _load(Path(model.init_from), device=device, overrides=kwargs, critic=algo.critic)
     if model.name == "openvla":
         if not model.checkpoint:
@@ -196,6 +212,36 @@ def save_policy(
     return final
 
 
+def _source_spec(model: ModelConfig) -> dict[str, Any]:
+    """The ``policy.json`` of ``model.init_from`` (read as :func:`load_policy` reads it)."""
+    spec_file = Path(model.init_from) / POLICY_FILE
+    try:
+        spec = json.loads(spec_file.read_text())
+        _check_spec_types(spec)
+        ModelConfig(**spec["model"])
+    except Exception as err:
+        raise UserError(
+            f"model.init_from={model.init_from}: {spec_file} is missing or not a valid policy "
+            f"description ({type(err).__name__}: {err}); pass the 'policy' directory of a run"
+        ) from err
+    return spec
+
+
+def _check_arch_matches_source(model: ModelConfig) -> None:
+    """A run from a saved policy rebuilds that policy's architecture: refuse ``model.arch``
+    values that say otherwise instead of ignoring them."""
+    if not model.arch:
+        return
+    source = _source_spec(model)["model"].get("arch") or {}
+    clash = {k: v for k, v in model.arch.items() if source.get(k) != v}
+    if clash:
+        raise UserError(
+            f"model.arch={clash} with model.init_from={model.init_from}: a run from a saved "
+            f"policy keeps that policy's architecture (model.arch={source}); drop the "
+            "model.arch overrides, or resize by starting a new model without init_from"
+        )
+
+
 def _write_policy(
     bundle: PolicyBundle,
     directory: Path,
@@ -205,6 +251,10 @@ def _write_policy(
 ) -> None:
     base = str(Path(model.checkpoint).resolve()) if model.checkpoint else TINY_BASE
     model_spec = dataclasses.asdict(model)
+    if model.init_from:  # the bundle has the source policy's architecture, not the run's group
+        source = _source_spec(model)
+        model_spec.update({k: source["model"][k] for k in _SOURCE_FIELDS if k in source["model"]})
+        base = source["base_checkpoint"]
     head = _value_head(bundle)
     if head is not None:  # the sizes the saved value head has, which a reload must rebuild
         model_spec["value_head_hidden"] = list(head.hidden)
