@@ -72,3 +72,40 @@ def test_an_sft_run_with_statistics_from_its_demos_is_refused(tmp_path):
     checkpoint = CheckpointManager(run).checkpoints()[-1]
     with pytest.raises(UserError, match="algo.norm_stats=demos: its checkpoints do not hold"):
         export_checkpoint_policy(checkpoint, tmp_path / "out")
+
+
+def test_tensors_that_do_not_fit_the_runs_policy_are_refused_by_name(tmp_path):
+    """A checkpoint whose manifest checks out but whose tensors do not fit the policy its config
+    builds (here: one weight with the wrong shape, then one missing) is refused with the
+    tensor's name, and nothing is written."""
+    import dataclasses
+    import json
+
+    from vla_torchrl.training.policy import build_policy_from_config
+
+    cfg = compose_config([*SMALL_TRAIN, "algo=ppo"], config_name="train_cpu")
+    bundle = build_policy_from_config(cfg.model, cfg.algo)
+    tensors = _tensors(bundle)
+    name = next(iter(tensors))
+    config = json.dumps(dataclasses.asdict(cfg)).encode()
+    manager = CheckpointManager(tmp_path / "run")
+    wrong = {**tensors, name: torch.zeros(*tensors[name].shape[:-1], tensors[name].shape[-1] + 1)}
+    checkpoint = manager.save(16, tensors=wrong, extra_files={"config.json": config})
+    with pytest.raises(UserError, match=name.replace(".", r"\.")):
+        export_checkpoint_policy(checkpoint, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    missing = {k: v for k, v in tensors.items() if k != name}
+    checkpoint = manager.save(32, tensors=missing, extra_files={"config.json": config})
+    with pytest.raises(UserError, match=name.replace(".", r"\.")):
+        export_checkpoint_policy(checkpoint, tmp_path / "out")
+    # the bundle itself is left untouched when the last tensor is the one that does not fit
+    last = list(tensors)[-1]
+    moved = {k: v + 1.0 for k, v in tensors.items()}
+    moved[last] = torch.zeros(tensors[last].numel() + 1)
+    with pytest.raises(ValueError, match="'ckpt': .*saved shape"):
+        bundle.load_trainable_state(moved, source="'ckpt'")
+    assert all(torch.equal(v, tensors[k]) for k, v in _tensors(bundle).items())
+    # the unchanged tensors export, and the policy holds them
+    checkpoint = manager.save(48, tensors=tensors, extra_files={"config.json": config})
+    back = _tensors(load_policy(export_checkpoint_policy(checkpoint, tmp_path / "out")))
+    assert all(torch.equal(back[k], tensors[k]) for k in tensors)

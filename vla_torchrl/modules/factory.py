@@ -196,12 +196,15 @@ class PolicyBundle:
                 f"{missing[:5]}, unexpected {unexpected[:5]}; build the bundle with the same "
                 "lora/critic options."
             )
+        for name, param in named.items():  # all checked before any is copied
+            if param.shape != state[name].shape:
+                raise ValueError(
+                    f"{source}: {name}: saved shape {tuple(state[name].shape)} != "
+                    f"{tuple(param.shape)} in this policy; build it with the sizes it was "
+                    "saved with (the same model, model.arch and lora options)."
+                )
         with torch.no_grad():
             for name, param in named.items():
-                if param.shape != state[name].shape:
-                    raise ValueError(
-                        f"{name}: saved shape {tuple(state[name].shape)} != {tuple(param.shape)}."
-                    )
                 param.copy_(state[name])
 
     def eval_actor(
