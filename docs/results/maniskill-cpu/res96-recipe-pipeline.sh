@@ -7,7 +7,8 @@
 # SFT 4 epochs with the perception terms, then the 256 held-out ind episodes (seeds 1000-1003,
 # the 64 are seed 1000) at T = 0.6.
 # Run from a directory with data/dart96-s{1..4} and the real assets; each stage is skipped when
-# its output exists, pretraining resumes from its checkpoint.
+# its output exists, pretraining resumes from its checkpoint. SFT_RUN / SFT_SEED name another
+# SFT run on the same pretraining (e.g. SFT_RUN=runs/sft-res96-s1 SFT_SEED=1).
 cd "${WORKDIR:-.}"
 PY=${PY:-python}
 PV=${PV_RUN:-runs/pv-res96}
@@ -26,7 +27,7 @@ stamp sft
 # the architecture comes from the pretrained policy (model.init_from)
 [ -d $SFT_RUN/policy ] || $PY -m vla_torchrl.recipes.train --config-name train_cpu \
   algo=sft model=small env=maniskill_cpu model.init_from=$PV/policy assets=required \
-  seed=0 "algo.demos=[$D]" algo.epochs=${SFT_EPOCHS:-4} algo.augment=true algo.val_fraction=0.05 \
+  seed=${SFT_SEED:-0} "algo.demos=[$D]" algo.epochs=${SFT_EPOCHS:-4} algo.augment=true algo.val_fraction=0.05 \
   algo.eval_every_epochs=0 optim.lr=3e-4 optim.lr_schedule=cosine optim.warmup_steps=200 \
   optim.min_lr_ratio=0.1 optim.minibatch_size=32 optim.grad_accum_steps=1 \
   optim.weight_decay=0.01 'optim.betas=[0.9,0.95]' optim.max_grad_norm=1.0 \
