@@ -1,8 +1,8 @@
 """Held-out localisation error of pretrained towers against pretraining steps (issue 14).
 
-Each curve is one or more ``pretrain_vision.py`` logs (``log.jsonl``); logs given as
-``A.jsonl+B.jsonl`` are one run in legs (B continued from A: its steps are offset by A's
-last). Plots the keypoint head's 3-D RMSE (the norm of the x / y / z RMSEs) of the gripper and
+Each curve is one or more ``pretrain_vision.py`` or ``vla-torchrl-pretrain-vision`` logs
+(``log.jsonl``); logs given as ``A.jsonl+B.jsonl`` are one run in legs (B continued from A: its
+steps are offset by A's last). Plots the keypoint head's 3-D RMSE (the norm of the x / y / z RMSEs) of the gripper and
 the object, in cm.
 
     python docs/results/maniskill-cpu/plot_pretrain_curves.py \\
@@ -29,15 +29,21 @@ def keypoint_curve(legs: list[str]) -> list[tuple[int, float, float]]:
         >>> _ = open(b, "w").write(rec(0, [0, 0, 1] + [0, 0, 2] + [0] * 6))
         >>> keypoint_curve([a, b])
         [(0, 5.0, 5.0), (10, 5.0, 5.0), (10, 1.0, 2.0)]
+        >>> c = os.path.join(d, "c.jsonl")  # the package's log names the field keypoint_rmse_cm
+        >>> _ = open(c, "w").write(json.dumps({"event": "eval", "step": 5,
+        ...                                    "keypoint_rmse_cm": [0, 3, 4, 0, 0, 1] * 2}))
+        >>> keypoint_curve([c])
+        [(5, 5.0, 1.0)]
     """
     points, offset = [], 0
     for leg in legs:
         last = 0
         for line in Path(leg).read_text().splitlines():
             r = json.loads(line)
-            if r.get("event") != "eval" or "kp_rmse_cm" not in r:
+            # pretrain_vision.py logs kp_rmse_cm, vla-torchrl-pretrain-vision keypoint_rmse_cm
+            e = r.get("kp_rmse_cm", r.get("keypoint_rmse_cm"))
+            if r.get("event") != "eval" or e is None:
                 continue
-            e = r["kp_rmse_cm"]
             points.append((offset + r["step"], math.hypot(*e[0:3]), math.hypot(*e[3:6])))
             last = r["step"]
         offset += last
