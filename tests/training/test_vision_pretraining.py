@@ -100,6 +100,37 @@ def test_targets_are_standardized_over_the_training_split(demos):
     assert len(data.held) == 6 * STEPS_PER_EPISODE  # a quarter of 24 episodes
 
 
+def test_scene_frames_only_train_and_leave_the_held_out_split_as_it_was(demos, tmp_path):
+    """``scene_frames`` join the training split (and its statistics) and nothing else: the
+    held-out frames are the same demo episodes as without them."""
+    scenes = _frames(seed=1)[:40]  # other placements; their episode ids are ignored
+    folder = str(save_demos(scenes, tmp_path / "scenes"))
+    plain = perception_data([demos], val_fraction=0.25)
+    mixed = perception_data([demos], val_fraction=0.25, scene_frames=[folder])
+    n = EPISODES * STEPS_PER_EPISODE
+    assert torch.equal(mixed.held, plain.held) and mixed.scene_frames == 40
+    assert mixed.train.tolist() == plain.train.tolist() + list(range(n, n + 40))
+    demo_state = _frames()[PRIVILEGED_KEY]
+    tcp = torch.cat(
+        [demo_state["tcp_position"][plain.train], scenes[PRIVILEGED_KEY]["tcp_position"]]
+    )
+    torch.testing.assert_close(mixed.stats["mean"][:3], tcp.mean(0))
+    torch.testing.assert_close(mixed.stats["std"][:3], tcp.std(0))
+    torch.testing.assert_close(mixed.frames[IMAGE_KEY][n:], scenes[IMAGE_KEY])
+    # the command line's setting reaches the data, and the log says how many frames it added
+    out = pretrain_vision(
+        _cfg(demos, tmp_path / "pv", steps=2, eval_every=2, scene_frames=[folder])
+    )
+    data_line = json.loads((out / "log.jsonl").read_text().splitlines()[0])
+    assert data_line["event"] == "data" and data_line["scene_frames"] == 40
+    assert data_line["train"] == len(plain.train) + 40 and data_line["held_out"] == len(plain.held)
+    small = _frames()[:16]
+    small.set(IMAGE_KEY, small[IMAGE_KEY][:, :8, :8])
+    other = str(save_demos(small, tmp_path / "small"))
+    with pytest.raises(UserError, match="collect both with the same env.width / env.height"):
+        perception_data([demos], val_fraction=0.25, scene_frames=[other])
+
+
 @pytest.mark.slow
 def test_the_towers_learn_what_the_frames_show_and_only_that(demos, tmp_path):
     """Held out, the object's x and the gripper's y (in the frames' colour) fall well below the

@@ -310,6 +310,10 @@ class PretrainVisionConfig:
 
     Args:
         demos: demonstration folders collected with ``vla-torchrl-collect privileged=true``.
+        scene_frames: folders of further privileged frames that only train (never held out),
+            e.g. one reset frame per scene (``vla-torchrl-collect env.max_episode_steps=1
+            keep_failures=true filter_idle=false privileged=true``): many more object
+            placements than the demos show. The held-out split stays the demos'.
         out: output directory (``policy/``, ``heads.pt``, ``checkpoint.pt``, ``log.jsonl``); a
             rerun with the same ``out`` resumes from its checkpoint.
         model: the model whose towers train (the ``model`` group: ``model=small``, with
@@ -331,6 +335,7 @@ class PretrainVisionConfig:
     """
 
     demos: list[str] = field(default_factory=list)
+    scene_frames: list[str] = field(default_factory=list)
     out: str = ""
     model: ModelConfig = field(
         default_factory=lambda: ModelConfig(name="small", finetune="full", dtype="float32")

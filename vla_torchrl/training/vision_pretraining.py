@@ -9,7 +9,11 @@ turned and how the object lies (:mod:`vla_torchrl.objectives.perception`)::
 
     L = L_position + c_k * L_keypoint + c_o * L_orientation
 
-on demonstration frames collected with ``vla-torchrl-collect privileged=true``. The language
+on demonstration frames collected with ``vla-torchrl-collect privileged=true``, plus, when
+given, ``scene_frames``: one frame per scene, straight after the reset, which shows the towers
+many more object placements than the demonstrations do (a demonstration episode is one
+placement; ``vla-torchrl-collect env.max_episode_steps=1 keep_failures=true filter_idle=false
+privileged=true`` plays ~12 scenes per second per process). The language
 model does not train here. Top to bottom: hold out whole episodes (``val_fraction``),
 standardize the targets with the training split's statistics, then ``steps`` AdamW steps on
 random minibatches (each frame shifted by up to ``shift`` pixels, the keypoint labels moved
@@ -131,6 +135,7 @@ class PerceptionData:
         state: the privileged labels ``[N]`` in physical units, for :func:`perception_metrics`.
         train, held: frame indices of the two splits (whole episodes).
         stats: :func:`target_statistics` of the training split.
+        scene_frames: how many of the training frames are ``scene_frames`` (the last ones).
     """
 
     frames: TensorDict
@@ -138,6 +143,7 @@ class PerceptionData:
     train: torch.Tensor
     held: torch.Tensor
     stats: dict[str, torch.Tensor | float]
+    scene_frames: int = 0
 
     @property
     def image_hw(self) -> tuple[int, int]:
@@ -145,12 +151,34 @@ class PerceptionData:
 
 
 def perception_data(
-    demos: list[str] | TensorDictBase, *, val_fraction: float, seed: int = 0
+    demos: list[str] | TensorDictBase,
+    *,
+    val_fraction: float,
+    seed: int = 0,
+    scene_frames: list[str] | TensorDictBase | None = None,
 ) -> PerceptionData:
     """Load privileged demonstrations (folders or a TensorDict), split them by episode and
-    standardize their targets with the training split's statistics."""
+    standardize their targets with the training split's statistics.
+
+    ``scene_frames`` (folders or a TensorDict of privileged frames, e.g. one reset frame per
+    scene) join the training split only: the held-out split is the demos' alone, the same
+    episodes with or without them.
+
+    Examples:
+        >>> def frames(n):
+        ...     state = TensorDict({"tcp_position": torch.rand(n, 3),
+        ...         "object_position": torch.rand(n, 3), "receptacle_position": torch.rand(n, 3),
+        ...         "tcp_rotation": torch.eye(3).expand(n, 3, 3), "object_yaw": torch.rand(n),
+        ...         "is_grasped": torch.zeros(n, dtype=torch.bool),
+        ...         "expert_phase": torch.zeros(n, dtype=torch.long)}, [n])
+        ...     return TensorDict({IMAGE_KEY: torch.zeros(n, 8, 8, 3, dtype=torch.uint8),
+        ...         PRIVILEGED_KEY: state, EPISODE_ID_KEY: torch.arange(n) // 2}, [n])
+        >>> data = perception_data(frames(20), val_fraction=0.2, scene_frames=frames(6))
+        >>> len(data.train), len(data.held), int(data.train.max())  # 16 + 6 train, 4 held
+        (22, 4, 25)
+    """
     frames = load_privileged_frames(demos)
-    n = frames.shape[0]
+    n, n_scene = frames.shape[0], 0
     episodes = frames.get(EPISODE_ID_KEY, None)
     if episodes is None:
         episodes = torch.arange(n)
@@ -159,12 +187,26 @@ def perception_data(
         raise UserError(
             f"val_fraction={val_fraction} holds out every episode of the demos; lower it"
         )
+    if scene_frames is not None and (
+        isinstance(scene_frames, TensorDictBase) or len(scene_frames) > 0
+    ):
+        extra = load_privileged_frames(scene_frames)
+        if extra.get(IMAGE_KEY).shape[-3:] != frames.get(IMAGE_KEY).shape[-3:]:
+            raise UserError(
+                f"scene_frames are {tuple(extra.get(IMAGE_KEY).shape[-3:])} images, the demos "
+                f"{tuple(frames.get(IMAGE_KEY).shape[-3:])}: collect both with the same "
+                "env.width / env.height"
+            )
+        keys = [IMAGE_KEY, PRIVILEGED_KEY]
+        frames = torch.cat([frames.select(*keys), extra.select(*keys)])
+        train = torch.cat([train, n + torch.arange(extra.shape[0])])
+        n_scene, n = extra.shape[0], frames.shape[0]
     state = frames.get(PRIVILEGED_KEY)
     image_hw = tuple(frames.get(IMAGE_KEY).shape[-3:-1])
     stats = target_statistics(state[train], image_hw)
     targets = perception_targets(state, stats, image_hw)
     batch = TensorDict({IMAGE_KEY: frames.get(IMAGE_KEY), TARGETS_KEY: targets}, [n])
-    return PerceptionData(batch, state, train, held, stats)
+    return PerceptionData(batch, state, train, held, stats, n_scene)
 
 
 def _heads(hidden: int, patches: int, cfg: PretrainVisionConfig) -> dict[str, torch.nn.Module]:
@@ -268,7 +310,12 @@ def pretrain_vision(cfg: PretrainVisionConfig) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    data = perception_data(list(cfg.demos), val_fraction=cfg.val_fraction, seed=cfg.seed)
+    data = perception_data(
+        list(cfg.demos),
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+        scene_frames=list(cfg.scene_frames),
+    )
     _check_sizes(cfg, data)
     # the optimizer holds the towers, the projector and the heads: the LLM gets no gradient
     bundle = build_policy_from_config(cfg.model, _ALGO)
@@ -329,6 +376,7 @@ def pretrain_vision(cfg: PretrainVisionConfig) -> Path:
             {
                 "event": "data",
                 "frames": data.frames.shape[0],
+                "scene_frames": data.scene_frames,
                 "train": len(data.train),
                 "held_out": len(data.held),
                 "target_std_cm": [round(100 * float(s), 2) for s in data.stats["std"]],
