@@ -47,6 +47,9 @@ def main() -> None:
     def encoder(images):
         return model.embed_images(image_processor(images))
 
+    # decode with the statistics the run trained with (a run with scene_frames standardized
+    # over more frames than these demos' training split)
+    data.stats = saved_stats
     train = data.train[torch.randperm(len(data.train))[: len(data.held)]]
     splits = [("held-out", data, data.held), ("train", data, train)]
     if a.held_demos:

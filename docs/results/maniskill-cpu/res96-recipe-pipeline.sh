@@ -9,6 +9,9 @@
 # Run from a directory with data/dart96-s{1..4} and the real assets; each stage is skipped when
 # its output exists, pretraining resumes from its checkpoint. SFT_RUN / SFT_SEED name another
 # SFT run on the same pretraining (e.g. SFT_RUN=runs/sft-res96-s1 SFT_SEED=1).
+# Seventeenth session: SCENES (comma-separated folders) adds them as the pretraining's
+# scene_frames (training only; e.g. SCENES=data/reset96-s100,data/reset96-s101, one reset frame
+# per scene), LABEL names the policy in the evaluation (default SFT-res96).
 cd "${WORKDIR:-.}"
 PY=${PY:-python}
 PV=${PV_RUN:-runs/pv-res96}
@@ -21,7 +24,8 @@ stamp pretrain
 [ -d $PV/policy ] && [ -e $PV/done ] || {
   $PY -m vla_torchrl.recipes.pretrain_vision "demos=[$D]" out=$PV "${ARCH[@]}" \
     steps=${PV_STEPS:-10000} batch_size=64 lr=1e-3 warmup_steps=100 min_lr_ratio=0.05 \
-    eval_every=1000 progress_bar=false >> $PV.log 2>&1 && touch $PV/done
+    eval_every=1000 progress_bar=false ${SCENES:+"scene_frames=[$SCENES]"} >> $PV.log 2>&1 \
+    && touch $PV/done
 } || exit 1
 stamp sft
 # the architecture comes from the pretrained policy (model.init_from)
@@ -39,5 +43,5 @@ stamp eval256
 E=runs/eval256-$(basename $SFT_RUN)
 [ -e $E/report/report.md ] || $PY -m vla_torchrl.recipes.evaluate env=maniskill_cpu \
   'tasks=[ind]' 'seeds=[1000,1001,1002,1003]' episodes=64 temperature=0.6 videos=0 \
-  assets=required out=$E "policies={SFT-res96:$SFT_RUN/policy}" > $E.log 2>&1
+  assets=required out=$E "policies={${LABEL:-SFT-res96}:$SFT_RUN/policy}" > $E.log 2>&1
 stamp done
