@@ -95,3 +95,58 @@ def test_verify_steps_counts_a_snapshot_of_the_trainable_weights_and_adamw_state
     saved = fsdp2_per_gpu(plain, 4)["update"] - plain.update_peak
     saved_checked = fsdp2_per_gpu(checked, 4)["update"] - checked.update_peak
     assert saved - saved_checked == pytest.approx(3 * trainable * 0.75, abs=2)
+
+
+def _plan_parameters(tmp_path, name: str, overrides: list[str]) -> dict:
+    out = tmp_path / f"{name}.json"
+    args = ["--config-name", "train_cpu", "--json", str(out), "--no-search", "gpu_memory=8"]
+    args += ["env.num_envs=2", "optim.minibatch_size=2", "env.width=32", "env.height=32"]
+    assert main([*args, "algo=sft", *overrides]) == 0
+    result = json.loads(out.read_text())
+    return {**result["estimate"]["parameters"], "arch": result["config"]["arch"]}
+
+
+def test_a_run_from_a_saved_policy_is_planned_with_that_policys_architecture(tmp_path):
+    """``model.init_from`` builds the saved policy's architecture and fine-tuning mode, not the
+    run's model group's: the plan must count that model (a 56 px fully fine-tuned source under
+    the default 28 px LoRA group), as planning the source's settings directly does."""
+    from vla_torchrl.config.train_schema import AlgoConfig, ModelConfig
+    from vla_torchrl.training.policy import build_policy_from_config, save_policy
+
+    source_model = ModelConfig(
+        name="tiny", finetune="full", dtype="float32", arch={"image_size": 56}
+    )
+    algo = AlgoConfig(name="sft", critic="none")
+    source = save_policy(
+        build_policy_from_config(source_model, algo), tmp_path / "src", source_model, algo
+    )
+    direct = _plan_parameters(
+        tmp_path,
+        "direct",
+        ["model.finetune=full", "model.dtype=float32", "model.arch.image_size=56"],
+    )
+    group = _plan_parameters(tmp_path, "group", [])
+    from_source = _plan_parameters(tmp_path, "from", [f"model.init_from={source}"])
+    assert from_source == direct and from_source["arch"] == {"image_size": 56}
+    assert from_source["trainable"] > 10 * group["trainable"]  # full fine-tuning, not LoRA
+
+
+def test_model_small_is_planned_as_the_small_model_with_its_arch_overrides(tmp_path):
+    """``model=small`` (and ``model.arch.*``) is the model the plan counts: its trainable
+    parameters equal those of the model a run builds (the planner once counted the tiny one)."""
+    from vla_torchrl.config.train_schema import AlgoConfig, ModelConfig
+    from vla_torchrl.training.policy import build_policy_from_config
+
+    res96 = {"image_size": 96, "dino": {"patch_size": 12}, "siglip": {"patch_size": 12}}
+    for arch in ({}, res96):
+        overrides = ["model=small"]
+        if arch:
+            overrides += ["model.arch.image_size=96", "+model.arch.dino={patch_size:12}"]
+            overrides += ["+model.arch.siglip={patch_size:12}"]
+        planned = _plan_parameters(tmp_path, f"small{len(arch)}", overrides)
+        built = build_policy_from_config(
+            ModelConfig(name="small", finetune="full", dtype="float32", arch=arch),
+            AlgoConfig(name="sft", critic="none"),
+        )
+        trainable = sum(p.numel() for p in built.model.parameters() if p.requires_grad)
+        assert planned["trainable"] == trainable and planned["arch"] == arch

@@ -429,7 +429,7 @@ def run_steps(
 
 def estimate_memory(
     *,
-    model_source: Literal["tiny", "random"] = "tiny",
+    model_source: Literal["tiny", "small", "random"] = "tiny",
     policy_kwargs: dict[str, Any] | None = None,
     loss: LossKind = "ppo",
     minibatch_size: int = 8,
@@ -446,7 +446,8 @@ def estimate_memory(
     """Estimate the peaks of one update step and one rollout step with fake tensors.
 
     Args:
-        model_source: ``"tiny"`` or ``"random"`` (7B layout; pass ``config=`` in
+        model_source: ``"tiny"``, ``"small"`` (``overrides=`` in ``policy_kwargs`` resizes
+            them, as ``model.arch``) or ``"random"`` (7B layout; pass ``config=`` in
             ``policy_kwargs`` for another architecture, e.g. a checkpoint's ``config.json``).
         policy_kwargs: :func:`~vla_torchrl.modules.build_policy` arguments (``lora``,
             ``critic``, ``critic_input``, ``dtype``, ``gradient_checkpointing``, ...).

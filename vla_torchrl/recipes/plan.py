@@ -39,7 +39,7 @@ from vla_torchrl.errors import UserError
 from vla_torchrl.planning.advice import fits, format_table, fsdp2_per_gpu, gib, summary
 from vla_torchrl.planning.memory import MemoryEstimate, estimate_memory
 from vla_torchrl.recipes._cli import run_cli
-from vla_torchrl.training.policy import _policy_kwargs
+from vla_torchrl.training.policy import _policy_kwargs, built_model_config
 
 __all__ = ["estimate_for_config", "main", "plan_settings"]
 
@@ -55,14 +55,17 @@ def estimate_for_config(cfg: TrainConfig) -> MemoryEstimate:
             f"algo.name={cfg.algo.name} is not planned yet (its loss runs on trajectories); "
             f"plan one of {', '.join(_LOSSES)}"
         )
-    kwargs: dict[str, Any] = _policy_kwargs(cfg.model, cfg.algo.critic, (cfg.optim.lr, 3e-3))
-    source = "tiny"
-    if cfg.model.name == "openvla" or cfg.model.checkpoint:
+    model = built_model_config(cfg.model)  # model.init_from: the saved policy's architecture
+    kwargs: dict[str, Any] = _policy_kwargs(model, cfg.algo.critic, (cfg.optim.lr, 3e-3))
+    source = "small" if model.name == "small" else "tiny"
+    if model.name == "openvla" or model.checkpoint:
         source = "random"
-        if cfg.model.checkpoint:
+        if model.checkpoint:
             from vla_torchrl.modules import OpenVLAConfig
 
-            kwargs["config"] = OpenVLAConfig.from_json(cfg.model.checkpoint)
+            kwargs["config"] = OpenVLAConfig.from_json(model.checkpoint)
+    elif model.arch:
+        kwargs["overrides"] = dict(model.arch)
     return estimate_memory(
         model_source=source,
         policy_kwargs=kwargs,
@@ -80,11 +83,14 @@ def estimate_for_config(cfg: TrainConfig) -> MemoryEstimate:
 
 
 def _describe(cfg: TrainConfig) -> dict[str, Any]:
+    model = built_model_config(cfg.model)
     return {
-        "model": cfg.model.name,
-        "finetune": cfg.model.finetune,
-        "lora_rank": cfg.model.lora_rank,
-        "dtype": cfg.model.dtype,
+        "model": model.name,
+        "init_from": model.init_from,
+        "arch": dict(model.arch),
+        "finetune": model.finetune,
+        "lora_rank": model.lora_rank,
+        "dtype": model.dtype,
         "algo": cfg.algo.name,
         "critic": cfg.algo.critic,
         "gradient_checkpointing": cfg.model.gradient_checkpointing,

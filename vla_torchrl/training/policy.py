@@ -227,6 +227,17 @@ def _source_spec(model: ModelConfig) -> dict[str, Any]:
     return spec
 
 
+def built_model_config(model: ModelConfig) -> ModelConfig:
+    """The model config a run builds: ``model`` itself, or with ``model.init_from`` the source
+    policy's architecture, fine-tuning mode and dtype (:data:`_SOURCE_FIELDS`) in place of the
+    run's own model group's (what :func:`build_policy_from_config` builds and
+    :func:`save_policy` records; ``vla-torchrl-plan`` estimates it)."""
+    if not model.init_from:
+        return model
+    source = _source_spec(model)["model"]
+    return dataclasses.replace(model, **{k: source[k] for k in _SOURCE_FIELDS if k in source})
+
+
 def _check_arch_matches_source(model: ModelConfig) -> None:
     """A run from a saved policy rebuilds that policy's architecture: refuse ``model.arch``
     values that say otherwise instead of ignoring them."""
@@ -250,11 +261,10 @@ def _write_policy(
     trainable: dict[str, torch.Tensor] | None,
 ) -> None:
     base = str(Path(model.checkpoint).resolve()) if model.checkpoint else TINY_BASE
-    model_spec = dataclasses.asdict(model)
-    if model.init_from:  # the bundle has the source policy's architecture, not the run's group
-        source = _source_spec(model)
-        model_spec.update({k: source["model"][k] for k in _SOURCE_FIELDS if k in source["model"]})
-        base = source["base_checkpoint"]
+    # the bundle has the source policy's architecture, not the run's group
+    model_spec = dataclasses.asdict(built_model_config(model))
+    if model.init_from:
+        base = _source_spec(model)["base_checkpoint"]
     head = _value_head(bundle)
     if head is not None:  # the sizes the saved value head has, which a reload must rebuild
         model_spec["value_head_hidden"] = list(head.hidden)
