@@ -5,7 +5,7 @@ Usage (Hydra overrides)::
     vla-torchrl-collect episodes=64 out=data/demos                    # ManiSkill ``ind``, 640x480
     vla-torchrl-collect env=toy episodes=256 out=data/toy-demos        # the toy env's oracle
     vla-torchrl-train algo=sft algo.demos=data/demos                   # SFT on them
-    vla-torchrl-collect env=maniskill_cpu privileged=true env.max_episode_steps=1 \
+    vla-torchrl-collect env=maniskill_cpu privileged=true env.max_episode_steps=1 \\
         keep_failures=true filter_idle=false episodes=8000 out=data/scenes
         # one frame per scene, straight after the reset (~0.08 s each on one core): the
         # scene_frames of vla-torchrl-pretrain-vision

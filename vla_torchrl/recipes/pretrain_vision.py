@@ -9,7 +9,7 @@ The policy it writes is where SFT starts::
         out=data/demos-s1
     vla-torchrl-pretrain-vision 'demos=[data/demos-s1]' out=runs/pv
     # optional, more object placements than the demos show: one reset frame per scene
-    vla-torchrl-collect env=maniskill_cpu privileged=true env.max_episode_steps=1 \
+    vla-torchrl-collect env=maniskill_cpu privileged=true env.max_episode_steps=1 \\
         keep_failures=true filter_idle=false episodes=8000 seed=100 out=data/scenes
     vla-torchrl-pretrain-vision 'demos=[data/demos-s1]' 'scene_frames=[data/scenes]' out=runs/pv
     vla-torchrl-train algo=sft model=small env=maniskill_cpu model.init_from=runs/pv/policy \\
