@@ -17,7 +17,12 @@ from vla_torchrl.keys import EPISODE_ID_KEY, IMAGE_KEY, PRIVILEGED_KEY
 from vla_torchrl.recipes import pretrain_vision as recipe
 from vla_torchrl.training.perception_anchor import load_perception_heads
 from vla_torchrl.training.policy import build_policy_from_config, load_policy
-from vla_torchrl.training.vision_pretraining import HEADS_FILE, perception_data, pretrain_vision
+from vla_torchrl.training.vision_pretraining import (
+    HEADS_FILE,
+    _minibatch,
+    perception_data,
+    pretrain_vision,
+)
 
 QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none"]
 TINY = {"name": "tiny", "finetune": "full", "dtype": "float32"}
@@ -123,12 +128,42 @@ def test_scene_frames_only_train_and_leave_the_held_out_split_as_it_was(demos, t
     )
     data_line = json.loads((out / "log.jsonl").read_text().splitlines()[0])
     assert data_line["event"] == "data" and data_line["scene_frames"] == 40
+    assert data_line["scene_share"] == round(40 / (len(plain.train) + 40), 4)  # uniform draw
     assert data_line["train"] == len(plain.train) + 40 and data_line["held_out"] == len(plain.held)
     small = _frames()[:16]
     small.set(IMAGE_KEY, small[IMAGE_KEY][:, :8, :8])
     other = str(save_demos(small, tmp_path / "small"))
     with pytest.raises(UserError, match="collect both with the same env.width / env.height"):
         perception_data([demos], val_fraction=0.25, scene_frames=[other])
+
+
+def test_scene_share_sets_how_many_frames_of_each_minibatch_are_scene_frames(demos, tmp_path):
+    """With ``scene_share`` a minibatch holds ``round(share * batch)`` scene frames and the rest
+    demo frames, at every step; without it the draw is uniform over all training frames, so
+    the scene frames' share of many minibatches is their share of the training split. The
+    scene frames are told apart by their gripper, far outside the demos' workspace."""
+    scenes = _frames(seed=1)[:40]
+    scenes[PRIVILEGED_KEY]["tcp_position"][:, 0] = 5.0
+    folder = str(save_demos(scenes, tmp_path / "scenes"))
+    data = perception_data([demos], val_fraction=0.25, scene_frames=[folder])
+    key = ("perception_targets", "position_z")
+    threshold = data.frames.get(key)[data.train, 0].mean()  # between the two groups
+
+    def scene_count(cfg, step):
+        return int((_minibatch(data, cfg, step).get(key)[:, 0] > threshold).sum())
+
+    shared = _cfg(demos, tmp_path, scene_frames=[folder], scene_share=0.25, batch_size=32)
+    assert [scene_count(shared, step) for step in range(20)] == [8] * 20
+    uniform = _cfg(demos, tmp_path, scene_frames=[folder], batch_size=32)
+    counts = [scene_count(uniform, step) for step in range(200)]
+    share = 40 / len(data.train)  # 40 of 184 training frames
+    assert abs(sum(counts) / (200 * 32) - share) < 0.03 and len(set(counts)) > 3
+    only = _cfg(demos, tmp_path, scene_frames=[folder], scene_share=1.0, batch_size=32)
+    assert scene_count(only, 0) == 32
+    with pytest.raises(ConfigError, match="scene_share=1.5 must be in \\[0, 1\\]"):
+        _cfg(demos, tmp_path, scene_frames=[folder], scene_share=1.5)
+    with pytest.raises(ConfigError, match="scene_share=0.2 needs scene_frames"):
+        _cfg(demos, tmp_path, scene_share=0.2)
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ The policy it writes is where SFT starts::
     vla-torchrl-collect env=maniskill_cpu privileged=true env.max_episode_steps=1 \\
         keep_failures=true filter_idle=false episodes=8000 seed=100 out=data/scenes
     vla-torchrl-pretrain-vision 'demos=[data/demos-s1]' 'scene_frames=[data/scenes]' out=runs/pv
+    # scene_share=0.15 draws 15% of each minibatch from them (default: uniform over all frames)
     vla-torchrl-train algo=sft model=small env=maniskill_cpu model.init_from=runs/pv/policy \\
         'algo.demos=[data/demos-s1]' ...
 

@@ -16,8 +16,9 @@ placement; ``vla-torchrl-collect env.max_episode_steps=1 keep_failures=true filt
 privileged=true`` plays ~12 scenes per second per process). The language
 model does not train here. Top to bottom: hold out whole episodes (``val_fraction``),
 standardize the targets with the training split's statistics, then ``steps`` AdamW steps on
-random minibatches (each frame shifted by up to ``shift`` pixels, the keypoint labels moved
-with it, plus brightness / contrast jitter), a linear warm-up and a cosine down to
+random minibatches (``scene_share`` of each from the scene frames when set; each frame
+shifted by up to ``shift`` pixels, the keypoint labels moved with it, plus brightness /
+contrast jitter), a linear warm-up and a cosine down to
 ``min_lr_ratio``, and every ``eval_every`` steps the held-out errors in physical units
 (:func:`perception_metrics`), a line in ``log.jsonl`` and the outputs:
 
@@ -377,6 +378,11 @@ def pretrain_vision(cfg: PretrainVisionConfig) -> Path:
                 "event": "data",
                 "frames": data.frames.shape[0],
                 "scene_frames": data.scene_frames,
+                "scene_share": (
+                    cfg.scene_share
+                    if cfg.scene_share is not None
+                    else round(data.scene_frames / len(data.train), 4)
+                ),
                 "train": len(data.train),
                 "held_out": len(data.held),
                 "target_std_cm": [round(100 * float(s), 2) for s in data.stats["std"]],
@@ -433,7 +439,7 @@ def _minibatch(data: PerceptionData, cfg: PretrainVisionConfig, step: int) -> Te
     """Step ``step``'s frames (drawn with replacement), shifted and jittered; every draw from a
     generator seeded by ``(seed, step)``, so a resumed run repeats them."""
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-    index = data.train[torch.randint(0, len(data.train), (cfg.batch_size,), generator=g)]
+    index = data.train[_draw(len(data.train), data.scene_frames, cfg, g)]
     batch = data.frames[index]  # indexing with a tensor copies
     images, moved = shift_images(batch.get(IMAGE_KEY), cfg.shift, g)
     batch.set(IMAGE_KEY, images)
@@ -447,6 +453,20 @@ def _minibatch(data: PerceptionData, cfg: PretrainVisionConfig, step: int) -> Te
         )
         batch = jitter(batch)
     return batch
+
+
+def _draw(n_train: int, n_scene: int, cfg: PretrainVisionConfig, g: torch.Generator):
+    """Positions in the training split for one minibatch (with replacement). Without
+    ``scene_share`` every training frame is equally likely; with it, ``round(share * batch)``
+    of the draws come from the last ``n_scene`` positions (the scene frames) and the rest from
+    the demos' frames before them."""
+    if cfg.scene_share is None or n_scene == 0:
+        return torch.randint(0, n_train, (cfg.batch_size,), generator=g)
+    from_scenes = round(cfg.scene_share * cfg.batch_size)
+    n_demo = n_train - n_scene
+    demo = torch.randint(0, n_demo, (cfg.batch_size - from_scenes,), generator=g)
+    scene = n_demo + torch.randint(0, n_scene, (from_scenes,), generator=g)
+    return torch.cat([demo, scene])
 
 
 def _resume(out: Path, model, heads: dict, optimizer) -> int:
