@@ -12,6 +12,8 @@
 # Seventeenth session: SCENES (comma-separated folders) adds them as the pretraining's
 # scene_frames (training only; e.g. SCENES=data/reset96-s100,data/reset96-s101, one reset frame
 # per scene), LABEL names the policy in the evaluation (default SFT-res96).
+# Eighteenth session: SCENE_SHARE (e.g. 0.15) draws that share of each pretraining minibatch from
+# the scene frames (default: uniform over all training frames, 46% for the two reset sets).
 cd "${WORKDIR:-.}"
 PY=${PY:-python}
 PV=${PV_RUN:-runs/pv-res96}
@@ -24,7 +26,7 @@ stamp pretrain
 [ -d $PV/policy ] && [ -e $PV/done ] || {
   $PY -m vla_torchrl.recipes.pretrain_vision "demos=[$D]" out=$PV "${ARCH[@]}" \
     steps=${PV_STEPS:-10000} batch_size=64 lr=1e-3 warmup_steps=100 min_lr_ratio=0.05 \
-    eval_every=1000 progress_bar=false ${SCENES:+"scene_frames=[$SCENES]"} >> $PV.log 2>&1 \
+    eval_every=1000 progress_bar=false ${SCENES:+"scene_frames=[$SCENES]"} ${SCENE_SHARE:+scene_share=$SCENE_SHARE} >> $PV.log 2>&1 \
     && touch $PV/done
 } || exit 1
 stamp sft
