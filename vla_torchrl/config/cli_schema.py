@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from vla_torchrl.config.load import _build
+from vla_torchrl.config.load import build_config
 from vla_torchrl.config.train_schema import EnvConfig, ModelConfig, _check_assets
 from vla_torchrl.errors import ConfigError
 
@@ -417,12 +417,4 @@ def to_cli_config(cls: type[T], cfg: Any) -> T:
         ...
         vla_torchrl.errors.ConfigError: unknown config key(s) ppo_step in the top level; known keys: maniskill, maniskill_episodes, maniskill_policies, out, ppo_steps
     """
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    data = {k: v for k, v in dict(cfg).items() if k != "hydra"}
-    return _build(cls, data, "")
+    return build_config(cls, cfg)

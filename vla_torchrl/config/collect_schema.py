@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from vla_torchrl.config.load import _build
+from vla_torchrl.config.load import build_config
 from vla_torchrl.config.train_schema import EnvConfig, _check_assets
 from vla_torchrl.errors import ConfigError
 
@@ -109,12 +109,4 @@ def to_collect_config(cfg: Any) -> CollectConfig:
         >>> to_collect_config({"episodes": 3, "env": {"backend": "toy"}}).env.backend
         'toy'
     """
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    data = {k: v for k, v in dict(cfg).items() if k != "hydra"}
-    return _build(CollectConfig, data, "")
+    return build_config(CollectConfig, cfg)

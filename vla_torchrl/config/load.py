@@ -6,12 +6,14 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from vla_torchrl.config.train_schema import TrainConfig
 from vla_torchrl.errors import ConfigError
 
-__all__ = ["compose_config", "to_train_config"]
+__all__ = ["build_config", "compose_config", "to_train_config"]
+
+T = TypeVar("T")
 
 
 def _type_ok(value: Any, annotation: Any) -> tuple[bool, Any]:
@@ -105,6 +107,32 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
+def build_config(cls: type[T], cfg: Any) -> T:
+    """Build the config dataclass ``cls`` from a Hydra ``DictConfig`` (or a plain mapping).
+
+    Interpolations are resolved, ``hydra`` (Hydra's own node) is dropped, and the rest goes
+    through the same checks as every recipe's config: keys missing in ``cfg`` take the dataclass
+    defaults; an unknown key or a wrong type raises :class:`ConfigError` naming the full key.
+
+    Examples:
+        >>> build_config(TrainConfig, {"seed": 3, "hydra": {"run": {}}}).seed
+        3
+        >>> build_config(TrainConfig, {"optim": {"lr": "fast"}})
+        Traceback (most recent call last):
+        ...
+        vla_torchrl.errors.ConfigError: optim.lr='fast' is invalid: expected a number
+    """
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    data = {k: v for k, v in dict(cfg).items() if k != "hydra"}
+    return _build(cls, data, "")
+
+
 def to_train_config(cfg: Any) -> TrainConfig:
     """Build a :class:`TrainConfig` from a Hydra ``DictConfig`` (or a plain dict).
 
@@ -119,15 +147,7 @@ def to_train_config(cfg: Any) -> TrainConfig:
         ...
         vla_torchrl.errors.ConfigError: optim.lr=-0.0001 must be > 0 (a learning rate; the paper uses 1e-4 for LoRA and 3e-3 for the value head)
     """
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    data = {k: v for k, v in dict(cfg).items() if k != "hydra"}
-    return _build(TrainConfig, data, "")
+    return build_config(TrainConfig, cfg)
 
 
 def compose_config(
