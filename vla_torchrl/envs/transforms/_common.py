@@ -10,7 +10,14 @@ from tensordict import NonTensorData, NonTensorStack, TensorDictBase
 from tensordict.utils import NestedKey
 from torchrl.envs.transforms import Transform
 
-__all__ = ["check_hwc_image", "read_strings", "reset_mask", "write_strings"]
+__all__ = [
+    "check_hwc_image",
+    "draw_per_episode",
+    "not_for_stored_data",
+    "read_strings",
+    "reset_mask",
+    "write_strings",
+]
 
 #: Fix suggested when an image is channels first (a stock TorchRL image transform ran before).
 _CHW_HINT = (
@@ -75,6 +82,47 @@ def reset_mask(
         value = value.reshape(num_envs, -1).any(-1).cpu()
         mask = value if mask is None else mask | value
     return torch.ones(num_envs, dtype=torch.bool) if mask is None else mask
+
+
+def draw_per_episode(
+    current: torch.Tensor | None,
+    mask: torch.Tensor,
+    num_choices: int,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """Per-env choice indices, drawn anew for the envs a reset touches and kept for the others.
+
+    The OOD variants choose once per episode (paper, Appendix A.4: a texture or an instruction
+    template is drawn at reset and held for the whole episode), so a partial reset redraws only
+    the envs in ``mask``. One index is drawn per env at every call, whatever the mask, so the
+    generator's stream does not depend on which envs reset.
+
+    Args:
+        current: the indices held so far (``None`` before the first reset); a different env
+            count (the transform moved to another env) draws all of them anew.
+        mask: bool ``[num_envs]`` from :func:`reset_mask`.
+        num_choices: indices are drawn from ``range(num_choices)``.
+        generator: the transform's generator (``None``: torch's global one).
+
+    Examples:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> held = torch.tensor([7, 7, 7])
+        >>> new = draw_per_episode(held, torch.tensor([False, True, False]), 5, g)
+        >>> new[0].item(), new[2].item(), 0 <= new[1].item() < 5
+        (7, 7, True)
+    """
+    drawn = torch.randint(num_choices, (mask.numel(),), generator=generator)
+    if current is None or current.numel() != mask.numel():
+        return drawn
+    return torch.where(mask, drawn, current)
+
+
+def not_for_stored_data(transform: Transform) -> RuntimeError:
+    """The error of a per-episode env transform called on stored data (``forward``)."""
+    return RuntimeError(
+        f"{type(transform).__name__} is an env transform with per-episode state; append it to a "
+        "TransformedEnv instead of calling it on stored data"
+    )
 
 
 def _flatten(value) -> list:

@@ -18,7 +18,13 @@ from tensordict.utils import NestedKey
 from torchrl.data import Composite
 from torchrl.envs.transforms import Transform
 
-from vla_torchrl.envs.transforms._common import read_strings, reset_mask, write_strings
+from vla_torchrl.envs.transforms._common import (
+    draw_per_episode,
+    not_for_stored_data,
+    read_strings,
+    reset_mask,
+    write_strings,
+)
 from vla_torchrl.keys import INSTRUCTION_KEY
 
 __all__ = ["InstructionRephrase", "parse_instruction"]
@@ -169,11 +175,9 @@ class InstructionRephrase(Transform):
     ) -> TensorDictBase:
         num_envs = math.prod(tensordict_reset.batch_size)
         mask = reset_mask(self, tensordict, num_envs)
-        drawn = torch.randint(len(self.templates), (num_envs,), generator=self.generator)
-        if self.template_index is None or self.template_index.numel() != num_envs:
-            self.template_index = drawn
-        else:
-            self.template_index = torch.where(mask, drawn, self.template_index)
+        self.template_index = draw_per_episode(
+            self.template_index, mask, len(self.templates), self.generator
+        )
         self._rephrase(tensordict_reset, apply=mask)
         return tensordict_reset
 
@@ -182,10 +186,7 @@ class InstructionRephrase(Transform):
         return next_tensordict
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        raise RuntimeError(
-            f"{type(self).__name__} is an env transform with per-episode state; append it to a "
-            "TransformedEnv instead of calling it on stored data"
-        )
+        raise not_for_stored_data(self)
 
     def transform_observation_spec(self, observation_spec: Composite) -> Composite:
         if self.instruction_key not in observation_spec.keys(True, True):

@@ -22,7 +22,12 @@ from tensordict.utils import NestedKey
 from torchrl.data import Composite
 from torchrl.envs.transforms import Transform
 
-from vla_torchrl.envs.transforms._common import check_hwc_image, reset_mask
+from vla_torchrl.envs.transforms._common import (
+    check_hwc_image,
+    draw_per_episode,
+    not_for_stored_data,
+    reset_mask,
+)
 from vla_torchrl.keys import FOREGROUND_MASK_KEY, IMAGE_KEY
 
 __all__ = ["DynamicTextureOverlay"]
@@ -250,12 +255,10 @@ class DynamicTextureOverlay(Transform):
         check_hwc_image(type(self).__name__, self.image_key, image.shape, image.dtype)
         num_envs = math.prod(image.shape[:-3])
         mask = reset_mask(self, tensordict, num_envs)
-        drawn = torch.randint(self.num_textures, (num_envs,), generator=self.generator)
-        if self.texture_index is None or self.texture_index.numel() != num_envs:
-            self.texture_index = drawn
-        else:
-            # partial reset: only the reset envs change texture (Appendix A.4: once per episode)
-            self.texture_index = torch.where(mask, drawn, self.texture_index)
+        # partial reset: only the reset envs change texture (Appendix A.4: once per episode)
+        self.texture_index = draw_per_episode(
+            self.texture_index, mask, self.num_textures, self.generator
+        )
         self._overlay(tensordict_reset, apply=mask)
         return tensordict_reset
 
@@ -264,10 +267,7 @@ class DynamicTextureOverlay(Transform):
         return next_tensordict
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        raise RuntimeError(
-            f"{type(self).__name__} is an env transform with per-episode state; append it to a "
-            "TransformedEnv instead of calling it on stored data"
-        )
+        raise not_for_stored_data(self)
 
     def transform_observation_spec(self, observation_spec: Composite) -> Composite:
         keys = [self.image_key] + ([self.mask_key] if self.region == "foreground" else [])
