@@ -123,6 +123,7 @@ def test_hydra_quote_round_trips_awkward_paths():
         ("plot_curves", ["out=f.png"], "no run to plot"),
         ("plot_curves", ["runs=[a]", "out=f.png", "x=time"], "x='time' is unknown"),
         ("plot_curves", ["runs=[a]", "out=f.png", "hlines.SFT=high"], "must be a number"),
+        ("plot_curves", ["runs=[a]", "out=f.png", "smooth=0"], "smooth=0 must be >= 1"),
         ("demo", ["ppo_steps=0"], "ppo_steps=0 must be >= 1"),
         ("demo", ["maniskill_policies.RL=p"], "has labels ['RL']; give exactly SFT and RL"),
         (

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vla_torchrl.errors import UserError
 from vla_torchrl.recipes.plot_curves import main
-from vla_torchrl.studies.curves import aggregate, group_runs, load_curve
+from vla_torchrl.studies.curves import aggregate, group_runs, load_curve, trailing_mean
 
 
 def _write_run(run_dir, rows):
@@ -45,6 +46,19 @@ def test_load_and_aggregate_hand_computed(tmp_path):
     assert std == pytest.approx(np.full(11, 0.1))
     wx, _ = load_curve(tmp_path / "ppo-seed0", "eval/success", x="wall_clock")
     assert wx[-1] == pytest.approx(36.0 * 500 / 3600)  # hours
+
+
+def test_trailing_mean_matches_a_plain_loop(tmp_path):
+    values = np.random.default_rng(0).random(23)
+    for window in (1, 2, 5, 23, 40):
+        expected = [sum(values[max(0, i - window + 1) : i + 1]) / (i + 1 - max(0, i - window + 1))
+                    for i in range(len(values))]  # fmt: skip
+        assert trailing_mean(values, window) == pytest.approx(expected)
+    with pytest.raises(UserError, match="smooth=0"):
+        trailing_mean(values, 0)
+    _runs(tmp_path)  # seed 0: 0.0, 0.1, ..., 0.5; a window of 3 lags by one step of 0.1
+    _, ys = load_curve(tmp_path / "ppo-seed0", "eval/success", smooth=3)
+    assert ys.tolist() == pytest.approx([0.0, 0.05, 0.1, 0.2, 0.3, 0.4])
 
 
 def test_aggregate_uses_common_range():

@@ -227,6 +227,8 @@ class PlotCurvesConfig:
         metrics: metrics to plot (``[]``: the defaults, success and return).
         x: ``env_steps`` or ``wall_clock``.
         hlines: reference levels ``{LABEL: VALUE}``, e.g. ``hlines.SFT-16k=0.78``.
+        smooth: average each run's last ``smooth`` logged points (trailing) before
+            aggregating (1: raw points).
     """
 
     runs: list[str] = field(default_factory=list)
@@ -235,9 +237,15 @@ class PlotCurvesConfig:
     metrics: list[str] = field(default_factory=list)
     x: Literal["env_steps", "wall_clock"] = "env_steps"
     hlines: dict[str, float] | None = None
+    smooth: int = 1
 
     def __post_init__(self) -> None:
         self.groups, self.hlines = dict(self.groups or {}), dict(self.hlines or {})
+        _check(
+            self.smooth >= 1,
+            f"smooth={self.smooth} must be >= 1 (the number of logged points each value "
+            "averages; 1 plots the raw points)",
+        )
         _check(
             bool(self.runs or self.groups),
             "no run to plot; give runs=[DIR,...] and/or groups.LABEL=[DIR,...]",

@@ -11,6 +11,9 @@ Usage (Hydra overrides, :class:`~vla_torchrl.config.cli_schema.PlotCurvesConfig`
         groups.GRPO=[runs/grpo-seed0,runs/grpo-seed1] metrics=[eval/success] x=env_steps \
         hlines.SFT-16k=0.78 out=fig.png
 
+``smooth=N`` averages each run's last N logged points (trailing) before aggregating: per-iteration
+training metrics over a few episodes each are otherwise too noisy to read.
+
 A directory in ``runs`` joins the curve named after it with a trailing ``seed<N>`` removed;
 ``groups`` names curves explicitly. The ``--flag`` spelling of earlier releases
 (``plot_curves RUN_DIR... "LABEL=DIR,DIR" --metric M --hline L=V --out fig.png``) still works
@@ -36,7 +39,7 @@ LEGACY_FLAGS = {
     "--x": Flag("x"),
     "--hline": Flag("hlines", "pairs_num"),
 }
-_KEYS = ("runs", "groups", "out", "metrics", "x", "hlines", "hydra")
+_KEYS = ("runs", "groups", "out", "metrics", "x", "hlines", "smooth", "hydra")
 
 
 def run(cfg: PlotCurvesConfig) -> Path:
@@ -50,6 +53,7 @@ def run(cfg: PlotCurvesConfig) -> Path:
         metrics=list(cfg.metrics) or DEFAULT_METRICS,
         x=cfg.x,
         hlines={str(k): float(v) for k, v in (cfg.hlines or {}).items()},
+        smooth=cfg.smooth,
     )
 
 

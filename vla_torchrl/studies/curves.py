@@ -20,7 +20,15 @@ import numpy as np
 from vla_torchrl.errors import UserError
 from vla_torchrl.training.metrics import METRICS_FILE, read_metrics
 
-__all__ = ["DEFAULT_METRICS", "XAxis", "aggregate", "group_runs", "load_curve", "plot_curves"]
+__all__ = [
+    "DEFAULT_METRICS",
+    "XAxis",
+    "aggregate",
+    "group_runs",
+    "load_curve",
+    "plot_curves",
+    "trailing_mean",
+]
 
 DEFAULT_METRICS: tuple[str, ...] = ("eval/success", "train/episode_return")
 
@@ -60,10 +68,33 @@ def group_runs(specs: Sequence[str]) -> dict[str, list[Path]]:
     return groups
 
 
+def trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Mean of each value and the ``window - 1`` logged before it (fewer at the start).
+
+    Trailing, so a point never averages in what was logged after it: a smoothed curve shows
+    what the run knew at that step. Per-iteration training metrics of a few episodes each
+    (e.g. 16 PPO episodes per 640 env steps) are too noisy to read without it.
+
+    Examples:
+        >>> trailing_mean(np.array([0.0, 1.0, 2.0, 3.0]), 2).tolist()
+        [0.0, 0.5, 1.5, 2.5]
+    """
+    if window < 1:
+        raise UserError(f"smooth={window} must be >= 1 (the number of logged points averaged)")
+    sums = np.cumsum(np.concatenate([[0.0], np.asarray(values, dtype=float)]))
+    idx = np.arange(1, len(values) + 1)
+    start = np.maximum(idx - window, 0)
+    return (sums[idx] - sums[start]) / (idx - start)
+
+
 def load_curve(
-    run_dir: str | Path, metric: str, *, x: XAxis = "env_steps"
+    run_dir: str | Path, metric: str, *, x: XAxis = "env_steps", smooth: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(xs, ys)`` of ``metric`` in a run's log, sorted by x; empty arrays when never logged."""
+    """``(xs, ys)`` of ``metric`` in a run's log, sorted by x; empty arrays when never logged.
+
+    ``smooth > 1`` replaces each y by the :func:`trailing_mean` of the last ``smooth`` logged
+    values.
+    """
     path = Path(run_dir)
     if not (path / METRICS_FILE).exists() and not path.is_file():
         raise UserError(f"{path / METRICS_FILE} does not exist; is {path} a run directory?")
@@ -77,6 +108,8 @@ def load_curve(
     if not pairs:
         return np.zeros(0), np.zeros(0)
     xs, ys = map(np.asarray, zip(*pairs))
+    if smooth > 1:
+        ys = trailing_mean(ys, smooth)
     if x == "wall_clock":
         xs = xs / 3600.0
     return xs, ys
@@ -113,6 +146,7 @@ def plot_curves(
     metrics: Sequence[str] = DEFAULT_METRICS,
     x: XAxis = "env_steps",
     hlines: Mapping[str, float] | None = None,
+    smooth: int = 1,
 ) -> Path:
     """Plot one panel per metric, one mean +- std band per group; write a PNG.
 
@@ -122,6 +156,8 @@ def plot_curves(
         metrics: one panel each; metrics no run logged are skipped.
         x: ``env_steps`` or ``wall_clock`` (hours).
         hlines: reference levels drawn in every panel, e.g. ``{"SFT-16k": 0.78}`` (Fig. 6c/d).
+        smooth: each run's values averaged over its last ``smooth`` logged points
+            (:func:`trailing_mean`) before the runs are aggregated; the panel's y label says so.
 
     Raises:
         UserError: when a run dir has no log, or none of ``metrics`` was logged by any run.
@@ -133,7 +169,9 @@ def plot_curves(
     for metric in metrics:
         per_group = {}
         for label, dirs in groups.items():
-            curves = [c for c in (load_curve(d, metric, x=x) for d in dirs) if len(c[0])]
+            curves = [
+                c for c in (load_curve(d, metric, x=x, smooth=smooth) for d in dirs) if len(c[0])
+            ]
             if curves:
                 per_group[label] = (*aggregate(curves), len(curves))
         if per_group:
@@ -162,7 +200,7 @@ def plot_curves(
             ax.axhline(level, linestyle="--", linewidth=1, color="gray")
             ax.annotate(name, (0.01, level), xycoords=("axes fraction", "data"), fontsize=7)
         ax.set_xlabel(_X_LABEL[x])
-        ax.set_ylabel(metric)
+        ax.set_ylabel(f"{metric} (trailing mean of {smooth})" if smooth > 1 else metric)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
