@@ -71,6 +71,32 @@ def test_zero_action_gives_zero_return_and_no_metrics(ind_env):
     assert td["next", REWARD_KEY].shape == (2, 1)
 
 
+def test_parked_assets_hidden_from_the_renderer_without_changing_the_frame(ind_env):
+    import sapien
+
+    from vla_torchrl.envs.maniskill.put_on_task import CAMERA_UID, _set_render_visibility
+
+    ind_env.reset()
+    ms = ind_env._envs[0].maniskill_env
+    active = {int(i) for i in ms.object_index[0]}, {int(i) for i in ms.receptacle_index[0]}
+    pools = [(ms.object_actors, active[0]), (ms.receptacle_actors, active[1])]
+
+    def visibility(actor):
+        return actor._objs[0].find_component_by_type(sapien.render.RenderBodyComponent).visibility
+
+    for actors, shown in pools:
+        assert [visibility(a) for a in actors] == [float(i in shown) for i in range(len(actors))]
+    hidden = ms.get_obs()["sensor_data"][CAMERA_UID]["rgb"].clone()
+    for actors, _ in pools:
+        for actor in actors:
+            _set_render_visibility(actor, True)
+    try:  # everything rendered: the parked assets are out of view, so the frame is the same
+        shown = ms.get_obs()["sensor_data"][CAMERA_UID]["rgb"]
+        assert torch.equal(hidden, shown) and hidden.float().std() > 10
+    finally:
+        ind_env.reset()  # the next episode hides its parked assets again
+
+
 def _target_xy(env, i):
     return env._envs[i].maniskill_env.target_object_pose()[0][0, :2].clone()
 
