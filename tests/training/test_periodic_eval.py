@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from safetensors.torch import load_file
 
 from tests.helpers import SMALL_TRAIN
@@ -64,6 +65,65 @@ def test_evaluations_are_logged_on_schedule_and_do_not_change_training(tmp_path)
     a = load_file(with_eval / "policy" / "trainable.safetensors")
     b = load_file(without / "policy" / "trainable.safetensors")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_evaluating_on_the_training_env_plays_the_same_episodes_and_leaves_training_alone(
+    tmp_path, monkeypatch
+):
+    """``collector.eval_env=training``: no evaluation env is built, the evaluations equal those
+    of an env of its own (same seed, workers and episodes), the weights those of a run that
+    never evaluates."""
+    import vla_torchrl.training.periodic_eval as periodic_eval
+
+    runs = {name: tmp_path / name for name in ("own", "training", "plain")}
+    for name, run_dir in runs.items():
+        extra = ["collector.eval_every=0"] if name == "plain" else ["collector.eval_every=32"]
+        if name == "training":  # building an evaluation env now fails the run
+            monkeypatch.setattr(periodic_eval, "make_recipe_env", None)
+        train(
+            compose_config(
+                [
+                    *SMALL,
+                    *extra,
+                    f"collector.eval_env={'own' if name == 'plain' else name}",
+                    f"run_dir={run_dir}",
+                ],
+                config_name="train_cpu",
+            )
+        )
+
+    def evals(run_dir):
+        return [
+            {k: v for k, v in r.items() if k.startswith("eval/")}
+            for r in _records(run_dir)
+            if "eval/success" in r
+        ]
+
+    assert len(evals(runs["own"])) == 2 and evals(runs["training"]) == evals(runs["own"])
+    a = load_file(runs["training"] / "policy" / "trainable.safetensors")
+    b = load_file(runs["plain"] / "policy" / "trainable.safetensors")
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+@pytest.mark.parametrize(
+    "overrides, names",
+    [
+        (["algo=grpo", "algo.critic=none", "env.num_envs=4"], "fixed-length"),
+        (["env.num_envs=2", "collector.eval_num_envs=1"], "collector.eval_num_envs=1"),
+        (["env.num_envs=2", "collector.eval_episodes=1"], "collector.eval_episodes=1"),
+        (["algo=sft"], "algo=sft has none"),
+    ],
+)
+def test_evaluating_on_the_training_env_refuses_an_env_that_differs(overrides, names):
+    from vla_torchrl.config.train_schema import validate
+    from vla_torchrl.errors import ConfigError
+
+    cfg = compose_config(
+        [*SMALL_TRAIN, "collector.eval_env=training", *overrides], config_name="train_cpu"
+    )
+    with pytest.raises(ConfigError, match="collector.eval_env=training") as err:
+        validate(cfg, tasks=["ind", "reach-corner"])
+    assert names in str(err.value) and "collector.eval_env=own" in str(err.value)
 
 
 def test_the_evaluation_env_has_collector_eval_num_envs_workers(monkeypatch):

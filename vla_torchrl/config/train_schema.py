@@ -524,6 +524,12 @@ class CollectorConfig:
             most ``eval_episodes`` either way). Its ``ParallelEnv`` stays open beside the
             training env's, so both sets of workers are alive at once: on ManiSkill each holds
             ~1.5 GB, and 8 training + 8 evaluation workers exceed a 24 GB machine (issue 14).
+        eval_env: where the periodic evaluation runs: ``own`` (an env of its own, built on
+            first use) or ``training`` (the training env, between rollouts: no second set of
+            workers, so the memory goes to training workers). ``training`` needs episodes
+            that end on success (``until_done``), no same-start groups (``grpo-s``), and
+            ``eval_num_envs`` unset or ``env.num_envs``; on a task without per-episode
+            perturbations it plays the same episodes as ``own``.
         episodes: how episodes fill a rollout (:func:`episode_mode`):
 
             * ``fixed``: success is recorded but does not end an episode, so every episode
@@ -543,6 +549,7 @@ class CollectorConfig:
     eval_every: int = 102_400
     eval_episodes: int = 64
     eval_num_envs: int | None = None
+    eval_env: Literal["own", "training"] = "own"
     episodes: EpisodeMode = "auto"
 
     def __post_init__(self) -> None:
@@ -564,6 +571,11 @@ class CollectorConfig:
             or (isinstance(self.eval_num_envs, int) and self.eval_num_envs >= 1),
             f"collector.eval_num_envs={self.eval_num_envs!r} must be >= 1, or null for "
             "env.num_envs",
+        )
+        _check(
+            self.eval_env in ("own", "training"),
+            f"collector.eval_env={self.eval_env!r} is unknown; use own (an evaluation env of "
+            "its own) or training (evaluate on the training env between rollouts)",
         )
 
     def frames_per_batch(self, env: EnvConfig) -> int:
@@ -856,6 +868,8 @@ def validate(
             f"env.max_episode_steps={length}; set collector.steps_per_env={length} (one episode "
             "per env per rollout, as the paper) or collector.episodes=until_done",
         )
+    if cfg.collector.eval_env == "training":
+        _validate_shared_eval_env(cfg)
     if algo.name in ("grpo", "grpo-s"):
         _check(
             env.num_envs % algo.group_size == 0,
@@ -880,6 +894,35 @@ def validate(
             f"device={device!r} is not a device name; use auto, cpu, cuda or cuda:N",
         )
     return cfg
+
+
+def _validate_shared_eval_env(cfg: TrainConfig) -> None:
+    """``collector.eval_env=training``: the training env must be the env an evaluation of its
+    own would build (same workers, episodes that end on success, no same-start groups)."""
+    col, env, algo = cfg.collector, cfg.env, cfg.algo
+    why = "collector.eval_env=training evaluates on the training env"
+    _check(algo.name != "sft", f"{why}, but algo=sft has none; use collector.eval_env=own")
+    _check(
+        episode_mode(cfg) == "until_done",
+        f"{why}, whose episodes are fixed-length for algo={algo.name} (collector.episodes="
+        f"{col.episodes}); evaluation episodes end on success: use collector.eval_env=own",
+    )
+    _check(
+        algo.name != "grpo-s",
+        f"{why}, whose groups of algo.group_size envs replay one start (algo=grpo-s); use "
+        "collector.eval_env=own",
+    )
+    _check(
+        col.eval_num_envs in (None, env.num_envs),
+        f"{why} (env.num_envs={env.num_envs} workers), but collector.eval_num_envs="
+        f"{col.eval_num_envs}; unset it, or use collector.eval_env=own",
+    )
+    _check(
+        col.eval_episodes >= env.num_envs,
+        f"{why} (env.num_envs={env.num_envs} workers), but collector.eval_episodes="
+        f"{col.eval_episodes} is fewer; raise it to at least {env.num_envs}, or use "
+        "collector.eval_env=own",
+    )
 
 
 def _validate_dist(cfg: TrainConfig, *, cuda_available: bool) -> None:

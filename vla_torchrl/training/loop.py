@@ -282,7 +282,8 @@ def _train(cfg: TrainConfig, info: DistInfo) -> Path:
     # under FSDP2, where every forward pass all-gathers shards and so every rank must evaluate
     evaluates = info.is_main or (info.enabled and cfg.dist.strategy == "fsdp2")
     wants_eval = env is not None or (cfg.algo.name == "sft" and cfg.algo.eval_every_epochs > 0)
-    evaluation = PeriodicEvaluation(cfg, bundle) if wants_eval and evaluates else None
+    shared = env if cfg.collector.eval_env == "training" else None  # validated: same episodes
+    evaluation = PeriodicEvaluation(cfg, bundle, shared) if wants_eval and evaluates else None
     ctx.restore_rng()  # last thing before the loop (see training.run)
     try:
         if collector is None:

@@ -3,7 +3,8 @@
 The paper's training curves (Fig. 5, 6) plot the success of evaluation episodes against environment
 steps. :class:`PeriodicEvaluation` runs ``collector.eval_episodes`` episodes of the training task
 with the current weights at ``model.eval_temperature`` (paper: 0.6), on an env of its own whose
-seed is fixed for the whole run, so every evaluation replays the same episodes and the curve
+seed is fixed for the whole run (or on the training env between rollouts,
+``collector.eval_env=training``), so every evaluation replays the same episodes and the curve
 measures the policy, not the draw of episodes. Action sampling is seeded too and runs inside
 ``torch.random.fork_rng``: evaluating does not change the training's random streams, so a resumed
 run stays identical to an uninterrupted one.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import time
 
 import torch
+from torchrl.envs import EnvBase
 
 from vla_torchrl.config.train_schema import TrainConfig
 from vla_torchrl.envs.episodes import run_episodes
@@ -63,15 +65,22 @@ class PeriodicEvaluation:
         cfg: the run's config (``env``, ``collector.eval_episodes`` / ``eval_num_envs``,
             ``model.eval_temperature``).
         bundle: the policy being trained (its weights are used as they are at each call).
+        training_env: the training env, to evaluate on between rollouts instead of building
+            one (``collector.eval_env=training``; the config's ``validate`` checks that it is
+            the env an evaluation of its own would build). It is reseeded for the evaluation
+            and left open: the training loop reseeds it before its next rollout.
     """
 
-    def __init__(self, cfg: TrainConfig, bundle: PolicyBundle) -> None:
+    def __init__(
+        self, cfg: TrainConfig, bundle: PolicyBundle, training_env: EnvBase | None = None
+    ) -> None:
         self.cfg = cfg
         self.episodes = cfg.collector.eval_episodes
         self.num_envs = min(cfg.collector.eval_num_envs or cfg.env.num_envs, self.episodes)
         self.seed = cfg.seed + EVAL_SEED_OFFSET
         self.actor = bundle.eval_actor(temperature=cfg.model.eval_temperature)
         self._env = None
+        self._training_env = training_env
 
     def __call__(self) -> dict[str, float]:
         """Run the evaluation episodes; returns the ``eval/`` and ``perf/eval_s`` entries.
@@ -85,7 +94,9 @@ class PeriodicEvaluation:
 
     def _evaluate(self) -> dict[str, float]:
         t0 = time.perf_counter()
-        if self._env is None:  # built on first use: a run that never evaluates pays nothing
+        if self._training_env is not None:
+            self._env = self._training_env
+        elif self._env is None:  # built on first use: a run that never evaluates pays nothing
             env = make_recipe_env(self.cfg.env, seed=self.seed, num_envs=self.num_envs)
             self._env = guard_sim_errors(env)
         env = self._env
@@ -103,7 +114,7 @@ class PeriodicEvaluation:
         return out
 
     def close(self) -> None:
-        """Close the evaluation env (if it was built)."""
-        if self._env is not None:
+        """Close the evaluation env (if it was built; the training env is the loop's)."""
+        if self._env is not None and self._env is not self._training_env:
             self._env.close()
             self._env = None
