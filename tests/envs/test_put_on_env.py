@@ -223,3 +223,30 @@ def test_same_start_groups_reset_to_the_same_scene():
             assert torch.equal(td[IMAGE_KEY][0], td[IMAGE_KEY][1])
     finally:
         env.close()
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_serial_envs_specs_and_tensordicts(ind_env):
+    """make_env(parallel=True): the ParallelEnv reads its specs from its workers as they start
+    (metadata_from_workers) instead of building every scene in the parent first; its specs,
+    reset and step must be the in-process SerialEnv's, value for value."""
+    from vla_torchrl.envs.builder import make_env
+
+    par = make_env("ind", num_envs=2, image_size=SIZE, parallel=True, asset_source="procedural")
+    try:
+        assert par.full_observation_spec == ind_env.full_observation_spec
+        assert par.action_spec == ind_env.action_spec
+        assert par.full_reward_spec == ind_env.full_reward_spec
+        par.set_seed(5)
+        ind_env.set_seed(5)
+        got, want = par.reset(), ind_env.reset()
+        action = torch.linspace(-0.5, 0.5, 14).reshape(2, 7)
+        got = par.step(got.set(ACTION_KEY, action))
+        want = ind_env.step(want.set(ACTION_KEY, action))
+        for key in want.keys(True, True):
+            if isinstance(want[key], torch.Tensor):
+                assert torch.equal(got[key], want[key]), key
+        assert got[INSTRUCTION_KEY] == want[INSTRUCTION_KEY]
+        assert got[IMAGE_KEY].float().std() > 0  # a rendered scene, not zeros
+    finally:
+        par.close()
