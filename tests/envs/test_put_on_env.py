@@ -226,27 +226,42 @@ def test_same_start_groups_reset_to_the_same_scene():
 
 
 @pytest.mark.slow
-def test_worker_processes_give_the_serial_envs_specs_and_tensordicts(ind_env):
-    """make_env(parallel=True): the ParallelEnv reads its specs from its workers as they start
-    (metadata_from_workers) instead of building every scene in the parent first; its specs,
-    reset and step must be the in-process SerialEnv's, value for value."""
-    from vla_torchrl.envs.builder import make_env
+def test_env_groups_in_worker_processes_play_the_one_envs_episodes(ind_env):
+    """make_env_groups: the scenes of the one env as ParallelEnvs of consecutive scenes (their
+    specs read from the workers as they start, metadata_from_workers), rolled out by the
+    OverlappedCollector, give the in-process SerialEnv's rollout value for value."""
+    from tensordict.nn import TensorDictModule
 
-    par = make_env("ind", num_envs=2, image_size=SIZE, parallel=True, asset_source="procedural")
+    from vla_torchrl.envs.builder import make_env_groups
+    from vla_torchrl.training.overlapped_collector import OverlappedCollector
+
+    def steer(image):  # deterministic, row by row: the same actions in groups or not
+        mean = image.float().mean(dim=(-3, -2)) / 255.0
+        action = torch.zeros(*image.shape[:-3], 7)
+        action[..., :3] = 0.5 * torch.tanh(8 * (mean - mean.mean(dim=-1, keepdim=True)))
+        return action
+
+    policy = TensorDictModule(steer, in_keys=[IMAGE_KEY], out_keys=[ACTION_KEY])
+    groups = make_env_groups(
+        "ind", groups=2, num_envs=2, image_size=SIZE, parallel=True, asset_source="procedural"
+    )
+    collector = OverlappedCollector(groups, policy, steps_per_env=3)
     try:
-        assert par.full_observation_spec == ind_env.full_observation_spec
-        assert par.action_spec == ind_env.action_spec
-        assert par.full_reward_spec == ind_env.full_reward_spec
-        par.set_seed(5)
-        ind_env.set_seed(5)
-        got, want = par.reset(), ind_env.reset()
-        action = torch.linspace(-0.5, 0.5, 14).reshape(2, 7)
-        got = par.step(got.set(ACTION_KEY, action))
-        want = ind_env.step(want.set(ACTION_KEY, action))
-        for key in want.keys(True, True):
-            if isinstance(want[key], torch.Tensor):
-                assert torch.equal(got[key], want[key]), key
-        assert got[INSTRUCTION_KEY] == want[INSTRUCTION_KEY]
-        assert got[IMAGE_KEY].float().std() > 0  # a rendered scene, not zeros
+        assert [tuple(env.batch_size) for env in groups] == [(1,), (1,)]
+        assert groups[0].action_spec.shape == (1, *ind_env.action_spec.shape[1:])
+        collector.set_seed(5)
+        got = collector.rollout()
     finally:
-        par.close()
+        collector.shutdown()
+    ind_env.set_seed(5)
+    td, steps = ind_env.reset(), []
+    for _ in range(3):
+        out, td = ind_env.step_and_maybe_reset(policy(td))
+        steps.append(out)
+    want = torch.stack(steps, dim=1)
+    assert got.batch_size == want.batch_size == torch.Size([2, 3])
+    for key in want.keys(True, True):
+        if isinstance(want[key], torch.Tensor):
+            assert torch.equal(got[key], want[key]), key
+    assert got[:, 0][INSTRUCTION_KEY] == want[:, 0][INSTRUCTION_KEY]
+    assert got[IMAGE_KEY].float().std() > 0  # rendered scenes, not zeros

@@ -530,6 +530,12 @@ class CollectorConfig:
             that end on success (``until_done``), no same-start groups (``grpo-s``), and
             ``eval_num_envs`` unset or ``env.num_envs``; on a task without per-episode
             perturbations it plays the same episodes as ``own``.
+        env_groups: split the ``env.num_envs`` scenes into this many groups (ManiSkill on the
+            CPU: one ``ParallelEnv`` each) and step them in turn, so the policy acts on one
+            group while the others step
+            (:class:`~vla_torchrl.training.overlapped_collector.OverlappedCollector`); each
+            scene plays the episodes it plays with 1 (TorchRL's ``Collector``, the default).
+            Must divide ``env.num_envs``; needs ``eval_env=own``.
         episodes: how episodes fill a rollout (:func:`episode_mode`):
 
             * ``fixed``: success is recorded but does not end an episode, so every episode
@@ -550,6 +556,7 @@ class CollectorConfig:
     eval_episodes: int = 64
     eval_num_envs: int | None = None
     eval_env: Literal["own", "training"] = "own"
+    env_groups: int = 1
     episodes: EpisodeMode = "auto"
 
     def __post_init__(self) -> None:
@@ -560,7 +567,7 @@ class CollectorConfig:
             "(fixed: one fixed-length episode per env per rollout; until_done: episodes end on "
             "success; auto: fixed for grpo / grpo-s / tpo)",
         )
-        for name in ("steps_per_env", "total_env_steps", "eval_episodes"):
+        for name in ("steps_per_env", "total_env_steps", "eval_episodes", "env_groups"):
             value = getattr(self, name)
             _check(
                 isinstance(value, int) and value >= 1, f"collector.{name}={value!r} must be >= 1"
@@ -870,6 +877,8 @@ def validate(
         )
     if cfg.collector.eval_env == "training":
         _validate_shared_eval_env(cfg)
+    if algo.name != "sft" and cfg.collector.env_groups > 1:
+        _validate_env_groups(cfg)
     if algo.name in ("grpo", "grpo-s"):
         _check(
             env.num_envs % algo.group_size == 0,
@@ -923,6 +932,34 @@ def _validate_shared_eval_env(cfg: TrainConfig) -> None:
         f"{col.eval_episodes} is fewer; raise it to at least {env.num_envs}, or use "
         "collector.eval_env=own",
     )
+
+
+def _validate_env_groups(cfg: TrainConfig) -> None:
+    """``collector.env_groups > 1``: equal groups of ManiSkill scenes, evaluated elsewhere."""
+    groups, env, algo = cfg.collector.env_groups, cfg.env, cfg.algo
+    why = f"collector.env_groups={groups} steps the envs in groups"
+    _check(
+        env.backend == "maniskill",
+        f"{why} to overlap them with the policy, but the {env.backend} env steps in the "
+        "training process: there is nothing to overlap; use collector.env_groups=1",
+    )
+    _check(
+        env.num_envs % groups == 0,
+        f"{why} of equal size, but it does not divide env.num_envs={env.num_envs}; use a "
+        "divisor (e.g. 2 groups of 4 for 8 envs)",
+    )
+    _check(
+        cfg.collector.eval_env == "own",
+        f"{why}; the periodic evaluation needs one env of its own: use collector.eval_env=own "
+        "(each ManiSkill worker holds ~1.5-2 GB: set collector.eval_num_envs to fit memory)",
+    )
+    if algo.name == "grpo-s":
+        _check(
+            (env.num_envs // groups) % algo.group_size == 0,
+            f"{why} of {env.num_envs // groups} envs, which would split algo=grpo-s's "
+            f"same-start groups of algo.group_size={algo.group_size}; make each env group hold "
+            "whole groups",
+        )
 
 
 def _validate_dist(cfg: TrainConfig, *, cuda_available: bool) -> None:

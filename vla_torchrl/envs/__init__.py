@@ -15,7 +15,7 @@ Examples:
 
 from __future__ import annotations
 
-from vla_torchrl.envs.builder import make_env
+from vla_torchrl.envs.builder import make_env, make_env_groups
 from vla_torchrl.envs.suite import SUITE, TaskSpec, task_names
 from vla_torchrl.envs.toy import ToyReachConfig, ToyReachEnv, make_toy_env
 from vla_torchrl.envs.transforms import DynamicTextureOverlay, InstructionRephrase
@@ -28,6 +28,7 @@ __all__ = [
     "ToyReachConfig",
     "ToyReachEnv",
     "make_env",
+    "make_env_groups",
     "make_toy_env",
     "task_names",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import logging
 from collections.abc import Sequence
 from typing import Literal
@@ -24,7 +25,13 @@ from vla_torchrl.envs.suite import SUITE, TaskSpec
 from vla_torchrl.errors import ConfigError
 from vla_torchrl.utils.lifetime import in_worker
 
-__all__ = ["build_scene_config", "episode_numbering", "make_env", "perturbation_transform"]
+__all__ = [
+    "build_scene_config",
+    "episode_numbering",
+    "make_env",
+    "make_env_groups",
+    "perturbation_transform",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -121,9 +128,25 @@ def episode_numbering(num_envs: int, same_start_groups: int = 1) -> list[tuple[i
     return [(i // same_start_groups, stride) for i in range(num_envs)]
 
 
-def make_env(
+def make_env(task: str = "ind", **kwargs) -> EnvBase:
+    """A task of :data:`SUITE` as a TorchRL env with batch size ``[num_envs]``.
+
+    Keyword arguments: those of :func:`make_env_groups` but ``groups`` (its signature is this
+    function's: ``inspect.signature(make_env)``).
+
+    Returns:
+        the env (a ``TransformedEnv`` when a perturbation is appended).
+    """
+    if "groups" in kwargs:
+        raise TypeError("make_env() builds one env; use make_env_groups(..., groups=G)")
+    (env,) = make_env_groups(task, groups=1, **kwargs)
+    return env
+
+
+def make_env_groups(
     task: str = "ind",
     *,
+    groups: int,
     num_envs: int = 1,
     asset_source: AssetSource = "auto",
     image_size: tuple[int, int] = (480, 640),
@@ -139,12 +162,17 @@ def make_env(
     perturb: bool = True,
     guard_sim_errors: bool = True,
     same_start_groups: int = 1,
-) -> EnvBase:
-    """A task of :data:`SUITE` as a TorchRL env with batch size ``[num_envs]``.
+) -> list[EnvBase]:
+    """The ``num_envs`` scenes of ``make_env(task, num_envs=num_envs, ...)`` as ``groups`` envs of
+    consecutive scenes (CPU: one ``ParallelEnv`` each), for
+    :class:`~vla_torchrl.training.overlapped_collector.OverlappedCollector`: each scene plays
+    the episodes it plays in the one env (the same seed, the same episode numbering).
 
     Args:
         task: a key of :data:`vla_torchrl.envs.suite.SUITE` (``"ind"``, ``"obj-rep"``...).
-        num_envs: number of parallel scenes.
+        groups: number of envs to split the scenes into (1: :func:`make_env`'s one env); it
+            must divide ``num_envs``; more than 1 only on the CPU simulation.
+        num_envs: number of parallel scenes (in all groups together).
         asset_source: ``"auto"`` (RL4VLA when found, else procedural), ``"rl4vla"``,
             ``"procedural"``.
         image_size: camera ``(H, W)``; the paper uses ``(480, 640)``.
@@ -168,12 +196,17 @@ def make_env(
             :func:`episode_numbering`.
 
     Returns:
-        the env (a ``TransformedEnv`` when a perturbation is appended).
+        the ``groups`` envs, ``num_envs / groups`` scenes each (``TransformedEnv``s when a
+        perturbation is appended; each group its own transform, seeded alike).
     """
     if task not in SUITE:
         raise ValueError(f"unknown task {task!r}; choose one of {sorted(SUITE)}")
     if num_envs < 1:
         raise ValueError(f"num_envs={num_envs}; use at least 1")
+    if groups < 1 or num_envs % groups:
+        raise ValueError(
+            f"groups={groups} must be >= 1 and divide num_envs={num_envs} (equal groups of scenes)"
+        )
     spec = SUITE[task]
     source = resolve_asset_source(asset_source, rl4vla_dir=rl4vla_dir)
     if sim_backend == "auto":
@@ -191,11 +224,21 @@ def make_env(
             f"same_start_groups={same_start_groups} is implemented for the CPU simulation only "
             "(one env per worker); use sim_backend='cpu' or same_start_groups=1"
         )
+    if same_start_groups > 1 and (num_envs // groups) % same_start_groups:
+        raise ValueError(
+            f"groups={groups} would split the same-start groups of {same_start_groups} envs: each "
+            f"env group's {num_envs // groups} scenes must hold whole same-start groups"
+        )
+    if sim_backend == "gpu" and groups > 1:
+        raise ConfigError(
+            f"groups={groups}: env groups are implemented for the CPU simulation only (one "
+            "process per scene); the GPU simulation steps all its scenes in one call"
+        )
     if sim_backend == "gpu":
         # GPU simulation: one ManiSkill env object holding num_envs scenes (not tested on CPU CI)
         env_kwargs.update(num_envs=num_envs, sim_backend="gpu", device=device or "cuda")
         build = _guarded_single_env if guard_sim_errors else _single_env
-        env: EnvBase = build(spec, source, asset_seed, rl4vla_dir, env_kwargs)
+        envs: list[EnvBase] = [build(spec, source, asset_seed, rl4vla_dir, env_kwargs)]
     else:
         env_kwargs["device"] = device or "cpu"
         fns = [
@@ -220,16 +263,23 @@ def make_env(
             # metadata_from_workers: each worker reports its env's specs as it starts, instead
             # of the parent building (and closing) every scene once just to read them, one
             # after the other (~5.5 s per 96 px ManiSkill scene: 44 s of startup for 8 envs).
-            env = ParallelEnv(
-                num_envs,
-                fns,
-                serial_for_single=False,
-                use_buffers=False,
-                metadata_from_workers=True,
+            batched = functools.partial(
+                ParallelEnv, serial_for_single=False, use_buffers=False, metadata_from_workers=True
             )
         else:
-            env = SerialEnv(num_envs, fns)
+            batched = SerialEnv
+        size = num_envs // groups
+        envs = [batched(size, fns[g * size : (g + 1) * size]) for g in range(groups)]
     if perturb and spec.perturbation is not None:
         library = AssetLibrary.load(source, rl4vla_dir=rl4vla_dir, seed=asset_seed)
-        env = TransformedEnv(env, perturbation_transform(spec, library, seed=seed))
-    return env
+        envs = [
+            TransformedEnv(env, perturbation_transform(spec, library, seed=seed)) for env in envs
+        ]
+    return envs
+
+
+_signature = inspect.signature(make_env_groups)
+make_env.__signature__ = _signature.replace(  # type: ignore[attr-defined]
+    parameters=[p for name, p in _signature.parameters.items() if name != "groups"],
+    return_annotation=EnvBase,
+)

@@ -19,7 +19,7 @@ from vla_torchrl.config.train_schema import EnvConfig
 from vla_torchrl.envs.toy import TOY_TASKS as TOY_TASK_OPTIONS
 from vla_torchrl.errors import ConfigError
 
-__all__ = ["TOY_TASKS", "make_recipe_env", "task_names"]
+__all__ = ["TOY_TASKS", "make_recipe_env", "make_recipe_env_groups", "task_names"]
 
 #: Tasks of the toy backend (``ind`` stands in for the SUITE's ``ind`` in fast CPU runs;
 #: ``reach-corner`` is the one RL learns in a CPU test budget): ``vla_torchrl.envs.toy.TOY_TASKS``.
@@ -65,8 +65,9 @@ def make_recipe_env(
     Raises:
         ConfigError: unknown task for the backend.
     """
-    base = _make_base_env(
+    (base,) = _make_base_envs(
         env,
+        groups=1,
         seed=seed,
         task=task,
         num_envs=num_envs,
@@ -75,6 +76,43 @@ def make_recipe_env(
         same_start_groups=same_start_groups,
     )
     return append_user_transforms(base, env.transforms)
+
+
+def make_recipe_env_groups(
+    env: EnvConfig,
+    *,
+    groups: int,
+    seed: int,
+    task: str | None = None,
+    device: str | torch.device = "cpu",
+    terminate_on_success: bool = True,
+    same_start_groups: int = 1,
+) -> list[EnvBase]:
+    """The scenes of :func:`make_recipe_env` as ``groups`` envs of consecutive scenes (each with
+    the config's transforms), for the training loop's
+    :class:`~vla_torchrl.training.overlapped_collector.OverlappedCollector`
+    (``collector.env_groups``); see :func:`vla_torchrl.envs.make_env_groups`.
+
+    Raises:
+        ConfigError: ``groups > 1`` on the toy backend (it steps in this process: there is
+            nothing to overlap), or a bad task / option as in :func:`make_recipe_env`.
+    """
+    if groups > 1 and env.backend != "maniskill":
+        raise ConfigError(
+            f"collector.env_groups={groups} needs env.backend=maniskill: the {env.backend} env "
+            "steps in the training process, so its steps cannot overlap the policy; use 1"
+        )
+    bases = _make_base_envs(
+        env,
+        groups=groups,
+        seed=seed,
+        task=task,
+        num_envs=None,
+        device=device,
+        terminate_on_success=terminate_on_success,
+        same_start_groups=same_start_groups,
+    )
+    return [append_user_transforms(base, env.transforms) for base in bases]
 
 
 def append_user_transforms(base: EnvBase, specs) -> EnvBase:
@@ -108,16 +146,17 @@ def append_user_transforms(base: EnvBase, specs) -> EnvBase:
     return env
 
 
-def _make_base_env(
+def _make_base_envs(
     env: EnvConfig,
     *,
+    groups: int,
     seed,
     task,
     num_envs,
     device,
     terminate_on_success: bool = True,
     same_start_groups: int = 1,
-) -> EnvBase:
+) -> list[EnvBase]:
     task = task or env.task
     num_envs = num_envs or env.num_envs
     known = task_names(env.backend)
@@ -152,13 +191,14 @@ def _make_base_env(
             "same_start_groups": same_start_groups,
         }
         try:
-            return make_toy_env(num_envs, seed=seed, device=device, **options)
+            return [make_toy_env(num_envs, seed=seed, device=device, **options)]
         except (TypeError, ValueError) as err:
             raise ConfigError(f"env.options for the toy backend: {err}") from err
     import inspect
 
     from vla_torchrl.envs import make_env
     from vla_torchrl.envs.asset_library import resolve_asset_source
+    from vla_torchrl.envs.builder import make_env_groups
 
     allowed = set(inspect.signature(make_env).parameters) - {
         "task",
@@ -182,8 +222,9 @@ def _make_base_env(
         )
     except (ValueError, FileNotFoundError) as err:
         raise ConfigError(f"env.options: {err}") from err
-    return make_env(
+    return make_env_groups(
         task,
+        groups=groups,
         num_envs=num_envs,
         image_size=(env.height, env.width),
         seed=seed,

@@ -7,7 +7,9 @@ checkpoint restore -> objective -> collector -> loop -> saved policy. The run di
 policy, reloadable with :func:`vla_torchrl.training.policy.load_policy`).
 
 One iteration: reset all envs -> collect ``steps_per_env`` steps with the sampling actor (TorchRL
-``Collector``) -> advantages and minibatch updates (:func:`~vla_torchrl.training.update.rl_update`)
+``Collector``, or with ``collector.env_groups > 1`` the
+:class:`~vla_torchrl.training.overlapped_collector.OverlappedCollector`, which overlaps the
+policy of one group of envs with the others' steps) -> advantages and minibatch updates (:func:`~vla_torchrl.training.update.rl_update`)
 -> log -> checkpoint. Every rollout starts from fresh episodes whose env seed is a function of
 (seed, iteration), so a resumed run replays exactly what an uninterrupted run would have seen.
 GRPO, GRPO(s) and TPO collect fixed-length episodes by default (``collector.episodes=auto`` ->
@@ -57,7 +59,8 @@ from vla_torchrl.training.data_parallel import (
     optimizer_state_for,
     shard_policy,
 )
-from vla_torchrl.training.environments import make_recipe_env, task_names
+from vla_torchrl.training.environments import make_recipe_env_groups, task_names
+from vla_torchrl.training.overlapped_collector import OverlappedCollector, seed_env_groups
 from vla_torchrl.training.paths import POLICY_DIR
 from vla_torchrl.training.periodic_eval import PeriodicEvaluation, due, eval_due
 from vla_torchrl.training.policy import build_policy_from_config, save_policy
@@ -254,6 +257,7 @@ def _train(cfg: TrainConfig, info: DistInfo) -> Path:
     ctx = start_run(cfg, info, validated=True)
     device = info.device if info.enabled else select_device(cfg.device)
     # ---- env: each rank its own envs and seeds -------------------------------------------------
+    # (a list of env groups with collector.env_groups > 1: OverlappedCollector)
     env = None if cfg.algo.name == "sft" else _make_env(cfg, device, info)
     # ---- model: actor (rollouts), evaluator (losses), critic, optimizer --------------------------
     bundle = build_policy_from_config(
@@ -304,7 +308,7 @@ def _train(cfg: TrainConfig, info: DistInfo) -> Path:
             _train_rl(
                 cfg,
                 ctx,
-                env,
+                env if isinstance(env, list) else [env],
                 collector,
                 loss_fn,
                 advantage,
@@ -319,8 +323,9 @@ def _train(cfg: TrainConfig, info: DistInfo) -> Path:
             evaluation.close()
         if collector is not None:
             collector.shutdown()  # closes its env too (a second close of a ParallelEnv raises)
-        if env is not None and not env.is_closed:
-            env.close()
+        for each in env if isinstance(env, list) else [env]:
+            if each is not None and not each.is_closed:
+                each.close()
     policy_dir = ctx.run_dir / POLICY_DIR
     sharded = cfg.dist.strategy == "fsdp2"
     tensors = full_trainables(trainables) if sharded else None  # collective under FSDP2
@@ -338,8 +343,9 @@ def _make_env(cfg: TrainConfig, device: torch.device, info: DistInfo):
     # algo=grpo-s: each run of algo.group_size envs starts from the same state (its group)
     groups = cfg.algo.group_size if cfg.algo.name == "grpo-s" else 1
     try:
-        env = make_recipe_env(
+        envs = make_recipe_env_groups(
             cfg.env,
+            groups=cfg.collector.env_groups,
             seed=rank_seed(cfg.seed, info),
             device="cpu",
             terminate_on_success=episode_mode(cfg) != "fixed",
@@ -352,10 +358,13 @@ def _make_env(cfg: TrainConfig, device: torch.device, info: DistInfo):
             f"algo=grpo-s (algo.group_size={groups}) plays each group from one start: {err}"
         ) from err
     # a simulator error resets the failing env and voids its episode instead of ending the run
-    return guard_sim_errors(env)
+    envs = [guard_sim_errors(env) for env in envs]
+    return envs if cfg.collector.env_groups > 1 else envs[0]
 
 
-def _make_collector(cfg: TrainConfig, env, bundle: PolicyBundle) -> Collector:
+def _make_collector(cfg: TrainConfig, env, bundle: PolicyBundle) -> Collector | OverlappedCollector:
+    if isinstance(env, list):  # collector.env_groups > 1
+        return OverlappedCollector(env, bundle.actor, steps_per_env=cfg.collector.steps_per_env)
     return Collector(
         env,
         bundle.actor,
@@ -371,7 +380,7 @@ def _make_collector(cfg: TrainConfig, env, bundle: PolicyBundle) -> Collector:
 def _train_rl(
     cfg,
     ctx: RunContext,
-    env,
+    envs: list,
     collector,
     loss_fn,
     advantage,
@@ -402,7 +411,7 @@ def _train_rl(
         while step < total:
             # ---- collect: envs reseeded per iteration so resume replays the same episodes ----
             iteration_seed = rank_seed(cfg.seed * 1_000_003 + iteration, info)
-            env.set_seed(iteration_seed)
+            seed_env_groups(envs, iteration_seed)  # one env, or the groups of collector.env_groups
             if info.world_size > 1:
                 # per-rank sampling streams that a resume on any number of ranks reproduces
                 torch.manual_seed(iteration_seed)
