@@ -166,7 +166,8 @@ def make_env_groups(
     """The ``num_envs`` scenes of ``make_env(task, num_envs=num_envs, ...)`` as ``groups`` envs of
     consecutive scenes (CPU: one ``ParallelEnv`` each), for
     :class:`~vla_torchrl.training.overlapped_collector.OverlappedCollector`: each scene plays
-    the episodes it plays in the one env (the same seed, the same episode numbering).
+    the episodes it plays in the one env (the same episode numbering; seeded with
+    :func:`~vla_torchrl.training.overlapped_collector.seed_env_groups`, the same seeds).
 
     Args:
         task: a key of :data:`vla_torchrl.envs.suite.SUITE` (``"ind"``, ``"obj-rep"``...).
